@@ -1,0 +1,12 @@
+//! Pure domain rules: identifiers, money, kinds, dates, policies, filings — no I/O, no async.
+
+pub mod error;
+pub mod filing;
+pub mod ids;
+pub mod kinds;
+pub mod money;
+pub mod policy;
+pub mod regions;
+pub mod time;
+
+pub use error::{DomainError, DomainResult};

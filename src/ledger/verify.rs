@@ -1,0 +1,59 @@
+//! Proves the books: trial balance zero, every transaction balanced, maintained balances equal
+//! to the journal, no personal account below zero.
+
+use crate::store::{journal, Conn, StoreResult};
+
+/// One check's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The report of a verification run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// Discrepancies listed per check at most.
+const SHOW: i64 = 10;
+
+pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
+    let mut checks = Vec::new();
+    let trial = journal::trial_balance(conn).await?;
+    checks.push(Check {
+        name: "trial_balance_zero",
+        ok: trial == 0,
+        detail: format!("sum of all journal entries = {trial} fen"),
+    });
+    let unbalanced = journal::unbalanced(conn, SHOW).await?;
+    checks.push(Check {
+        name: "transactions_balanced",
+        ok: unbalanced.is_empty(),
+        detail: if unbalanced.is_empty() {
+            "every journal transaction sums to 0 with at least two legs".into()
+        } else {
+            format!("unbalanced: {unbalanced:?}")
+        },
+    });
+    let mismatches = journal::account_mismatches(conn, SHOW).await?;
+    let orphans = journal::orphan_pacct_entries(conn).await?;
+    checks.push(Check {
+        name: "personal_accounts_match_journal",
+        ok: mismatches.is_empty() && orphans == 0,
+        detail: if mismatches.is_empty() && orphans == 0 {
+            "every personal account balance equals its journal sum and is ≥ 0".into()
+        } else {
+            format!("(psn_no, maintained fen, journal fen): {mismatches:?}; orphan legs: {orphans}")
+        },
+    });
+    Ok(Report { checks })
+}

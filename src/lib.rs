@@ -1,0 +1,12 @@
+//! medsettle: cross-region direct medical-insurance settlement over gRPC.
+//!
+//! Layers (data flows one way): `grpc` → `service` → (`domain`, `store`, `ledger`).
+
+pub mod domain;
+pub mod ledger;
+pub mod service;
+pub mod store;
+
+pub mod proto {
+    tonic::include_proto!("medsettle.v1");
+}

@@ -1,0 +1,94 @@
+//! Home-region policies: immutable effective-dated versions.
+
+use super::auth::Principal;
+use super::error::{AppError, AppResult};
+use super::regions;
+use crate::domain::ids::RegionCode;
+use crate::domain::policy::Policy;
+use crate::store::policies::{self, PolicyRow};
+use crate::store::Conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// A stored version with its body decoded.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub region: String,
+    pub version: i64,
+    pub effective_from: NaiveDate,
+    /// None when listed without bodies.
+    pub policy: Option<Policy>,
+}
+
+fn decode(row: PolicyRow) -> AppResult<Version> {
+    let policy = if row.body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_str(&row.body).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("stored policy {}/{} does not decode: {e}", row.region, row.version))
+        })?)
+    };
+    Ok(Version { region: row.region, version: row.version, effective_from: row.effective_from, policy })
+}
+
+/// Adds a version from `effective_from` on; history is never rewritten, so it must be later
+/// than every existing version.
+pub async fn put(
+    conn: &mut Conn,
+    who: &Principal,
+    region: &RegionCode,
+    effective_from: NaiveDate,
+    policy: Policy,
+    now: DateTime<Utc>,
+) -> AppResult<Version> {
+    who.require_region(region.as_str())?;
+    policy.validate()?;
+    regions::get(conn, region.as_str()).await?;
+    let latest = policies::latest(conn, region.as_str(), true).await?;
+    if let Some(l) = &latest
+        && effective_from <= l.effective_from
+    {
+        return Err(AppError::precondition(
+            "policy_history_immutable",
+            format!(
+                "version {} is in force from {}; a new version must start later",
+                l.version, l.effective_from
+            ),
+        ));
+    }
+    let body = serde_json::to_string(&policy)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("encoding policy: {e}")))?;
+    let row = PolicyRow {
+        region: region.as_str().to_owned(),
+        version: latest.map_or(1, |l| l.version + 1),
+        effective_from,
+        body,
+    };
+    policies::insert(conn, &row, now).await?;
+    decode(row)
+}
+
+/// The version in force on a date, or a given version. Operators and bureaus (policies are
+/// published rules).
+pub async fn get(
+    conn: &mut Conn,
+    who: &Principal,
+    region: &RegionCode,
+    on: NaiveDate,
+    version: Option<i64>,
+) -> AppResult<Version> {
+    who.require_bureau_or_operator()?;
+    let row = match version {
+        Some(v) => policies::by_version(conn, region.as_str(), v).await?,
+        None => policies::in_force(conn, region.as_str(), on).await?,
+    };
+    let row = row.ok_or_else(|| match version {
+        Some(v) => AppError::not_found(format!("region {region} has no policy version {v}")),
+        None => AppError::not_found(format!("region {region} has no policy in force on {on}")),
+    })?;
+    decode(row)
+}
+
+pub async fn versions(conn: &mut Conn, who: &Principal, region: &RegionCode) -> AppResult<Vec<Version>> {
+    who.require_bureau_or_operator()?;
+    policies::versions(conn, region.as_str()).await?.into_iter().map(decode).collect()
+}

@@ -1,0 +1,108 @@
+//! API tokens, idempotency records and the audit log.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub token_id: String,
+    /// "operator", "bureau" or "institution".
+    pub role: String,
+    /// Region code for bureaus, institution code for institutions, "" for operators.
+    pub scope: String,
+    pub label: String,
+}
+
+pub async fn insert_token(
+    c: &mut Conn,
+    hash: &[u8],
+    t: &TokenRow,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO api_token (token_hash, token_id, role, scope, label, created_at) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
+    on_conn!(c, x => sqlx::query(sql).bind(hash).bind(&t.token_id).bind(&t.role).bind(&t.scope)
+        .bind(&t.label).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The live (not revoked) token with this SHA-256 hash.
+pub async fn token_by_hash(c: &mut Conn, hash: &[u8]) -> StoreResult<Option<TokenRow>> {
+    let sql = "SELECT token_id, role, scope, label FROM api_token \
+               WHERE token_hash = $1 AND revoked_at IS NULL";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(hash).fetch_optional(x).await)?)
+}
+
+pub async fn revoke_token(c: &mut Conn, token_id: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+    let sql = "UPDATE api_token SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL";
+    let r = on_conn!(c, x => sqlx::query(sql).bind(token_id).bind(now).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(r)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct IdempotencyRow {
+    pub rpc: String,
+    pub payload_hash: Vec<u8>,
+    pub response: Vec<u8>,
+}
+
+pub async fn find_idempotent(
+    c: &mut Conn,
+    principal: &str,
+    request_id: &str,
+) -> StoreResult<Option<IdempotencyRow>> {
+    let sql = "SELECT rpc, payload_hash, response FROM idempotency \
+               WHERE principal = $1 AND request_id = $2";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
+        .fetch_optional(x).await)?)
+}
+
+pub async fn insert_idempotent(
+    c: &mut Conn,
+    principal: &str,
+    request_id: &str,
+    row: &IdempotencyRow,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sql = "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+               created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+    on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(&row.rpc)
+        .bind(&row.payload_hash).bind(&row.response).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub audit_id: String,
+    pub principal: String,
+    pub rpc: String,
+    pub request_id: String,
+    pub outcome: String,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn insert_audit(c: &mut Conn, a: &AuditRow) -> StoreResult<()> {
+    let sql = "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    on_conn!(c, x => sqlx::query(sql).bind(&a.audit_id).bind(&a.principal).bind(&a.rpc)
+        .bind(&a.request_id).bind(&a.outcome).bind(&a.detail).bind(a.at).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Audit records newest first, before `before` ("" = from the newest), optionally of one
+/// principal.
+pub async fn list_audit(
+    c: &mut Conn,
+    principal: &str,
+    before: &str,
+    limit: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    let sql = "SELECT audit_id, principal, rpc, request_id, outcome, detail, at FROM audit_log \
+               WHERE ($1 = '' OR principal = $1) AND ($2 = '' OR audit_id < $2) \
+               ORDER BY audit_id DESC LIMIT $3";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(before).bind(limit)
+        .fetch_all(x).await)?)
+}

@@ -1,0 +1,109 @@
+//! Journal rows (immutable) and the sums that balances and verification derive from them.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JournalTxRow {
+    pub journal_id: String,
+    pub kind: String,
+    pub reference: String,
+    pub memo: String,
+    pub business_date: NaiveDate,
+    pub booked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EntryRow {
+    pub journal_id: String,
+    pub seq: i64,
+    pub account: String,
+    pub amount_fen: i64,
+}
+
+pub async fn insert_tx(c: &mut Conn, t: &JournalTxRow, entries: &[EntryRow]) -> StoreResult<()> {
+    let sql = "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) \
+               VALUES ($1, $2, $3, $4, $5, $6)";
+    on_conn!(c, x => sqlx::query(sql).bind(&t.journal_id).bind(&t.kind).bind(&t.reference)
+        .bind(&t.memo).bind(t.business_date).bind(t.booked_at).execute(x).await.map(|r| r.rows_affected()))?;
+    let mut sql = String::from("INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES ");
+    for i in 0..entries.len() {
+        let b = i * 4;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(${},${},${},${})", b + 1, b + 2, b + 3, b + 4));
+    }
+    on_conn!(c, x => {
+        let mut q = sqlx::query(&sql);
+        for e in entries {
+            q = q.bind(&e.journal_id).bind(e.seq).bind(&e.account).bind(e.amount_fen);
+        }
+        q.execute(x).await.map(|r| r.rows_affected())
+    })?;
+    Ok(())
+}
+
+/// (sum in fen, number of entries) of an account.
+pub async fn account_sum(c: &mut Conn, account: &str) -> StoreResult<(i64, i64)> {
+    let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT), COUNT(*) FROM journal_entry \
+               WHERE account = $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(account).fetch_one(x).await)?)
+}
+
+/// Transactions (oldest first) after `after`, optionally only those touching `account`.
+pub async fn list_txs(
+    c: &mut Conn,
+    account: &str,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<JournalTxRow>> {
+    let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at FROM journal_tx t \
+               WHERE t.journal_id > $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM journal_entry e \
+               WHERE e.journal_id = t.journal_id AND e.account = $2)) \
+               ORDER BY t.journal_id LIMIT $3";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
+        .fetch_all(x).await)?)
+}
+
+/// Entries of the given transactions, in (journal_id, seq) order.
+pub async fn entries_of(c: &mut Conn, first: &str, last: &str) -> StoreResult<Vec<EntryRow>> {
+    let sql = "SELECT journal_id, seq, account, amount_fen FROM journal_entry \
+               WHERE journal_id >= $1 AND journal_id <= $2 ORDER BY journal_id, seq";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(first).bind(last).fetch_all(x).await)?)
+}
+
+/// Sum of every entry in the journal (the trial balance; must be 0).
+pub async fn trial_balance(c: &mut Conn) -> StoreResult<i64> {
+    let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM journal_entry";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+}
+
+/// Journal transactions whose entries do not sum to zero (or have fewer than two legs).
+pub async fn unbalanced(c: &mut Conn, limit: i64) -> StoreResult<Vec<(String, i64)>> {
+    let sql = "SELECT t.journal_id, CAST(COALESCE(SUM(e.amount_fen), 0) AS BIGINT) FROM journal_tx t \
+               LEFT JOIN journal_entry e ON e.journal_id = t.journal_id \
+               GROUP BY t.journal_id HAVING COALESCE(SUM(e.amount_fen), 0) <> 0 OR COUNT(e.seq) < 2 \
+               ORDER BY t.journal_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Personal accounts whose maintained balance differs from their journal sum, or is negative:
+/// (psn_no, maintained fen, journal fen).
+pub async fn account_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<(String, i64, i64)>> {
+    let sql = "SELECT a.psn_no, a.balance_fen, CAST(COALESCE(s.total, 0) AS BIGINT) \
+               FROM personal_account a LEFT JOIN (SELECT account, SUM(amount_fen) AS total \
+               FROM journal_entry WHERE account LIKE 'pacct:%' GROUP BY account) s \
+               ON s.account = 'pacct:' || a.psn_no \
+               WHERE a.balance_fen <> COALESCE(s.total, 0) OR a.balance_fen < 0 \
+               ORDER BY a.psn_no LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Journal personal-account legs on accounts with no personal_account row.
+pub async fn orphan_pacct_entries(c: &mut Conn) -> StoreResult<i64> {
+    let sql = "SELECT COUNT(*) FROM journal_entry e WHERE e.account LIKE 'pacct:%' AND NOT EXISTS \
+               (SELECT 1 FROM personal_account a WHERE 'pacct:' || a.psn_no = e.account)";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+}

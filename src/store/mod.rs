@@ -1,0 +1,297 @@
+//! Persistence behind one interface, with two native engines: SQLite (embedded default) and
+//! PostgreSQL (production). Every query is written once: the [`on_conn!`] macro expands the same
+//! body for each engine's concrete connection type, so SQL that both engines accept is shared
+//! and engine-specific SQL stays visible at the one place it differs (see [`Conn::engine`]).
+
+pub mod access;
+pub mod catalogue;
+pub mod filings;
+pub mod journal;
+pub mod persons;
+pub mod policies;
+pub mod registry;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// Store failures, classified so that the service layer can react (retry, map to a status).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique or primary-key constraint was violated; `constraint` names it when the engine
+    /// reports it (PostgreSQL), else the table/column text (SQLite).
+    #[error("unique violation: {constraint}")]
+    Unique { constraint: String },
+    /// Serialization failure, deadlock or a busy SQLite database: run the transaction again.
+    #[error("transient conflict, retry: {0}")]
+    Retry(String),
+    /// A CHECK constraint failed (a bound enforced by the schema).
+    #[error("check violation: {0}")]
+    Check(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            match code.as_str() {
+                // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY.
+                "23505" | "2067" | "1555" => {
+                    let constraint = db
+                        .constraint()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| db.message().to_owned());
+                    return StoreError::Unique { constraint };
+                }
+                // PostgreSQL serialization_failure, deadlock_detected; SQLite BUSY / LOCKED.
+                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => {
+                    return StoreError::Retry(db.message().to_owned());
+                }
+                // PostgreSQL check_violation; SQLite SQLITE_CONSTRAINT_CHECK.
+                "23514" | "275" => return StoreError::Check(db.message().to_owned()),
+                _ => {}
+            }
+        }
+        StoreError::Other(anyhow::Error::new(e))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A connection pool on one of the two engines.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// `sqlite://path.db` (created when missing), `sqlite::memory:`, or `postgres://…`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl Db {
+    /// Connects (creating a SQLite file when missing) and applies the migrations.
+    pub async fn open(cfg: &DbConfig) -> anyhow::Result<Db> {
+        let db = Self::connect(cfg).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(cfg: &DbConfig) -> anyhow::Result<Db> {
+        use anyhow::Context;
+        let url = cfg.url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).context("parsing PostgreSQL URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok(Db::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .context("parsing SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Durable commits: every acknowledged write survives a power cut.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .context("opening SQLite database")?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            anyhow::bail!("unsupported database URL (expected sqlite:… or postgres://…): {url}")
+        }
+    }
+
+    /// Applies pending migrations (migrations/sqlite or migrations/postgres). No advisory
+    /// locks: distributed PostgreSQL-wire engines do not all provide them.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        match self {
+            Db::Sqlite(p) => {
+                let mut m = sqlx::migrate!("migrations/sqlite");
+                m.set_locking(false);
+                m.run(p).await.context("migrating SQLite")?;
+            }
+            Db::Postgres(p) => {
+                let mut m = sqlx::migrate!("migrations/postgres");
+                m.set_locking(false);
+                m.run(p).await.context("migrating PostgreSQL")?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Db::Sqlite(_) => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Starts a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`), so a
+    /// transaction never fails half-way on a lock upgrade; PostgreSQL runs READ COMMITTED with
+    /// explicit row locks (`SELECT … FOR UPDATE`, see [`Conn::for_update`]).
+    pub async fn begin(&self) -> StoreResult<Conn> {
+        Ok(match self {
+            Db::Sqlite(p) => Conn::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Conn::PgTx(p.begin().await?),
+        })
+    }
+
+    /// A plain connection for reads (autocommit).
+    pub async fn read(&self) -> StoreResult<Conn> {
+        Ok(match self {
+            Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+            Db::Postgres(p) => Conn::Pg(p.acquire().await?),
+        })
+    }
+
+    /// (size, idle) of the pool.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        match self {
+            Db::Sqlite(p) => (p.size(), p.num_idle()),
+            Db::Postgres(p) => (p.size(), p.num_idle()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// A connection: inside a transaction (from [`Db::begin`]) or not (from [`Db::read`]).
+pub enum Conn {
+    SqliteTx(Transaction<'static, Sqlite>),
+    PgTx(Transaction<'static, Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+    Pg(PoolConnection<Postgres>),
+}
+
+/// The engine-specific connection behind a [`Conn`].
+pub enum Raw<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Pg(&'a mut PgConnection),
+}
+
+impl Conn {
+    pub fn raw(&mut self) -> Raw<'_> {
+        match self {
+            Conn::SqliteTx(t) => Raw::Sqlite(t),
+            Conn::PgTx(t) => Raw::Pg(t),
+            Conn::Sqlite(c) => Raw::Sqlite(c),
+            Conn::Pg(c) => Raw::Pg(c),
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Conn::SqliteTx(_) | Conn::Sqlite(_) => Engine::Sqlite,
+            Conn::PgTx(_) | Conn::Pg(_) => Engine::Postgres,
+        }
+    }
+
+    /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL locks the rows;
+    /// SQLite already holds the database write lock (BEGIN IMMEDIATE).
+    pub fn for_update(&self) -> &'static str {
+        match self.engine() {
+            Engine::Postgres => " FOR UPDATE",
+            Engine::Sqlite => "",
+        }
+    }
+
+    /// Commits a transaction; a plain connection has nothing to commit.
+    pub async fn commit(self) -> StoreResult<()> {
+        match self {
+            Conn::SqliteTx(t) => t.commit().await?,
+            Conn::PgTx(t) => t.commit().await?,
+            Conn::Sqlite(_) | Conn::Pg(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Rolls back a transaction (dropping it does the same, without waiting).
+    pub async fn rollback(self) -> StoreResult<()> {
+        match self {
+            Conn::SqliteTx(t) => t.rollback().await?,
+            Conn::PgTx(t) => t.rollback().await?,
+            Conn::Sqlite(_) | Conn::Pg(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs the same body against whichever engine `conn` is on: `on_conn!(conn, c => query.fetch_one(c).await)`.
+/// `c` is `&mut SqliteConnection` in one expansion and `&mut PgConnection` in the other.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn.raw() {
+            $crate::store::Raw::Sqlite($c) => $body,
+            $crate::store::Raw::Pg($c) => $body,
+        }
+    };
+}
+
+/// Keyset paging: a page size from the request (0 → 100, capped at 1000).
+pub fn page_size(requested: u32) -> i64 {
+    match requested {
+        0 => 100,
+        n => i64::from(n.min(1000)),
+    }
+}
+
+/// Splits `rows` fetched with LIMIT page+1 into the page and the next token.
+pub fn page<T>(mut rows: Vec<T>, size: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if rows.len() > size {
+        rows.truncate(size);
+        let token = rows.last().map(|r| hex::encode(key(r))).unwrap_or_default();
+        (rows, token)
+    } else {
+        (rows, String::new())
+    }
+}
+
+/// Decodes a page token back to the last key of the previous page ("" for the first page).
+pub fn page_after(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return Some(String::new());
+    }
+    hex::decode(token).ok().and_then(|b| String::from_utf8(b).ok())
+}
+
+/// A new explicit key: `prefix` + 12 hex digits of milliseconds since the epoch + 16 random hex
+/// digits. Keys sort by creation time (to the millisecond) and need no sequence or SERIAL.
+pub fn new_id(prefix: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+    format!("{prefix}{ms:012x}{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,167 @@
+//! Persons, their insurance types and personal accounts.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PersonRow {
+    pub psn_no: String,
+    pub home_region: String,
+    pub national_id: String,
+    pub name: String,
+    pub birth_date: NaiveDate,
+    /// proto PersonStatus.
+    pub status: i64,
+    pub card_no: Option<String>,
+    /// proto CardStatus.
+    pub card_status: i64,
+    pub evoucher_token: Option<String>,
+    pub assistance_recipient: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InsuranceRow {
+    pub psn_no: String,
+    /// proto InsuranceType (310, 390, 510).
+    pub insurance_type: i64,
+    /// proto PersonCategory.
+    pub category: i64,
+    /// proto PersonStatus.
+    pub status: i64,
+}
+
+/// A person with everything the registry returns about them.
+#[derive(Debug, Clone)]
+pub struct PersonRecord {
+    pub person: PersonRow,
+    pub insurances: Vec<InsuranceRow>,
+    /// Personal account balance in fen; None when the person has no account.
+    pub balance_fen: Option<i64>,
+}
+
+const PERSON_COLS: &str = "psn_no, home_region, national_id, name, birth_date, status, card_no, \
+                           card_status, evoucher_token, assistance_recipient";
+
+pub async fn insert_person(c: &mut Conn, p: &PersonRow, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO person ({PERSON_COLS}, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(&p.psn_no).bind(&p.home_region).bind(&p.national_id)
+        .bind(&p.name).bind(p.birth_date).bind(p.status).bind(&p.card_no).bind(p.card_status)
+        .bind(&p.evoucher_token).bind(p.assistance_recipient).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn insert_insurance(c: &mut Conn, i: &InsuranceRow) -> StoreResult<()> {
+    let sql = "INSERT INTO person_insurance (psn_no, insurance_type, category, status) \
+               VALUES ($1, $2, $3, $4)";
+    on_conn!(c, x => sqlx::query(sql).bind(&i.psn_no).bind(i.insurance_type).bind(i.category)
+        .bind(i.status).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn insert_account(c: &mut Conn, psn_no: &str) -> StoreResult<()> {
+    let sql = "INSERT INTO personal_account (psn_no, balance_fen) VALUES ($1, 0)";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Which column identifies the person in a lookup.
+#[derive(Debug, Clone, Copy)]
+pub enum PersonKey {
+    PsnNo,
+    NationalId,
+    CardNo,
+    EVoucher,
+}
+
+pub async fn find_person(
+    c: &mut Conn,
+    key: PersonKey,
+    value: &str,
+    lock: bool,
+) -> StoreResult<Option<PersonRow>> {
+    let col = match key {
+        PersonKey::PsnNo => "psn_no",
+        PersonKey::NationalId => "national_id",
+        PersonKey::CardNo => "card_no",
+        PersonKey::EVoucher => "evoucher_token",
+    };
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT {PERSON_COLS} FROM person WHERE {col} = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(value).fetch_optional(x).await)?)
+}
+
+pub async fn insurances(c: &mut Conn, psn_no: &str) -> StoreResult<Vec<InsuranceRow>> {
+    let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
+               WHERE psn_no = $1 ORDER BY insurance_type";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(psn_no).fetch_all(x).await)?)
+}
+
+/// Balance in fen, None when the person has no personal account. `lock` takes the row lock.
+pub async fn account_balance(c: &mut Conn, psn_no: &str, lock: bool) -> StoreResult<Option<i64>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT balance_fen FROM personal_account WHERE psn_no = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(psn_no).fetch_optional(x).await)?)
+}
+
+/// Adds `delta_fen` to a maintained personal-account balance and returns the new balance. The
+/// schema's CHECK (balance_fen >= 0) rejects an overdraft as StoreError::Check.
+pub async fn add_to_account(c: &mut Conn, psn_no: &str, delta_fen: i64) -> StoreResult<i64> {
+    let sql = "UPDATE personal_account SET balance_fen = balance_fen + $2 WHERE psn_no = $1 \
+               RETURNING balance_fen";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(psn_no).bind(delta_fen).fetch_one(x).await)?)
+}
+
+pub async fn record(c: &mut Conn, person: PersonRow) -> StoreResult<PersonRecord> {
+    let insurances = insurances(c, &person.psn_no).await?;
+    let balance_fen = account_balance(c, &person.psn_no, false).await?;
+    Ok(PersonRecord { person, insurances, balance_fen })
+}
+
+/// Persons of a home region after `after` in psn_no order.
+pub async fn list_persons(
+    c: &mut Conn,
+    home_region: &str,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<PersonRow>> {
+    let sql = format!(
+        "SELECT {PERSON_COLS} FROM person WHERE home_region = $1 AND psn_no > $2 \
+         ORDER BY psn_no LIMIT $3"
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(home_region).bind(after).bind(limit)
+        .fetch_all(x).await)?)
+}
+
+pub async fn set_person_status(c: &mut Conn, psn_no: &str, status: i64) -> StoreResult<()> {
+    let sql = "UPDATE person SET status = $2 WHERE psn_no = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(status).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_insurance_status(
+    c: &mut Conn,
+    psn_no: &str,
+    insurance_type: i64,
+    status: i64,
+) -> StoreResult<()> {
+    let sql = "UPDATE person_insurance SET status = $3 WHERE psn_no = $1 AND insurance_type = $2";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(status)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_card(
+    c: &mut Conn,
+    psn_no: &str,
+    card_no: Option<&str>,
+    card_status: i64,
+) -> StoreResult<()> {
+    let sql = "UPDATE person SET card_no = $2, card_status = $3 WHERE psn_no = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(card_no).bind(card_status)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Home-region policy versions: immutable, effective-dated; the body is JSON of
+//! `domain::policy::Policy` (amounts as strings, never floats).
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRow {
+    pub region: String,
+    pub version: i64,
+    pub effective_from: NaiveDate,
+    pub body: String,
+}
+
+/// The newest version of a region (locked inside a write transaction), if any.
+pub async fn latest(c: &mut Conn, region: &str, lock: bool) -> StoreResult<Option<PolicyRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!(
+        "SELECT region, version, effective_from, body FROM policy_version WHERE region = $1 \
+         ORDER BY version DESC LIMIT 1{lock}"
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_optional(x).await)?)
+}
+
+pub async fn insert(c: &mut Conn, p: &PolicyRow, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = "INSERT INTO policy_version (region, version, effective_from, body, created_at) \
+               VALUES ($1, $2, $3, $4, $5)";
+    on_conn!(c, x => sqlx::query(sql).bind(&p.region).bind(p.version).bind(p.effective_from)
+        .bind(&p.body).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The version in force on `on`.
+pub async fn in_force(c: &mut Conn, region: &str, on: NaiveDate) -> StoreResult<Option<PolicyRow>> {
+    let sql = "SELECT region, version, effective_from, body FROM policy_version \
+               WHERE region = $1 AND effective_from <= $2 ORDER BY effective_from DESC LIMIT 1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(on).fetch_optional(x).await)?)
+}
+
+pub async fn by_version(c: &mut Conn, region: &str, version: i64) -> StoreResult<Option<PolicyRow>> {
+    let sql = "SELECT region, version, effective_from, body FROM policy_version \
+               WHERE region = $1 AND version = $2";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(version).fetch_optional(x).await)?)
+}
+
+/// All versions of a region, newest first, without bodies.
+pub async fn versions(c: &mut Conn, region: &str) -> StoreResult<Vec<PolicyRow>> {
+    let sql = "SELECT region, version, effective_from, '' AS body FROM policy_version \
+               WHERE region = $1 ORDER BY version DESC";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).fetch_all(x).await)?)
+}

@@ -1,0 +1,101 @@
+//! Regions (bureaus) and institutions.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RegionRow {
+    pub code: String,
+    pub name: String,
+    pub province_code: String,
+    pub bureau_name: String,
+}
+
+pub async fn insert_region(c: &mut Conn, r: &RegionRow, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = "INSERT INTO region (code, name, province_code, bureau_name, created_at) \
+               VALUES ($1, $2, $3, $4, $5)";
+    on_conn!(c, x => sqlx::query(sql).bind(&r.code).bind(&r.name).bind(&r.province_code)
+        .bind(&r.bureau_name).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get_region(c: &mut Conn, code: &str) -> StoreResult<Option<RegionRow>> {
+    let sql = "SELECT code, name, province_code, bureau_name FROM region WHERE code = $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(code).fetch_optional(x).await)?)
+}
+
+/// Regions after `after` in code order, optionally of one province.
+pub async fn list_regions(
+    c: &mut Conn,
+    province: Option<&str>,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<RegionRow>> {
+    let sql = "SELECT code, name, province_code, bureau_name FROM region \
+               WHERE code > $1 AND ($2 = '' OR province_code = $2) ORDER BY code LIMIT $3";
+    let p = province.unwrap_or("");
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(p).bind(limit).fetch_all(x).await)?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstitutionRow {
+    pub code: String,
+    pub name: String,
+    pub region: String,
+    /// 1 hospital, 2 pharmacy (proto InstitutionKind).
+    pub kind: i64,
+    pub level: i64,
+    pub cross_region_enabled: bool,
+    /// 1 active, 2 suspended (proto InstitutionStatus).
+    pub status: i64,
+    pub valid_from: NaiveDate,
+    pub valid_until: Option<NaiveDate>,
+}
+
+const INSTITUTION_COLS: &str =
+    "code, name, region, kind, level, cross_region_enabled, status, valid_from, valid_until";
+
+pub async fn insert_institution(c: &mut Conn, r: &InstitutionRow) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO institution ({INSTITUTION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(&r.code).bind(&r.name).bind(&r.region).bind(r.kind)
+        .bind(r.level).bind(r.cross_region_enabled).bind(r.status).bind(r.valid_from)
+        .bind(r.valid_until).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn update_institution(c: &mut Conn, r: &InstitutionRow) -> StoreResult<()> {
+    let sql = "UPDATE institution SET name = $2, cross_region_enabled = $3, status = $4, \
+               valid_until = $5 WHERE code = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(&r.code).bind(&r.name).bind(r.cross_region_enabled)
+        .bind(r.status).bind(r.valid_until).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get_institution(
+    c: &mut Conn,
+    code: &str,
+    lock: bool,
+) -> StoreResult<Option<InstitutionRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT {INSTITUTION_COLS} FROM institution WHERE code = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(code).fetch_optional(x).await)?)
+}
+
+/// Institutions after `after` in code order; `region` "" = all; `kind` 0 = all.
+pub async fn list_institutions(
+    c: &mut Conn,
+    region: &str,
+    kind: i64,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<InstitutionRow>> {
+    let sql = format!(
+        "SELECT {INSTITUTION_COLS} FROM institution WHERE code > $1 AND ($2 = '' OR region = $2) \
+         AND ($3 = 0 OR kind = $3) ORDER BY code LIMIT $4"
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(after).bind(region).bind(kind).bind(limit)
+        .fetch_all(x).await)?)
+}
