@@ -3,7 +3,9 @@
 //! Layers (data flows one way): `grpc` → `service` → (`domain`, `store`, `ledger`).
 
 pub mod domain;
+pub mod grpc;
 pub mod ledger;
+pub mod server;
 pub mod service;
 pub mod store;
 

@@ -1,1 +1,221 @@
-fn main() {}
+//! The `medsettle` command: serve, migrate, tokens, verify.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use medsettle::domain::ids::{InstitutionCode, RegionCode};
+use medsettle::service::App;
+use medsettle::service::auth::{self, Grant};
+use medsettle::store::{Db, DbConfig};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "medsettle",
+    version,
+    about = "Cross-region direct medical-insurance settlement (gRPC)"
+)]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDSETTLE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct DbArgs {
+    /// Database: sqlite://FILE (created when missing) or postgres://USER@HOST:PORT/DB.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDSETTLE_DATABASE_URL",
+        default_value = "sqlite://medsettle.db"
+    )]
+    database_url: String,
+    /// Database connection pool size.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDSETTLE_DB_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    db_max_connections: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API (migrates the database first).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MEDSETTLE_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: String,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Verify the books (trial balance, balanced transactions, maintained balances); exits 1 on
+    /// any failed check.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Issue a new token and print it (it is shown only once; only its hash is stored).
+    Issue {
+        /// An operator token (administration, clearing, everything).
+        #[arg(long, conflicts_with_all = ["bureau", "institution"])]
+        operator: bool,
+        /// A bureau token for this region code, e.g. 150300.
+        #[arg(long, conflicts_with = "institution")]
+        bureau: Option<String>,
+        /// An institution token for this fixmedins_code, e.g. H15030200001.
+        #[arg(long)]
+        institution: Option<String>,
+        /// Who holds it (kept with the token).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke a token by its id (printed at issue).
+    Revoke { token_id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let cfg = DbConfig {
+        url: cli.db.database_url.clone(),
+        max_connections: cli.db.db_max_connections,
+    };
+    match cli.command {
+        Command::Serve { listen } => serve(&cfg, &listen).await,
+        Command::Migrate => {
+            Db::open(&cfg).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Token(t) => token(&cfg, t).await,
+        Command::Verify => verify(&cfg).await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(cfg: &DbConfig, listen: &str) -> anyhow::Result<()> {
+    let db = Db::open(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let app = Arc::new(App::new(db.clone()));
+    medsettle::server::run(listener, app, shutdown_signal()).await?;
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight calls");
+}
+
+async fn token(cfg: &DbConfig, cmd: TokenCommand) -> anyhow::Result<()> {
+    let db = Db::open(cfg).await?;
+    match cmd {
+        TokenCommand::Issue {
+            operator,
+            bureau,
+            institution,
+            label,
+        } => {
+            let grant = match (operator, bureau, institution) {
+                (true, None, None) => Grant::Operator,
+                (false, Some(b), None) => Grant::Bureau(RegionCode::parse("--bureau", &b)?),
+                (false, None, Some(i)) => {
+                    Grant::Institution(InstitutionCode::parse("--institution", &i)?)
+                }
+                _ => anyhow::bail!(
+                    "give exactly one of --operator, --bureau REGION, --institution CODE"
+                ),
+            };
+            let (token_id, token) = auth::issue(&db, &grant, &label).await?;
+            eprintln!("token id: {token_id} (use it to revoke)");
+            println!("{token}");
+        }
+        TokenCommand::Revoke { token_id } => {
+            if auth::revoke(&db, &token_id).await? {
+                println!("revoked {token_id}");
+            } else {
+                anyhow::bail!("no live token with id {token_id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn verify(cfg: &DbConfig) -> anyhow::Result<()> {
+    let db = Db::open(cfg).await?;
+    let mut conn = db.read().await?;
+    let report = medsettle::ledger::verify::run(&mut conn).await?;
+    for c in &report.checks {
+        println!(
+            "{:<34} {:<4} {}",
+            c.name,
+            if c.ok { "ok" } else { "FAIL" },
+            c.detail
+        );
+    }
+    if report.ok() {
+        println!("verify: all checks passed");
+        Ok(())
+    } else {
+        std::process::exit(1)
+    }
+}

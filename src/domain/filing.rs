@@ -18,7 +18,10 @@ impl Destination {
         match s.len() {
             6 => RegionCode::parse(field, s).map(Destination::Region),
             2 => ProvinceCode::parse(field, s).map(Destination::Province),
-            _ => Err(DomainError::invalid(field, "expected a 6-digit region or a 2-digit province")),
+            _ => Err(DomainError::invalid(
+                field,
+                "expected a 6-digit region or a 2-digit province",
+            )),
         }
     }
 
@@ -59,7 +62,8 @@ pub fn default_valid_until(t: FilingType, from: NaiveDate) -> Option<NaiveDate> 
     if t.is_long_term() {
         None
     } else {
-        from.checked_add_months(Months::new(6)).and_then(|d| d.checked_sub_days(Days::new(1)))
+        from.checked_add_months(Months::new(6))
+            .and_then(|d| d.checked_sub_days(Days::new(1)))
     }
 }
 
@@ -95,16 +99,40 @@ mod tests {
 
     #[test]
     fn temporary_filings_default_to_six_months() {
-        assert_eq!(default_valid_until(FilingType::Referral, d("2026-11-27")), Some(d("2027-05-26")));
+        assert_eq!(
+            default_valid_until(FilingType::Referral, d("2026-11-27")),
+            Some(d("2027-05-26"))
+        );
         // 31 August + 6 months clamps to 28 February; less a day is 27 February.
-        assert_eq!(default_valid_until(FilingType::Emergency, d("2026-08-31")), Some(d("2027-02-27")));
-        assert_eq!(default_valid_until(FilingType::RelocatedRetiree, d("2026-11-27")), None);
+        assert_eq!(
+            default_valid_until(FilingType::Emergency, d("2026-08-31")),
+            Some(d("2027-02-27"))
+        );
+        assert_eq!(
+            default_valid_until(FilingType::RelocatedRetiree, d("2026-11-27")),
+            None
+        );
     }
 
     #[test]
     fn intersections() {
-        assert!(periods_intersect(d("2026-01-01"), Some(d("2026-06-30")), d("2026-06-30"), None));
-        assert!(!periods_intersect(d("2026-01-01"), Some(d("2026-06-29")), d("2026-06-30"), None));
-        assert!(periods_intersect(d("2026-01-01"), None, d("2020-01-01"), Some(d("2026-01-01"))));
+        assert!(periods_intersect(
+            d("2026-01-01"),
+            Some(d("2026-06-30")),
+            d("2026-06-30"),
+            None
+        ));
+        assert!(!periods_intersect(
+            d("2026-01-01"),
+            Some(d("2026-06-29")),
+            d("2026-06-30"),
+            None
+        ));
+        assert!(periods_intersect(
+            d("2026-01-01"),
+            None,
+            d("2020-01-01"),
+            Some(d("2026-01-01"))
+        ));
     }
 }

@@ -140,8 +140,14 @@ mod tests {
         for t in InsuranceType::ALL {
             assert_eq!(InsuranceType::from_code(t.code()), Some(*t));
         }
-        assert_eq!(InsuranceType::parse("insutype", 310), Ok(InsuranceType::Employee));
-        assert!(matches!(InsuranceType::parse("insutype", 0), Err(DomainError::Invalid { .. })));
+        assert_eq!(
+            InsuranceType::parse("insutype", 310),
+            Ok(InsuranceType::Employee)
+        );
+        assert!(matches!(
+            InsuranceType::parse("insutype", 0),
+            Err(DomainError::Invalid { .. })
+        ));
         assert!(InsuranceType::parse("insutype", 311).is_err());
         assert!(FilingType::parse("t", 5).is_ok_and(|f| !f.is_long_term()));
     }

@@ -2,8 +2,7 @@
 //! immutable once stored; this module holds the model and its validation.
 
 use super::kinds::{
-    CareType, DeductibleBasis, FilingType, InsuranceType, LevelScope, PersonCategory,
-    ProvinceScope,
+    CareType, DeductibleBasis, FilingType, InsuranceType, LevelScope, PersonCategory, ProvinceScope,
 };
 use super::money::{Amount, Ratio};
 use super::{DomainError, DomainResult};
@@ -93,8 +92,22 @@ pub struct PolicyRule {
 
 impl PolicyRule {
     /// The rule's matching key (two rules may not share one).
-    pub fn key(&self) -> (InsuranceType, PersonCategory, CareType, LevelScope, ProvinceScope) {
-        (self.insurance_type, self.category, self.care_type, self.level, self.province_scope)
+    pub fn key(
+        &self,
+    ) -> (
+        InsuranceType,
+        PersonCategory,
+        CareType,
+        LevelScope,
+        ProvinceScope,
+    ) {
+        (
+            self.insurance_type,
+            self.category,
+            self.care_type,
+            self.level,
+            self.province_scope,
+        )
     }
 }
 
@@ -129,12 +142,18 @@ impl Policy {
     /// Checks the cross-field rules; errors name the field path under `body`.
     pub fn validate(&self) -> DomainResult<()> {
         if self.rules.is_empty() {
-            return Err(DomainError::invalid("body.rules", "at least one rule is required"));
+            return Err(DomainError::invalid(
+                "body.rules",
+                "at least one rule is required",
+            ));
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let field = format!("body.rules[{i}]");
             if self.rules[..i].iter().any(|r| r.key() == rule.key()) {
-                return Err(DomainError::invalid(field, "duplicate rule for the same key"));
+                return Err(DomainError::invalid(
+                    field,
+                    "duplicate rule for the same key",
+                ));
             }
             if !rule.insurance_type.allows(rule.category) {
                 return Err(DomainError::invalid(
@@ -168,26 +187,36 @@ impl Policy {
                     && (r.province_scope == ProvinceScope::Any || r.province_scope == q.province)
             })
             .max_by_key(|r| {
-                u8::from(r.level != LevelScope::Any) * 2 + u8::from(r.province_scope != ProvinceScope::Any)
+                u8::from(r.level != LevelScope::Any) * 2
+                    + u8::from(r.province_scope != ProvinceScope::Any)
             })
     }
 
     /// The reduction configured for a filing type (None = full ratio).
     pub fn reduction_for(&self, t: FilingType) -> Option<Reduction> {
-        self.filing_reductions.iter().find(|(u, _)| *u == t).map(|(_, r)| *r)
+        self.filing_reductions
+            .iter()
+            .find(|(u, _)| *u == t)
+            .map(|(_, r)| *r)
     }
 }
 
 fn validate_rule_amounts(field: &str, rule: &PolicyRule) -> DomainResult<()> {
     let non_neg = |name: &str, a: Amount| {
         if a.is_negative() {
-            Err(DomainError::invalid(format!("{field}.{name}"), "must not be negative"))
+            Err(DomainError::invalid(
+                format!("{field}.{name}"),
+                "must not be negative",
+            ))
         } else {
             Ok(())
         }
     };
     non_neg("deductible", rule.deductible)?;
-    non_neg("repeat_admission_deductible", rule.repeat_admission_deductible)?;
+    non_neg(
+        "repeat_admission_deductible",
+        rule.repeat_admission_deductible,
+    )?;
     if let Some(cap) = rule.annual_cap {
         non_neg("annual_cap", cap)?;
     }
@@ -206,7 +235,10 @@ fn validate_rule_amounts(field: &str, rule: &PolicyRule) -> DomainResult<()> {
 
 fn validate_bands(field: &str, ci: &CriticalIllness) -> DomainResult<()> {
     if ci.bands.is_empty() {
-        return Err(DomainError::invalid(format!("{field}.bands"), "at least one band is required"));
+        return Err(DomainError::invalid(
+            format!("{field}.bands"),
+            "at least one band is required",
+        ));
     }
     let mut floor = ci.threshold;
     for (i, b) in ci.bands.iter().enumerate() {
@@ -219,7 +251,10 @@ fn validate_bands(field: &str, ci: &CriticalIllness) -> DomainResult<()> {
         }
         match b.to {
             Some(to) if to <= b.from => {
-                return Err(DomainError::invalid(format!("{f}.to"), "must be greater than from"));
+                return Err(DomainError::invalid(
+                    format!("{f}.to"),
+                    "must be greater than from",
+                ));
             }
             Some(to) => floor = to,
             None if i + 1 < ci.bands.len() => {
@@ -301,12 +336,27 @@ mod tests {
     #[test]
     fn reductions_by_points_and_factor() {
         // 0.85 − 10 points = 0.75; 0.85 × 0.8 = 0.68; 0.05 − 0.10 floors at 0.
-        assert_eq!(Reduction::MinusPoints(ratio("0.10")).apply(ratio("0.85")), ratio("0.75"));
-        assert_eq!(Reduction::Factor(ratio("0.8")).apply(ratio("0.85")), ratio("0.68"));
-        assert_eq!(Reduction::MinusPoints(ratio("0.10")).apply(ratio("0.05")), ratio("0"));
+        assert_eq!(
+            Reduction::MinusPoints(ratio("0.10")).apply(ratio("0.85")),
+            ratio("0.75")
+        );
+        assert_eq!(
+            Reduction::Factor(ratio("0.8")).apply(ratio("0.85")),
+            ratio("0.68")
+        );
+        assert_eq!(
+            Reduction::MinusPoints(ratio("0.10")).apply(ratio("0.05")),
+            ratio("0")
+        );
         // 0.925 × 0.9 = 0.8325 exactly; 0.8333 × 0.9 = 0.74997 truncates to 0.7499.
-        assert_eq!(Reduction::Factor(ratio("0.9")).apply(ratio("0.925")), ratio("0.8325"));
-        assert_eq!(Reduction::Factor(ratio("0.9")).apply(ratio("0.8333")), ratio("0.7499"));
+        assert_eq!(
+            Reduction::Factor(ratio("0.9")).apply(ratio("0.925")),
+            ratio("0.8325")
+        );
+        assert_eq!(
+            Reduction::Factor(ratio("0.9")).apply(ratio("0.8333")),
+            ratio("0.7499")
+        );
     }
 
     #[test]
@@ -317,27 +367,44 @@ mod tests {
         ]);
         assert_eq!(
             dup.validate(),
-            Err(DomainError::invalid("body.rules[1]", "duplicate rule for the same key"))
+            Err(DomainError::invalid(
+                "body.rules[1]",
+                "duplicate rule for the same key"
+            ))
         );
         let mut r = rule(LevelScope::Any, ProvinceScope::Any, "0.80");
         r.critical_illness = Some(CriticalIllness {
             threshold: amount("20000.00"),
             bands: vec![
-                Band { from: amount("20000.00"), to: Some(amount("50000.00")), ratio: ratio("0.6") },
-                Band { from: amount("40000.00"), to: None, ratio: ratio("0.7") },
+                Band {
+                    from: amount("20000.00"),
+                    to: Some(amount("50000.00")),
+                    ratio: ratio("0.6"),
+                },
+                Band {
+                    from: amount("40000.00"),
+                    to: None,
+                    ratio: ratio("0.7"),
+                },
             ],
             annual_cap: None,
         });
         let err = policy(vec![r]).validate().unwrap_err();
-        assert!(matches!(err, DomainError::Invalid { ref field, .. }
-            if field == "body.rules[0].critical_illness.bands[1].from"), "{err:?}");
+        assert!(
+            matches!(err, DomainError::Invalid { ref field, .. }
+            if field == "body.rules[0].critical_illness.bands[1].from"),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn json_carries_amounts_as_strings() {
         let p = policy(vec![rule(LevelScope::Any, ProvinceScope::Any, "0.80")]);
         let json = serde_json::to_string(&p).unwrap();
-        assert!(json.contains("\"800.00\"") && json.contains("\"0.8\""), "{json}");
+        assert!(
+            json.contains("\"800.00\"") && json.contains("\"0.8\""),
+            "{json}"
+        );
         let back: Policy = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
     }

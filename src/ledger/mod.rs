@@ -8,7 +8,7 @@
 pub mod verify;
 
 use crate::store::journal::{self, EntryRow, JournalTxRow};
-use crate::store::{persons, Conn, StoreError};
+use crate::store::{Conn, StoreError, persons};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::fmt;
 
@@ -49,10 +49,18 @@ impl fmt::Display for Account {
 pub enum LedgerError {
     /// A transaction that does not balance is a bug: the write stops, loudly.
     #[error("unbalanced journal transaction {kind}/{reference}: entries sum to {sum_fen} fen")]
-    Unbalanced { kind: &'static str, reference: String, sum_fen: i64 },
+    Unbalanced {
+        kind: &'static str,
+        reference: String,
+        sum_fen: i64,
+    },
     /// A bounded account (personal account) would go below zero.
     #[error("insufficient balance on {account}: balance {balance_fen} fen, debit {debit_fen} fen")]
-    Insufficient { account: String, balance_fen: i64, debit_fen: i64 },
+    Insufficient {
+        account: String,
+        balance_fen: i64,
+        debit_fen: i64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -70,7 +78,13 @@ pub struct Posting {
 
 impl Posting {
     pub fn new(kind: &'static str, reference: impl Into<String>, business_date: NaiveDate) -> Self {
-        Posting { kind, reference: reference.into(), memo: String::new(), business_date, legs: Vec::new() }
+        Posting {
+            kind,
+            reference: reference.into(),
+            memo: String::new(),
+            business_date,
+            legs: Vec::new(),
+        }
     }
 
     pub fn memo(mut self, memo: impl Into<String>) -> Self {
@@ -106,7 +120,11 @@ pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Po
     let sum_fen = p.sum_fen();
     if sum_fen != 0 || p.legs.len() < 2 {
         tracing::error!(kind = p.kind, reference = %p.reference, sum_fen, "unbalanced posting refused");
-        return Err(LedgerError::Unbalanced { kind: p.kind, reference: p.reference.clone(), sum_fen });
+        return Err(LedgerError::Unbalanced {
+            kind: p.kind,
+            reference: p.reference.clone(),
+            sum_fen,
+        });
     }
     let mut personal_balances = Vec::new();
     for (account, fen) in &p.legs {
@@ -150,7 +168,10 @@ pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Po
         })
         .collect();
     journal::insert_tx(conn, &tx, &entries).await?;
-    Ok(Posted { journal_id, personal_balances })
+    Ok(Posted {
+        journal_id,
+        personal_balances,
+    })
 }
 
 /// Balance (fen) and entry count of an account, derived from the journal.
@@ -166,13 +187,24 @@ mod tests {
     fn transfer_legs_balance_and_zero_is_skipped() {
         let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
         let p = Posting::new("t", "r", d)
-            .transfer(Account::Bank("150300".into()), Account::PersonalAccount("p1".into()), 12345)
-            .transfer(Account::Fund("150300".into()), Account::Advance("150600".into()), 0);
+            .transfer(
+                Account::Bank("150300".into()),
+                Account::PersonalAccount("p1".into()),
+                12345,
+            )
+            .transfer(
+                Account::Fund("150300".into()),
+                Account::Advance("150600".into()),
+                0,
+            );
         assert_eq!(p.legs.len(), 2);
         assert_eq!(p.sum_fen(), 0);
         assert_eq!(p.legs[0].0.to_string(), "bank:150300");
         assert_eq!(p.legs[1].0.to_string(), "pacct:p1");
-        let due = Account::Due { home: "150300".into(), treat: "640200".into() };
+        let due = Account::Due {
+            home: "150300".into(),
+            treat: "640200".into(),
+        };
         assert_eq!(due.to_string(), "due:150300->640200");
     }
 }

@@ -1,7 +1,7 @@
 //! Proves the books: trial balance zero, every transaction balanced, maintained balances equal
 //! to the journal, no personal account below zero.
 
-use crate::store::{journal, Conn, StoreResult};
+use crate::store::{Conn, StoreResult, journal};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,7 +41,10 @@ impl Principal {
         if self.is_operator() {
             Ok(())
         } else {
-            Err(AppError::denied(format!("{} may not do this: operators only", self.key())))
+            Err(AppError::denied(format!(
+                "{} may not do this: operators only",
+                self.key()
+            )))
         }
     }
 
@@ -61,9 +64,10 @@ impl Principal {
     pub fn require_bureau_or_operator(&self) -> AppResult<()> {
         match self {
             Principal::Operator { .. } | Principal::Bureau { .. } => Ok(()),
-            Principal::Institution { .. } => {
-                Err(AppError::denied(format!("{} may not do this: bureaus and operators only", self.key())))
-            }
+            Principal::Institution { .. } => Err(AppError::denied(format!(
+                "{} may not do this: bureaus and operators only",
+                self.key()
+            ))),
         }
     }
 }
@@ -92,7 +96,12 @@ pub async fn issue(db: &Db, grant: &Grant, label: &str) -> AppResult<(String, St
         Grant::Bureau(r) => ("bureau", r.as_str().to_owned()),
         Grant::Institution(c) => ("institution", c.as_str().to_owned()),
     };
-    let row = TokenRow { token_id: token_id.clone(), role: role.into(), scope, label: label.into() };
+    let row = TokenRow {
+        token_id: token_id.clone(),
+        role: role.into(),
+        scope,
+        label: label.into(),
+    };
     let mut conn = db.begin().await?;
     access::insert_token(&mut conn, &hash_token(&token), &row, now).await?;
     conn.commit().await?;
@@ -122,7 +131,9 @@ pub struct TokenCache {
 impl TokenCache {
     fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
         let map = self.map.read().ok()?;
-        map.get(hash).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(p, _)| p.clone())
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
+            .map(|(p, _)| p.clone())
     }
 
     fn put(&self, hash: [u8; 32], p: Principal) {
@@ -146,11 +157,15 @@ pub async fn authenticate(db: &Db, cache: &TokenCache, token: &str) -> AppResult
         .await?
         .ok_or_else(|| AppError::Unauthenticated("unknown or revoked token".into()))?;
     let p = match row.role.as_str() {
-        "operator" => Principal::Operator { token_id: row.token_id },
+        "operator" => Principal::Operator {
+            token_id: row.token_id,
+        },
         "bureau" => Principal::Bureau { region: row.scope },
         "institution" => Principal::Institution { code: row.scope },
         other => {
-            return Err(AppError::Internal(anyhow::anyhow!("token with unknown role {other:?}")));
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "token with unknown role {other:?}"
+            )));
         }
     };
     cache.put(hash, p.clone());

@@ -2,7 +2,7 @@
 
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
-use super::{page_after, regions, Page};
+use super::{Page, page_after, regions};
 use crate::domain::ids::RegionCode;
 use crate::store::catalogue::{self, CatalogueRow};
 use crate::store::{self, Conn, registry};
@@ -21,14 +21,20 @@ pub async fn upsert(
 ) -> AppResult<(i64, usize)> {
     who.require_region(region.as_str())?;
     if items.is_empty() || items.len() > MAX_ITEMS {
-        return Err(AppError::invalid("items", format!("1..{MAX_ITEMS} items per call")));
+        return Err(AppError::invalid(
+            "items",
+            format!("1..{MAX_ITEMS} items per call"),
+        ));
     }
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         if !seen.insert((item.code.as_str(), item.effective_from)) {
             return Err(AppError::invalid(
                 format!("items[{i}]"),
-                format!("({}, {}) appears twice in this call", item.code, item.effective_from),
+                format!(
+                    "({}, {}) appears twice in this call",
+                    item.code, item.effective_from
+                ),
             ));
         }
     }
@@ -64,9 +70,13 @@ pub async fn get(
     on: NaiveDate,
 ) -> AppResult<CatalogueRow> {
     check_read(conn, who, region.as_str()).await?;
-    catalogue::item_on(conn, region.as_str(), code, on).await?.ok_or_else(|| {
-        AppError::not_found(format!("{code} is not in the catalogue of {region} on {on}"))
-    })
+    catalogue::item_on(conn, region.as_str(), code, on)
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found(format!(
+                "{code} is not in the catalogue of {region} on {on}"
+            ))
+        })
 }
 
 pub async fn search(
@@ -83,5 +93,8 @@ pub async fn search(
     let size = store::page_size(page_size);
     let rows = catalogue::search(conn, region.as_str(), query, on, &after, size + 1).await?;
     let (items, next_page_token) = store::page(rows, size, |r| r.code.clone());
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }

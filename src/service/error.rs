@@ -32,11 +32,17 @@ pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        AppError::Invalid { field: field.into(), reason: reason.into() }
+        AppError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn precondition(rule: &'static str, detail: impl Into<String>) -> Self {
-        AppError::Precondition { rule, detail: detail.into() }
+        AppError::Precondition {
+            rule,
+            detail: detail.into(),
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -87,7 +93,11 @@ impl From<StoreError> for AppError {
 impl From<LedgerError> for AppError {
     fn from(e: LedgerError) -> Self {
         match e {
-            LedgerError::Insufficient { account, balance_fen, debit_fen } => AppError::precondition(
+            LedgerError::Insufficient {
+                account,
+                balance_fen,
+                debit_fen,
+            } => AppError::precondition(
                 "insufficient_balance",
                 format!("{account} holds {balance_fen} fen, {debit_fen} fen requested"),
             ),

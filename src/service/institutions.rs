@@ -1,8 +1,8 @@
 //! Designated institutions: hospitals and pharmacies.
 
 use super::auth::Principal;
-use super::error::{unique_as, AppError, AppResult};
-use super::{page_after, regions, Page};
+use super::error::{AppError, AppResult, unique_as};
+use super::{Page, page_after, regions};
 use crate::domain::ids::{InstitutionCode, RegionCode};
 use crate::domain::kinds::{InstitutionKind, InstitutionStatus};
 use crate::store::registry::{self, InstitutionRow};
@@ -23,25 +23,39 @@ pub struct Register {
 }
 
 /// Register an institution: the bureau of its region, or an operator.
-pub async fn register(conn: &mut Conn, who: &Principal, cmd: Register) -> AppResult<InstitutionRow> {
+pub async fn register(
+    conn: &mut Conn,
+    who: &Principal,
+    cmd: Register,
+) -> AppResult<InstitutionRow> {
     who.require_region(cmd.region.as_str())?;
     let expected = match cmd.kind {
         InstitutionKind::Hospital => 'H',
         InstitutionKind::Pharmacy => 'P',
     };
     if cmd.code.kind_letter() != expected {
-        return Err(AppError::invalid("code", format!("a {:?} code starts with '{expected}'", cmd.kind)));
+        return Err(AppError::invalid(
+            "code",
+            format!("a {:?} code starts with '{expected}'", cmd.kind),
+        ));
     }
     if !cmd.code.region_digits().starts_with(cmd.region.province()) {
         return Err(AppError::invalid(
             "code",
-            format!("digits 1-2 of the code must be the region's province {}", cmd.region.province()),
+            format!(
+                "digits 1-2 of the code must be the region's province {}",
+                cmd.region.province()
+            ),
         ));
     }
     match (cmd.kind, cmd.level) {
         (InstitutionKind::Hospital, 1..=3) | (InstitutionKind::Pharmacy, 0) => {}
-        (InstitutionKind::Hospital, _) => return Err(AppError::invalid("level", "hospital level is 1, 2 or 3")),
-        (InstitutionKind::Pharmacy, _) => return Err(AppError::invalid("level", "pharmacies have no level: 0")),
+        (InstitutionKind::Hospital, _) => {
+            return Err(AppError::invalid("level", "hospital level is 1, 2 or 3"));
+        }
+        (InstitutionKind::Pharmacy, _) => {
+            return Err(AppError::invalid("level", "pharmacies have no level: 0"));
+        }
     }
     check_validity(cmd.valid_from, cmd.valid_until)?;
     regions::get(conn, cmd.region.as_str()).await?;
@@ -56,15 +70,24 @@ pub async fn register(conn: &mut Conn, who: &Principal, cmd: Register) -> AppRes
         valid_from: cmd.valid_from,
         valid_until: cmd.valid_until,
     };
-    registry::insert_institution(conn, &row).await.map_err(|e| {
-        unique_as(e, "institution", format!("institution {} is already registered", row.code))
-    })?;
+    registry::insert_institution(conn, &row)
+        .await
+        .map_err(|e| {
+            unique_as(
+                e,
+                "institution",
+                format!("institution {} is already registered", row.code),
+            )
+        })?;
     Ok(row)
 }
 
 fn check_validity(from: NaiveDate, until: Option<NaiveDate>) -> AppResult<()> {
     match until {
-        Some(u) if u < from => Err(AppError::invalid("valid_until", "must not be before valid_from")),
+        Some(u) if u < from => Err(AppError::invalid(
+            "valid_until",
+            "must not be before valid_from",
+        )),
         _ => Ok(()),
     }
 }
@@ -112,10 +135,15 @@ fn not_found(code: &str) -> AppError {
 
 /// An institution: operators, its region's bureau, or the institution itself.
 pub async fn get(conn: &mut Conn, who: &Principal, code: &str) -> AppResult<InstitutionRow> {
-    let row = registry::get_institution(conn, code, false).await?.ok_or_else(|| not_found(code))?;
+    let row = registry::get_institution(conn, code, false)
+        .await?
+        .ok_or_else(|| not_found(code))?;
     match who {
         Principal::Institution { code: own } if own == code => Ok(row),
-        Principal::Institution { .. } => Err(AppError::denied(format!("{} may read only itself", who.key()))),
+        Principal::Institution { .. } => Err(AppError::denied(format!(
+            "{} may read only itself",
+            who.key()
+        ))),
         _ => who.require_region(&row.region).map(|_| row),
     }
 }
@@ -145,5 +173,8 @@ pub async fn list(
     let kind = kind.map(InstitutionKind::code).unwrap_or(0);
     let rows = registry::list_institutions(conn, &region, kind, &after, size + 1).await?;
     let (items, next_page_token) = store::page(rows, size, |r| r.code.clone());
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }

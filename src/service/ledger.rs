@@ -2,7 +2,7 @@
 
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
-use super::{page_after, Page};
+use super::{Page, page_after};
 use crate::ledger::verify::{self, Report};
 use crate::store::access::{self, AuditRow};
 use crate::store::journal::{self, EntryRow, JournalTxRow};
@@ -19,7 +19,9 @@ async fn check_account(conn: &mut Conn, who: &Principal, account: &str) -> AppRe
             let (kind, rest) = account.split_once(':').unwrap_or((account, ""));
             match kind {
                 "bank" | "fund" | "advance" | "prepay" => rest == region,
-                "due" => rest.split_once("->").is_some_and(|(h, t)| h == region || t == region),
+                "due" => rest
+                    .split_once("->")
+                    .is_some_and(|(h, t)| h == region || t == region),
                 "pacct" => persons::find_person(conn, PersonKey::PsnNo, rest, false)
                     .await?
                     .is_some_and(|p| &p.home_region == region),
@@ -33,7 +35,10 @@ async fn check_account(conn: &mut Conn, who: &Principal, account: &str) -> AppRe
     if allowed {
         Ok(())
     } else {
-        Err(AppError::denied(format!("{} may not read account {account}", who.key())))
+        Err(AppError::denied(format!(
+            "{} may not read account {account}",
+            who.key()
+        )))
     }
 }
 
@@ -69,11 +74,18 @@ pub async fn journal(
     };
     let mut items = Vec::with_capacity(txs.len());
     for tx in txs {
-        let mine: Vec<EntryRow> = entries.iter().filter(|e| e.journal_id == tx.journal_id).cloned().collect();
+        let mine: Vec<EntryRow> = entries
+            .iter()
+            .filter(|e| e.journal_id == tx.journal_id)
+            .cloned()
+            .collect();
         entries.retain(|e| e.journal_id != tx.journal_id);
         items.push((tx, mine));
     }
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }
 
 /// Verification: operators only.
@@ -95,11 +107,17 @@ pub async fn audit(
     } else if principal.is_empty() || principal == who.key() {
         who.key()
     } else {
-        return Err(AppError::denied(format!("{} may read only its own audit records", who.key())));
+        return Err(AppError::denied(format!(
+            "{} may read only its own audit records",
+            who.key()
+        )));
     };
     let before = page_after(page_token)?;
     let size = store::page_size(page_size);
     let rows = access::list_audit(conn, &principal, &before, size + 1).await?;
     let (items, next_page_token) = store::page(rows, size, |a| a.audit_id.clone());
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }

@@ -26,7 +26,10 @@ pub struct App {
 
 impl App {
     pub fn new(db: Db) -> Self {
-        App { db, tokens: TokenCache::default() }
+        App {
+            db,
+            tokens: TokenCache::default(),
+        }
     }
 
     /// Resolves a bearer token to its principal.
@@ -56,10 +59,16 @@ pub fn page_after(token: &str) -> AppResult<String> {
 /// Checks free text: at most `max` characters, no control characters.
 pub fn text(field: &str, s: &str, max: usize) -> AppResult<String> {
     if s.chars().count() > max {
-        return Err(AppError::invalid(field, format!("at most {max} characters")));
+        return Err(AppError::invalid(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
     if s.chars().any(char::is_control) {
-        return Err(AppError::invalid(field, "control characters are not allowed"));
+        return Err(AppError::invalid(
+            field,
+            "control characters are not allowed",
+        ));
     }
     Ok(s.trim().to_owned())
 }

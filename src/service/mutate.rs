@@ -1,9 +1,9 @@
 //! The one mechanism every mutating RPC goes through: request-id idempotency, one database
 //! transaction, retry on transient conflicts, and an audit record of every outcome.
 
+use super::App;
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
-use super::App;
 use crate::domain::ids::RequestId;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
 use crate::store::{Conn, StoreError};
@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 pub struct Call {
     pub principal: Principal,
     /// Full RPC path, e.g. "/medsettle.v1.RegistryService/EnrolPerson".
-    pub rpc: &'static str,
+    pub rpc: String,
     /// The caller's request id, as sent (validated here).
     pub request_id: String,
     /// SHA-256 of the request payload without its request id.
@@ -22,67 +22,128 @@ pub struct Call {
 }
 
 /// Attempts of one call when the database reports a transient conflict.
-const MAX_ATTEMPTS: u32 = 8;
+pub const MAX_ATTEMPTS: u32 = 8;
 
-impl App {
-    /// Runs `work` in one transaction under the call's request id. A replay with the same
-    /// payload returns the stored first answer; a different payload is ALREADY_EXISTS. Any error
-    /// rolls everything back; every outcome is audited.
-    pub async fn mutate<R, F>(&self, call: &Call, mut work: F) -> AppResult<R>
-    where
-        R: prost::Message + Default,
-        F: AsyncFnMut(&mut Conn, DateTime<Utc>) -> AppResult<R>,
-    {
-        let mut attempt = 0;
+/// How a mutating call starts: with the stored first answer, or with a fresh transaction.
+pub enum Begun {
+    Replay(IdempotencyRow),
+    Fresh(Conn, DateTime<Utc>),
+}
+
+/// Runs a mutating call: `mutate!(app, &call, |conn, now| { …body returning AppResult<R>… })`.
+///
+/// Under the call's request id a replay with the same payload returns the stored first answer;
+/// a different payload is ALREADY_EXISTS. The body runs in one transaction (`conn`), retried on
+/// transient conflicts; any error rolls everything back; every outcome is audited. A macro
+/// rather than a closure-taking function: the body is an inline `async` block, so the handler's
+/// future stays `Send` without boxing or cloning the request per attempt.
+#[macro_export]
+macro_rules! mutate {
+    ($app:expr, $call:expr, |$conn:ident, $now:ident| $body:block) => {{
+        let app: &$crate::service::App = &$app;
+        let call: &$crate::service::mutate::Call = $call;
+        let mut attempt = 0u32;
         let result = loop {
             attempt += 1;
-            match self.attempt(call, &mut work).await {
-                Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, %why, "transient conflict; retrying");
-                    let backoff = 2u64.pow(attempt.min(6)) + u64::from(rand::random::<u8>() % 8);
-                    tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+            let once = match app.begin_call(call).await {
+                Ok($crate::service::mutate::Begun::Replay(first)) => {
+                    $crate::service::mutate::replay(call, first).map(|r| (r, true))
+                }
+                Ok($crate::service::mutate::Begun::Fresh(mut conn, $now)) => {
+                    let out: $crate::service::AppResult<_> = async {
+                        let $conn = &mut conn;
+                        $body
+                    }
+                    .await;
+                    match out {
+                        Ok(response) => app
+                            .finish_call(call, conn, &response, $now)
+                            .await
+                            .map(|_| (response, false)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match once {
+                Err($crate::service::AppError::Retry(why))
+                    if attempt < $crate::service::mutate::MAX_ATTEMPTS =>
+                {
+                    app.back_off(attempt, &why).await;
                 }
                 other => break other,
             }
         };
-        match &result {
-            Ok((_, Replayed(true))) => self.audit_alone(call, "OK", "replay").await,
-            Ok(_) => {}
-            Err(e) => self.audit_alone(call, e.code_name(), &e.to_string()).await,
+        app.after_call(call, result).await
+    }};
+}
+
+impl App {
+    /// Looks the request id up and either returns the first answer or opens the transaction.
+    pub async fn begin_call(&self, call: &Call) -> AppResult<Begun> {
+        let request_id = RequestId::parse("request_id", &call.request_id)?;
+        let mut conn = self.db.begin().await?;
+        let principal = call.principal.key();
+        if let Some(first) =
+            access::find_idempotent(&mut conn, &principal, request_id.as_str()).await?
+        {
+            conn.rollback().await?;
+            return Ok(Begun::Replay(first));
         }
-        result.map(|(r, _)| r)
+        Ok(Begun::Fresh(conn, Utc::now()))
     }
 
-    async fn attempt<R, F>(&self, call: &Call, work: &mut F) -> AppResult<(R, Replayed)>
-    where
-        R: prost::Message + Default,
-        F: AsyncFnMut(&mut Conn, DateTime<Utc>) -> AppResult<R>,
-    {
-        let request_id = RequestId::parse("request_id", &call.request_id)?;
-        let principal = call.principal.key();
-        let mut conn = self.db.begin().await?;
-        if let Some(first) = access::find_idempotent(&mut conn, &principal, request_id.as_str()).await? {
-            conn.rollback().await?;
-            return replay(call, first).map(|r| (r, Replayed(true)));
-        }
-        let now = Utc::now();
-        let response = work(&mut conn, now).await?;
+    /// Stores the answer under the request id, audits success, commits.
+    pub async fn finish_call<R: prost::Message>(
+        &self,
+        call: &Call,
+        mut conn: Conn,
+        response: &R,
+        now: DateTime<Utc>,
+    ) -> AppResult<()> {
         let row = IdempotencyRow {
-            rpc: call.rpc.to_owned(),
+            rpc: call.rpc.clone(),
             payload_hash: call.payload_hash.to_vec(),
             response: response.encode_to_vec(),
         };
-        access::insert_idempotent(&mut conn, &principal, request_id.as_str(), &row, now)
-            .await
-            .map_err(|e| match e {
-                // A concurrent call with the same request id committed first: run again to
-                // replay its answer.
-                StoreError::Unique { .. } => AppError::Retry("concurrent request id".into()),
-                other => other.into(),
-            })?;
+        access::insert_idempotent(
+            &mut conn,
+            &call.principal.key(),
+            &call.request_id,
+            &row,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            // A concurrent call with the same request id committed first: run again to
+            // replay its answer.
+            StoreError::Unique { .. } => AppError::Retry("concurrent request id".into()),
+            other => other.into(),
+        })?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;
         conn.commit().await?;
-        Ok((response, Replayed(false)))
+        tracing::info!(outcome = "OK", "mutation committed");
+        Ok(())
+    }
+
+    /// Waits before the next attempt after a transient conflict (exponential, jittered).
+    pub async fn back_off(&self, attempt: u32, why: &str) {
+        tracing::debug!(attempt, why, "transient conflict; retrying");
+        let ms = 2u64.pow(attempt.min(6)) + u64::from(rand::random::<u8>() % 8);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+
+    /// Audits failures and replays (successes were audited inside their transaction).
+    pub async fn after_call<R>(&self, call: &Call, result: AppResult<(R, bool)>) -> AppResult<R> {
+        match &result {
+            Ok((_, true)) => self.audit_alone(call, "OK", "replay").await,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::info!(outcome = e.code_name(), error = %e, "mutation refused");
+                self.audit_alone(call, e.code_name(), &e.to_string()).await;
+            }
+        }
+        result.map(|(r, _)| r)
     }
 
     /// Audits a failure (or a replay) in its own short transaction: the call's own transaction
@@ -96,15 +157,13 @@ impl App {
         }
         .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, rpc = call.rpc, "could not write audit record");
+            tracing::error!(error = %e, rpc = %call.rpc, "could not write audit record");
         }
     }
 }
 
-/// Whether the answer came from the idempotency store.
-struct Replayed(bool);
-
-fn replay<R: prost::Message + Default>(call: &Call, first: IdempotencyRow) -> AppResult<R> {
+/// Decodes the stored first answer, or refuses a different payload under the same id.
+pub fn replay<R: prost::Message + Default>(call: &Call, first: IdempotencyRow) -> AppResult<R> {
     if first.rpc != call.rpc || first.payload_hash != call.payload_hash {
         return Err(AppError::AlreadyExists(format!(
             "request_id {:?} was already used for a different request ({}); use a new request id",
@@ -122,7 +181,7 @@ fn audit_row(call: &Call, outcome: &str, detail: &str, at: DateTime<Utc>) -> Aud
     AuditRow {
         audit_id: crate::store::new_id("A", at),
         principal: call.principal.key(),
-        rpc: call.rpc.to_owned(),
+        rpc: call.rpc.clone(),
         request_id: call.request_id.chars().take(64).collect(),
         outcome: outcome.to_owned(),
         detail: detail.chars().take(DETAIL_MAX).collect(),

@@ -2,7 +2,7 @@
 
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
-use super::{page_after, regions, Page};
+use super::{Page, page_after, regions};
 use crate::domain::ids::{CardNo, EVoucherToken, NationalId, PersonName, RegionCode};
 use crate::domain::kinds::{CardStatus, InsuranceType, PersonCategory, PersonStatus};
 use crate::domain::money::Amount;
@@ -26,15 +26,26 @@ pub struct Enrol {
 
 /// Enrol a person: their home-region bureau, or an operator. The opening personal-account
 /// balance is booked bank:{home} → pacct:{psn_no}.
-pub async fn enrol(conn: &mut Conn, who: &Principal, cmd: Enrol, now: DateTime<Utc>) -> AppResult<PersonRecord> {
+pub async fn enrol(
+    conn: &mut Conn,
+    who: &Principal,
+    cmd: Enrol,
+    now: DateTime<Utc>,
+) -> AppResult<PersonRecord> {
     let home = cmd.home_region.as_str();
     who.require_region(home)?;
     if cmd.insurances.is_empty() {
-        return Err(AppError::invalid("insurances", "at least one insurance type is required"));
+        return Err(AppError::invalid(
+            "insurances",
+            "at least one insurance type is required",
+        ));
     }
     for (i, (t, c)) in cmd.insurances.iter().enumerate() {
         if cmd.insurances[..i].iter().any(|(u, _)| u == t) {
-            return Err(AppError::invalid(format!("insurances[{i}].insurance_type"), "listed twice"));
+            return Err(AppError::invalid(
+                format!("insurances[{i}].insurance_type"),
+                "listed twice",
+            ));
         }
         if !t.allows(*c) {
             return Err(AppError::invalid(
@@ -64,7 +75,9 @@ pub async fn enrol(conn: &mut Conn, who: &Principal, cmd: Enrol, now: DateTime<U
         evoucher_token: cmd.evoucher.as_ref().map(|e| e.as_str().to_owned()),
         assistance_recipient: cmd.assistance_recipient,
     };
-    persons::insert_person(conn, &person, now).await.map_err(person_unique)?;
+    persons::insert_person(conn, &person, now)
+        .await
+        .map_err(person_unique)?;
     for (t, c) in &cmd.insurances {
         let row = InsuranceRow {
             psn_no: psn_no.clone(),
@@ -90,7 +103,10 @@ pub async fn enrol(conn: &mut Conn, who: &Principal, cmd: Enrol, now: DateTime<U
 
 fn person_unique(e: StoreError) -> AppError {
     for (column, what) in [
-        ("national_id", "a person with this national ID is already enrolled"),
+        (
+            "national_id",
+            "a person with this national ID is already enrolled",
+        ),
         ("card_no", "this card number belongs to another person"),
         ("evoucher", "this e-voucher token belongs to another person"),
     ] {
@@ -111,7 +127,12 @@ pub enum Lookup {
 }
 
 /// Finds a person and checks that `who` may act on them (their home bureau or an operator).
-pub async fn find(conn: &mut Conn, who: &Principal, key: &Lookup, lock: bool) -> AppResult<PersonRow> {
+pub async fn find(
+    conn: &mut Conn,
+    who: &Principal,
+    key: &Lookup,
+    lock: bool,
+) -> AppResult<PersonRow> {
     let (k, v) = match key {
         Lookup::PsnNo(p) => (PersonKey::PsnNo, p.as_str()),
         Lookup::NationalId(n) => (PersonKey::NationalId, n.as_str()),
@@ -146,7 +167,10 @@ pub async fn list(
     for row in rows {
         items.push(persons::record(conn, row).await?);
     }
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }
 
 /// Suspend, reinstate or terminate a person, or one of their insurance types.
@@ -159,15 +183,24 @@ pub async fn set_status(
 ) -> AppResult<PersonRecord> {
     let person = find(conn, who, &Lookup::PsnNo(psn_no.to_owned()), true).await?;
     if person.status == PersonStatus::Terminated.code() {
-        return Err(AppError::precondition("person_terminated", "a terminated person cannot change status"));
+        return Err(AppError::precondition(
+            "person_terminated",
+            "a terminated person cannot change status",
+        ));
     }
     match insurance_type {
         None => persons::set_person_status(conn, psn_no, status.code()).await?,
         Some(t) => {
             let held = persons::insurances(conn, psn_no).await?;
-            let current = held.iter().find(|i| i.insurance_type == t.code()).ok_or_else(|| {
-                AppError::not_found(format!("the person holds no {t:?} ({}) insurance", t.code()))
-            })?;
+            let current = held
+                .iter()
+                .find(|i| i.insurance_type == t.code())
+                .ok_or_else(|| {
+                    AppError::not_found(format!(
+                        "the person holds no {t:?} ({}) insurance",
+                        t.code()
+                    ))
+                })?;
             if current.status == PersonStatus::Terminated.code() {
                 return Err(AppError::precondition(
                     "insurance_terminated",
@@ -196,7 +229,9 @@ pub async fn set_card(
             AppError::precondition("no_card", "the person has no card: give new_card_no")
         })?,
     };
-    persons::set_card(conn, psn_no, Some(&card), status.code()).await.map_err(person_unique)?;
+    persons::set_card(conn, psn_no, Some(&card), status.code())
+        .await
+        .map_err(person_unique)?;
     let person = find(conn, who, &Lookup::PsnNo(psn_no.to_owned()), false).await?;
     Ok(persons::record(conn, person).await?)
 }
@@ -216,20 +251,32 @@ pub async fn deposit(
     }
     let person = find(conn, who, &Lookup::PsnNo(psn_no.to_owned()), true).await?;
     if person.status == PersonStatus::Terminated.code() {
-        return Err(AppError::precondition("person_terminated", "no deposits to a terminated person"));
+        return Err(AppError::precondition(
+            "person_terminated",
+            "no deposits to a terminated person",
+        ));
     }
-    if persons::account_balance(conn, psn_no, true).await?.is_none() {
+    if persons::account_balance(conn, psn_no, true)
+        .await?
+        .is_none()
+    {
         return Err(AppError::precondition(
             "no_personal_account",
             "only employee-scheme (310) members have a personal account",
         ));
     }
-    let posting = Posting::new("pacct_deposit", psn_no, business_date(now)).memo(memo).transfer(
-        Account::Bank(person.home_region.clone()),
-        Account::PersonalAccount(psn_no.to_owned()),
-        amount.to_fen(),
-    );
+    let posting = Posting::new("pacct_deposit", psn_no, business_date(now))
+        .memo(memo)
+        .transfer(
+            Account::Bank(person.home_region.clone()),
+            Account::PersonalAccount(psn_no.to_owned()),
+            amount.to_fen(),
+        );
     let posted = ledger::post(conn, &posting, now).await?;
-    let balance = posted.personal_balances.first().map(|(_, b)| *b).unwrap_or_default();
+    let balance = posted
+        .personal_balances
+        .first()
+        .map(|(_, b)| *b)
+        .unwrap_or_default();
     Ok((balance, posted.journal_id))
 }

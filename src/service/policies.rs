@@ -5,8 +5,8 @@ use super::error::{AppError, AppResult};
 use super::regions;
 use crate::domain::ids::RegionCode;
 use crate::domain::policy::Policy;
-use crate::store::policies::{self, PolicyRow};
 use crate::store::Conn;
+use crate::store::policies::{self, PolicyRow};
 use chrono::{DateTime, NaiveDate, Utc};
 
 /// A stored version with its body decoded.
@@ -24,10 +24,19 @@ fn decode(row: PolicyRow) -> AppResult<Version> {
         None
     } else {
         Some(serde_json::from_str(&row.body).map_err(|e| {
-            AppError::Internal(anyhow::anyhow!("stored policy {}/{} does not decode: {e}", row.region, row.version))
+            AppError::Internal(anyhow::anyhow!(
+                "stored policy {}/{} does not decode: {e}",
+                row.region,
+                row.version
+            ))
         })?)
     };
-    Ok(Version { region: row.region, version: row.version, effective_from: row.effective_from, policy })
+    Ok(Version {
+        region: row.region,
+        version: row.version,
+        effective_from: row.effective_from,
+        policy,
+    })
 }
 
 /// Adds a version from `effective_from` on; history is never rewritten, so it must be later
@@ -88,7 +97,15 @@ pub async fn get(
     decode(row)
 }
 
-pub async fn versions(conn: &mut Conn, who: &Principal, region: &RegionCode) -> AppResult<Vec<Version>> {
+pub async fn versions(
+    conn: &mut Conn,
+    who: &Principal,
+    region: &RegionCode,
+) -> AppResult<Vec<Version>> {
     who.require_bureau_or_operator()?;
-    policies::versions(conn, region.as_str()).await?.into_iter().map(decode).collect()
+    policies::versions(conn, region.as_str())
+        .await?
+        .into_iter()
+        .map(decode)
+        .collect()
 }

@@ -1,8 +1,8 @@
 //! Regions and their bureaus.
 
 use super::auth::Principal;
-use super::error::{unique_as, AppError, AppResult};
-use super::{page_after, Page};
+use super::error::{AppError, AppResult, unique_as};
+use super::{Page, page_after};
 use crate::domain::ids::{ProvinceCode, RegionCode};
 use crate::domain::regions;
 use crate::store::registry::{self, RegionRow};
@@ -29,11 +29,18 @@ pub async fn create(
     let code = cmd.code.as_str();
     let name = match cmd.name {
         Some(n) => n,
-        None => regions::lookup(code).map(|k| k.name.to_owned()).ok_or_else(|| {
-            AppError::invalid("name", format!("{code} is not a known GB/T 2260 region: give its name"))
-        })?,
+        None => regions::lookup(code)
+            .map(|k| k.name.to_owned())
+            .ok_or_else(|| {
+                AppError::invalid(
+                    "name",
+                    format!("{code} is not a known GB/T 2260 region: give its name"),
+                )
+            })?,
     };
-    let bureau_name = cmd.bureau_name.unwrap_or_else(|| format!("{name}医疗保障局"));
+    let bureau_name = cmd
+        .bureau_name
+        .unwrap_or_else(|| format!("{name}医疗保障局"));
     let row = RegionRow {
         code: code.to_owned(),
         name,
@@ -61,7 +68,16 @@ pub async fn list(
 ) -> AppResult<Page<RegionRow>> {
     let after = page_after(page_token)?;
     let size = store::page_size(page_size);
-    let rows = registry::list_regions(conn, province.as_ref().map(|p| p.as_str()), &after, size + 1).await?;
+    let rows = registry::list_regions(
+        conn,
+        province.as_ref().map(|p| p.as_str()),
+        &after,
+        size + 1,
+    )
+    .await?;
     let (items, next_page_token) = store::page(rows, size, |r| r.code.clone());
-    Ok(Page { items, next_page_token })
+    Ok(Page {
+        items,
+        next_page_token,
+    })
 }

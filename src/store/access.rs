@@ -55,8 +55,10 @@ pub async fn find_idempotent(
 ) -> StoreResult<Option<IdempotencyRow>> {
     let sql = "SELECT rpc, payload_hash, response FROM idempotency \
                WHERE principal = $1 AND request_id = $2";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
-        .fetch_optional(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
+        .fetch_optional(x).await)?,
+    )
 }
 
 pub async fn insert_idempotent(
@@ -103,6 +105,8 @@ pub async fn list_audit(
     let sql = "SELECT audit_id, principal, rpc, request_id, outcome, detail, at FROM audit_log \
                WHERE ($1 = '' OR principal = $1) AND ($2 = '' OR audit_id < $2) \
                ORDER BY audit_id DESC LIMIT $3";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(before).bind(limit)
-        .fetch_all(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(before).bind(limit)
+        .fetch_all(x).await)?,
+    )
 }

@@ -21,7 +21,8 @@ pub struct CatalogueRow {
     pub version: i64,
 }
 
-const COLS: &str = "region, code, effective_from, name, kind, class, b_ratio_bp, cap_micros, version";
+const COLS: &str =
+    "region, code, effective_from, name, kind, class, b_ratio_bp, cap_micros, version";
 
 /// Rows per INSERT statement: 9 parameters each stays under both engines' parameter limits.
 const CHUNK: usize = 1000;
@@ -45,7 +46,15 @@ pub async fn upsert_items(c: &mut Conn, rows: &[CatalogueRow]) -> StoreResult<()
             }
             sql.push_str(&format!(
                 "(${},${},${},${},${},${},${},${},${})",
-                b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9
             ));
         }
         sql.push_str(
@@ -77,8 +86,10 @@ pub async fn item_on(
         "SELECT {COLS} FROM catalogue_item WHERE region = $1 AND code = $2 \
          AND effective_from <= $3 ORDER BY effective_from DESC LIMIT 1"
     );
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(code).bind(on)
-        .fetch_optional(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(code).bind(on)
+        .fetch_optional(x).await)?,
+    )
 }
 
 /// Entries in force on `on` whose code starts with `query` or whose name contains it, after
@@ -103,10 +114,17 @@ pub async fn search(
          AND ($2 = '' OR i.code LIKE $5 OR i.name LIKE $6) \
          ORDER BY i.code LIMIT $7"
     );
-    let escaped = query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let escaped = query
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
     let prefix = format!("{escaped}%");
     let contains = format!("%{escaped}%");
-    let sql = sql.replace("LIKE $5", "LIKE $5 ESCAPE '\\'").replace("LIKE $6", "LIKE $6 ESCAPE '\\'");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(query).bind(on).bind(after)
-        .bind(&prefix).bind(&contains).bind(limit).fetch_all(x).await)?)
+    let sql = sql
+        .replace("LIKE $5", "LIKE $5 ESCAPE '\\'")
+        .replace("LIKE $6", "LIKE $6 ESCAPE '\\'");
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(query).bind(on).bind(after)
+        .bind(&prefix).bind(&contains).bind(limit).fetch_all(x).await)?,
+    )
 }

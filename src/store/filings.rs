@@ -53,16 +53,13 @@ pub async fn for_person(
         "SELECT {COLS} FROM filing WHERE psn_no = $1 AND ($2 OR status = 1) \
          ORDER BY valid_from DESC, filing_id DESC"
     );
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(psn_no).bind(include_revoked)
-        .fetch_all(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(psn_no).bind(include_revoked)
+        .fetch_all(x).await)?,
+    )
 }
 
-pub async fn revoke(
-    c: &mut Conn,
-    filing_id: &str,
-    on: NaiveDate,
-    reason: &str,
-) -> StoreResult<()> {
+pub async fn revoke(c: &mut Conn, filing_id: &str, on: NaiveDate, reason: &str) -> StoreResult<()> {
     let sql = "UPDATE filing SET status = 2, revoked_on = $2, revoke_reason = $3 \
                WHERE filing_id = $1";
     on_conn!(c, x => sqlx::query(sql).bind(filing_id).bind(on).bind(reason).execute(x).await.map(|r| r.rows_affected()))?;

@@ -27,7 +27,8 @@ pub async fn insert_tx(c: &mut Conn, t: &JournalTxRow, entries: &[EntryRow]) -> 
                VALUES ($1, $2, $3, $4, $5, $6)";
     on_conn!(c, x => sqlx::query(sql).bind(&t.journal_id).bind(&t.kind).bind(&t.reference)
         .bind(&t.memo).bind(t.business_date).bind(t.booked_at).execute(x).await.map(|r| r.rows_affected()))?;
-    let mut sql = String::from("INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES ");
     for i in 0..entries.len() {
         let b = i * 4;
         if i > 0 {
@@ -63,8 +64,10 @@ pub async fn list_txs(
                WHERE t.journal_id > $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM journal_entry e \
                WHERE e.journal_id = t.journal_id AND e.account = $2)) \
                ORDER BY t.journal_id LIMIT $3";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
-        .fetch_all(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
+        .fetch_all(x).await)?,
+    )
 }
 
 /// Entries of the given transactions, in (journal_id, seq) order.

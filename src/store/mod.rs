@@ -286,7 +286,9 @@ pub fn page_after(token: &str) -> Option<String> {
     if token.is_empty() {
         return Some(String::new());
     }
-    hex::decode(token).ok().and_then(|b| String::from_utf8(b).ok())
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// A new explicit key: `prefix` + 12 hex digits of milliseconds since the epoch + 16 random hex

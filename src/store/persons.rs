@@ -118,7 +118,11 @@ pub async fn add_to_account(c: &mut Conn, psn_no: &str, delta_fen: i64) -> Store
 pub async fn record(c: &mut Conn, person: PersonRow) -> StoreResult<PersonRecord> {
     let insurances = insurances(c, &person.psn_no).await?;
     let balance_fen = account_balance(c, &person.psn_no, false).await?;
-    Ok(PersonRecord { person, insurances, balance_fen })
+    Ok(PersonRecord {
+        person,
+        insurances,
+        balance_fen,
+    })
 }
 
 /// Persons of a home region after `after` in psn_no order.
@@ -132,8 +136,10 @@ pub async fn list_persons(
         "SELECT {PERSON_COLS} FROM person WHERE home_region = $1 AND psn_no > $2 \
          ORDER BY psn_no LIMIT $3"
     );
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(home_region).bind(after).bind(limit)
-        .fetch_all(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(home_region).bind(after).bind(limit)
+        .fetch_all(x).await)?,
+    )
 }
 
 pub async fn set_person_status(c: &mut Conn, psn_no: &str, status: i64) -> StoreResult<()> {

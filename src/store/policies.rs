@@ -38,7 +38,11 @@ pub async fn in_force(c: &mut Conn, region: &str, on: NaiveDate) -> StoreResult<
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(on).fetch_optional(x).await)?)
 }
 
-pub async fn by_version(c: &mut Conn, region: &str, version: i64) -> StoreResult<Option<PolicyRow>> {
+pub async fn by_version(
+    c: &mut Conn,
+    region: &str,
+    version: i64,
+) -> StoreResult<Option<PolicyRow>> {
     let sql = "SELECT region, version, effective_from, body FROM policy_version \
                WHERE region = $1 AND version = $2";
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(version).fetch_optional(x).await)?)

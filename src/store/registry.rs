@@ -96,6 +96,8 @@ pub async fn list_institutions(
         "SELECT {INSTITUTION_COLS} FROM institution WHERE code > $1 AND ($2 = '' OR region = $2) \
          AND ($3 = 0 OR kind = $3) ORDER BY code LIMIT $4"
     );
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(after).bind(region).bind(kind).bind(limit)
-        .fetch_all(x).await)?)
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(after).bind(region).bind(kind).bind(limit)
+        .fetch_all(x).await)?,
+    )
 }

@@ -1,0 +1,115 @@
+//! tonic adapters: authenticate, convert proto ⇄ domain, call one use case, map errors to a
+//! status (in exactly one place, `status`). No business rules here.
+
+pub mod convert;
+pub mod filing;
+pub mod ledger;
+pub mod registry;
+pub mod status;
+
+use crate::service::auth::Principal;
+use crate::service::mutate::Call;
+use crate::service::{App, AppError};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tonic::{Request, Status};
+
+/// What every adapter holds.
+#[derive(Clone)]
+pub struct Ctx {
+    pub app: Arc<App>,
+}
+
+/// Requests of mutating RPCs: they carry a request id, and their payload without it is what
+/// idempotency compares.
+pub trait Mutating: prost::Message + Clone + Sized {
+    fn request_id(&self) -> &str;
+    fn clear_request_id(&mut self);
+
+    /// SHA-256 of the encoded request with its request id cleared (prost encodes
+    /// deterministically: fields in tag order).
+    fn payload_hash(&self) -> [u8; 32] {
+        let mut copy = self.clone();
+        copy.clear_request_id();
+        Sha256::digest(copy.encode_to_vec()).into()
+    }
+}
+
+/// Implements [`Mutating`] for request types with a `request_id: String` field.
+macro_rules! mutating {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::grpc::Mutating for $t {
+            fn request_id(&self) -> &str { &self.request_id }
+            fn clear_request_id(&mut self) { self.request_id.clear(); }
+        }
+    )+};
+}
+pub(crate) use mutating;
+
+/// The full RPC path of a request, e.g. "/medsettle.v1.RegistryService/EnrolPerson", put in the
+/// request's extensions by the server (see `server::run`).
+#[derive(Debug, Clone)]
+pub struct RpcPath(pub String);
+
+fn rpc_path<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<RpcPath>()
+        .map(|p| p.0.clone())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+impl Ctx {
+    /// Authenticates the bearer token in `authorization` metadata.
+    pub async fn principal<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <token>"))?;
+        let who = self.app.authenticate(token).await.map_err(Status::from)?;
+        tracing::Span::current().record("principal", who.key());
+        Ok(who)
+    }
+
+    /// Authenticates a mutating request and describes the call for `App::mutate`.
+    pub async fn call<T: Mutating>(&self, req: Request<T>) -> Result<(Call, T), Status> {
+        let principal = self.principal(&req).await?;
+        let rpc = rpc_path(&req);
+        let body = req.into_inner();
+        tracing::Span::current().record("request_id", body.request_id());
+        let call = Call {
+            principal,
+            rpc,
+            request_id: body.request_id().to_owned(),
+            payload_hash: body.payload_hash(),
+        };
+        Ok((call, body))
+    }
+
+    /// Authenticates a read and opens a connection for it.
+    pub async fn read<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Principal, crate::store::Conn), Status> {
+        let who = self.principal(req).await?;
+        let conn = self.app.read().await?;
+        Ok((who, conn))
+    }
+}
+
+/// Shorthand for converting a service result.
+pub type GrpcResult<T> = Result<tonic::Response<T>, Status>;
+
+/// Wraps a use-case result into a response.
+pub fn respond<T>(r: Result<T, AppError>) -> GrpcResult<T> {
+    r.map(tonic::Response::new).map_err(Status::from)
+}

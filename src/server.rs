@@ -1,0 +1,80 @@
+//! The gRPC server as a function of its listener and a shutdown signal.
+
+use crate::grpc::Ctx;
+use crate::proto::filing_service_server::FilingServiceServer;
+use crate::proto::ledger_service_server::LedgerServiceServer;
+use crate::proto::registry_service_server::RegistryServiceServer;
+use crate::service::App;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The encoded descriptor set of proto/ (for server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/medsettle_descriptor.bin"));
+
+/// Largest request accepted (a 20,000-item catalogue upsert fits).
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Concurrent requests per connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ctx = Ctx { app };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RegistryServiceServer<Ctx>>()
+        .await;
+    health_reporter
+        .set_serving::<FilingServiceServer<Ctx>>()
+        .await;
+    health_reporter
+        .set_serving::<LedgerServiceServer<Ctx>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    tracing::info!(addr = %listener.local_addr()?, "serving gRPC");
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .timeout(Duration::from_secs(60))
+        .trace_fn(|req| {
+            tracing::info_span!(
+                "rpc",
+                rpc = %req.uri().path(),
+                principal = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+            )
+        })
+        .layer(tower::util::MapRequestLayer::new(
+            |mut req: http::Request<_>| {
+                let path = crate::grpc::RpcPath(req.uri().path().to_owned());
+                req.extensions_mut().insert(path);
+                req
+            },
+        ))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            RegistryServiceServer::new(ctx.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(FilingServiceServer::new(ctx.clone()))
+        .add_service(LedgerServiceServer::new(ctx))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
