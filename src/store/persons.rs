@@ -125,6 +125,42 @@ pub async fn record(c: &mut Conn, person: PersonRow) -> StoreResult<PersonRecord
     })
 }
 
+/// Records of a page of persons of one home region (rows in psn_no order): two queries for the
+/// whole page, bounded by the page's first and last psn_no.
+pub async fn records(c: &mut Conn, rows: Vec<PersonRow>) -> StoreResult<Vec<PersonRecord>> {
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(Vec::new());
+    };
+    let (home, lo, hi) = (
+        first.home_region.clone(),
+        first.psn_no.clone(),
+        last.psn_no.clone(),
+    );
+    let sql = "SELECT i.psn_no, i.insurance_type, i.category, i.status FROM person_insurance i \
+               JOIN person p ON p.psn_no = i.psn_no WHERE p.home_region = $1 \
+               AND i.psn_no >= $2 AND i.psn_no <= $3 ORDER BY i.psn_no, i.insurance_type";
+    let insurances: Vec<InsuranceRow> = on_conn!(c, x => sqlx::query_as(sql).bind(&home).bind(&lo)
+        .bind(&hi).fetch_all(x).await)?;
+    let sql = "SELECT a.psn_no, a.balance_fen FROM personal_account a \
+               JOIN person p ON p.psn_no = a.psn_no WHERE p.home_region = $1 \
+               AND a.psn_no >= $2 AND a.psn_no <= $3";
+    let balances: Vec<(String, i64)> = on_conn!(c, x => sqlx::query_as(sql).bind(&home).bind(&lo)
+        .bind(&hi).fetch_all(x).await)?;
+    let balances: std::collections::HashMap<String, i64> = balances.into_iter().collect();
+    Ok(rows
+        .into_iter()
+        .map(|person| PersonRecord {
+            insurances: insurances
+                .iter()
+                .filter(|i| i.psn_no == person.psn_no)
+                .cloned()
+                .collect(),
+            balance_fen: balances.get(&person.psn_no).copied(),
+            person,
+        })
+        .collect())
+}
+
 /// Persons of a home region after `after` in psn_no order.
 pub async fn list_persons(
     c: &mut Conn,
