@@ -4,6 +4,7 @@ use crate::grpc::Ctx;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
+use crate::proto::settlement_service_server::SettlementServiceServer;
 use crate::service::App;
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub async fn run(
             RegistryServiceServer::new(ctx.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(FilingServiceServer::new(ctx.clone()))
+        .add_service(SettlementServiceServer::new(ctx.clone()))
         .add_service(LedgerServiceServer::new(ctx))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

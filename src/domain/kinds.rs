@@ -122,6 +122,12 @@ impl InsuranceType {
 }
 
 impl FilingType {
+    /// Referral and other temporary stays may get a reduced ratio; long-term and emergency
+    /// filings keep the full ratio (DESIGN §3 step 6).
+    pub fn is_reducible(self) -> bool {
+        matches!(self, FilingType::Referral | FilingType::OtherTemporary)
+    }
+
     /// Long-term filings (relocation, long-term residence, posted work) may be open-ended.
     pub fn is_long_term(self) -> bool {
         matches!(

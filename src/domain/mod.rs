@@ -1,5 +1,6 @@
 //! Pure domain rules: identifiers, money, kinds, dates, policies, filings — no I/O, no async.
 
+pub mod adjudication;
 pub mod error;
 pub mod filing;
 pub mod ids;

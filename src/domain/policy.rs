@@ -164,10 +164,15 @@ impl Policy {
             validate_rule_amounts(&field, rule)?;
         }
         for (i, (t, _)) in self.filing_reductions.iter().enumerate() {
+            let field = format!("body.filing_reductions[{i}].filing_type");
             if self.filing_reductions[..i].iter().any(|(u, _)| u == t) {
+                return Err(DomainError::invalid(field, "filing type listed twice"));
+            }
+            if !t.is_reducible() {
                 return Err(DomainError::invalid(
-                    format!("body.filing_reductions[{i}].filing_type"),
-                    "filing type listed twice",
+                    field,
+                    "long-term and emergency filings keep the full ratio; only referral and other \
+                     temporary filings may be reduced",
                 ));
             }
         }

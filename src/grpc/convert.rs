@@ -340,3 +340,239 @@ fn parse_critical(f: &str, c: &pb::CriticalIllnessLayer) -> DomainResult<Critica
         annual_cap: parse_opt_amount(&format!("{f}.annual_cap"), &c.annual_cap)?,
     })
 }
+
+// ------------------------------------------------------------------ settlement
+
+use crate::service::settlement::eligibility::Eligibility as EligibilityOut;
+use crate::service::settlement::{Explanation, KIND_SETTLEMENT};
+use crate::store::settlement::{FeeLineRow, SettlementRow, VisitRow};
+
+pub fn visit(v: VisitRow) -> pb::Visit {
+    pb::Visit {
+        mdtrt_id: v.mdtrt_id,
+        visit_no: v.visit_no,
+        institution: v.institution,
+        psn_no: v.psn_no,
+        insurance_type: code32(v.insurance_type),
+        care_type: code32(v.care_type),
+        diagnoses: v
+            .diagnoses
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        begin_date: fmt_date(v.begin_date),
+        end_date: fmt_opt_date(v.end_date),
+        status: code32(v.status),
+        filing_id: v.filing_id.unwrap_or_default(),
+        setl_id: v.setl_id.unwrap_or_default(),
+    }
+}
+
+pub fn fee_line(l: FeeLineRow) -> pb::FeeLineResult {
+    let a = Amount::from_fen;
+    pb::FeeLineResult {
+        line_no: l.line_no,
+        code: l.code,
+        amount: a(l.amount_fen).to_string(),
+        class: code32(l.class),
+        price_cap: l
+            .cap_micros
+            .and_then(|m| UnitPrice::from_micros(m).ok())
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        b_self_pay_ratio: l
+            .b_ratio_bp
+            .and_then(|b| Ratio::from_bp(b).ok())
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        fulamt_ownpay_amt: a(l.fulamt_fen).to_string(),
+        overlmt_selfpay: a(l.overlmt_fen).to_string(),
+        preselfpay_amt: a(l.preself_fen).to_string(),
+        inscp_scp_amt: a(l.inscp_fen).to_string(),
+        catalogue_version: u64::try_from(l.catalogue_version).unwrap_or(0),
+        setl_id: l.setl_id.unwrap_or_default(),
+    }
+}
+
+fn applied_filing(f: &crate::store::filings::FilingRow) -> pb::AppliedFiling {
+    pb::AppliedFiling {
+        filing_id: f.filing_id.clone(),
+        filing_type: code32(f.filing_type),
+        destination: f.destination.clone(),
+        valid_from: fmt_date(f.valid_from),
+        valid_until: fmt_opt_date(f.valid_until),
+    }
+}
+
+fn accumulators_pb(year: i64, a: &crate::domain::adjudication::Accumulators) -> pb::Accumulators {
+    pb::Accumulators {
+        year: u32::try_from(year).unwrap_or(0),
+        annual_deductible: a.annual_deductible.to_string(),
+        pooled_fund: a.fund.to_string(),
+        in_scope_burden: a.burden.to_string(),
+        critical_illness: a.critical_illness.to_string(),
+        assistance: a.assistance.to_string(),
+        admissions: u32::try_from(a.admissions).unwrap_or(0),
+    }
+}
+
+fn explanation(e: Explanation) -> pb::Explanation {
+    pb::Explanation {
+        policy_region: e.policy_region,
+        policy_version: u64::try_from(e.policy_version).unwrap_or(0),
+        catalogue_versions: e
+            .catalogue_versions
+            .into_iter()
+            .map(|v| u64::try_from(v).unwrap_or(0))
+            .collect(),
+        filing: e.filing.map(|f| pb::AppliedFiling {
+            filing_id: f.filing_id,
+            filing_type: code32(f.filing_type),
+            destination: f.destination,
+            valid_from: f.valid_from,
+            valid_until: f.valid_until,
+        }),
+        base_ratio: e.base_ratio,
+        effective_ratio: e.effective_ratio,
+        reduction: e.reduction,
+        deductible_basis: code32(e.deductible_basis.code()),
+        deductible_outstanding: e.deductible_outstanding.to_string(),
+        annual_cap_remaining: opt_amount(e.annual_cap_remaining),
+        before: Some(accumulators_pb(e.year, &e.before)),
+        repeat_admission: e.repeat_admission,
+        level: code32(e.level.code()),
+        province: code32(e.province.code()),
+    }
+}
+
+/// NHSA fund_pay_type codes of the fund layers for an insurance type.
+fn fund_codes(insurance_type: i64) -> (&'static str, &'static str) {
+    match insurance_type {
+        390 => ("390100", "390200"),
+        510 => ("510100", "330100"),
+        _ => ("310100", "330100"),
+    }
+}
+
+pub fn settlement(s: SettlementRow) -> pb::Settlement {
+    let a = Amount::from_fen;
+    let (pooled, large) = fund_codes(s.insurance_type);
+    let funds = [
+        (pooled, "统筹基金 pooled fund", s.hifp_fen),
+        (large, "大病保险 critical illness", s.hifmi_fen),
+        ("610100", "医疗救助 medical assistance", s.maf_fen),
+        ("310200", "个人账户 personal account", s.acct_fen),
+    ]
+    .into_iter()
+    .filter(|(_, _, fen)| *fen != 0)
+    .map(|(code, name, fen)| pb::FundPayment {
+        fund_pay_type: code.into(),
+        name: name.into(),
+        amount: a(fen).to_string(),
+    })
+    .collect();
+    let explanation = serde_json::from_str::<Explanation>(&s.explanation)
+        .ok()
+        .map(explanation);
+    pb::Settlement {
+        kind: if s.kind == KIND_SETTLEMENT {
+            pb::SettlementKind::Settlement as i32
+        } else {
+            pb::SettlementKind::Reversal as i32
+        },
+        setl_id: s.setl_id,
+        reverses: s.reverses.unwrap_or_default(),
+        reversed_by: s.reversed_by.unwrap_or_default(),
+        mdtrt_id: s.mdtrt_id.unwrap_or_default(),
+        psn_no: s.psn_no,
+        home_region: s.home_region,
+        treatment_region: s.treatment_region,
+        institution: s.institution,
+        insurance_type: code32(s.insurance_type),
+        care_type: code32(s.care_type),
+        settled_at: s.settled_at.to_rfc3339(),
+        business_date: fmt_date(s.business_date),
+        clearing_period: s.clearing_period,
+        medfee_sumamt: a(s.medfee_fen).to_string(),
+        fulamt_ownpay_amt: a(s.fulamt_fen).to_string(),
+        overlmt_selfpay: a(s.overlmt_fen).to_string(),
+        preselfpay_amt: a(s.preself_fen).to_string(),
+        inscp_scp_amt: a(s.inscp_fen).to_string(),
+        act_pay_dedc: a(s.dedc_fen).to_string(),
+        hifp_pay: a(s.hifp_fen).to_string(),
+        hifmi_pay: a(s.hifmi_fen).to_string(),
+        maf_pay: a(s.maf_fen).to_string(),
+        fund_pay_sumamt: a(s.fund_fen).to_string(),
+        psn_part_amt: a(s.psn_part_fen).to_string(),
+        acct_pay: a(s.acct_fen).to_string(),
+        psn_cash_pay: a(s.cash_fen).to_string(),
+        balance_after: s
+            .balance_after_fen
+            .map(|b| a(b).to_string())
+            .unwrap_or_default(),
+        funds,
+        explanation,
+        journal_id: s.journal_id,
+        request_id: s.request_id,
+        line_count: u32::try_from(s.line_count).unwrap_or(0),
+    }
+}
+
+pub fn eligibility(e: EligibilityOut) -> pb::Eligibility {
+    use crate::domain::ids::{NationalId, PersonName};
+    let masked_id = NationalId::parse("national_id", &e.person.national_id)
+        .map(|n| n.masked())
+        .unwrap_or_default();
+    let masked_name = PersonName::parse("name", &e.person.name)
+        .map(|n| n.masked())
+        .unwrap_or_default();
+    let (allowed, refusal_rule, refusal_detail, effective_ratio, ded, cap, version) =
+        match &e.outcome {
+            Ok(a) => (
+                true,
+                String::new(),
+                String::new(),
+                a.ctx.effective_ratio.to_string(),
+                a.deductible_outstanding.to_string(),
+                opt_amount(a.annual_cap_remaining),
+                u64::try_from(a.ctx.policy_version).unwrap_or(0),
+            ),
+            Err((rule, detail)) => (
+                false,
+                (*rule).to_owned(),
+                detail.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                0,
+            ),
+        };
+    pb::Eligibility {
+        psn_no: e.person.psn_no.clone(),
+        national_id_masked: masked_id,
+        name_masked: masked_name,
+        home_region: e.person.home_region.clone(),
+        insurances: e
+            .insurances
+            .into_iter()
+            .map(|i| pb::PersonInsurance {
+                insurance_type: code32(i.insurance_type),
+                category: code32(i.category),
+                status: code32(i.status),
+            })
+            .collect(),
+        allowed,
+        refusal_rule,
+        refusal_detail,
+        filing: e.filing.as_ref().map(applied_filing),
+        effective_ratio,
+        deductible_outstanding: ded,
+        annual_cap_remaining: cap,
+        account_balance: e
+            .balance_fen
+            .map(|b| Amount::from_fen(b).to_string())
+            .unwrap_or_default(),
+        policy_version: version,
+    }
+}

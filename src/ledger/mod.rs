@@ -19,6 +19,10 @@ pub enum Account {
     Bank(String),
     /// `fund:{home}` the pooled fund of a home bureau.
     Fund(String),
+    /// `ci:{home}` the critical-illness (大病保险) fund of a home region.
+    CriticalIllness(String),
+    /// `maf:{home}` the medical-assistance (医疗救助) fund of a home region.
+    Assistance(String),
     /// `pacct:{psn_no}` a personal account; may not go negative (maintained, locked balance).
     PersonalAccount(String),
     /// `due:{home}->{treat}` what a home bureau owes a treatment bureau for advances.
@@ -36,6 +40,8 @@ impl fmt::Display for Account {
         match self {
             Account::Bank(r) => write!(f, "bank:{r}"),
             Account::Fund(r) => write!(f, "fund:{r}"),
+            Account::CriticalIllness(r) => write!(f, "ci:{r}"),
+            Account::Assistance(r) => write!(f, "maf:{r}"),
             Account::PersonalAccount(p) => write!(f, "pacct:{p}"),
             Account::Due { home, treat } => write!(f, "due:{home}->{treat}"),
             Account::Advance(r) => write!(f, "advance:{r}"),

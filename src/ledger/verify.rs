@@ -1,7 +1,7 @@
 //! Proves the books: trial balance zero, every transaction balanced, maintained balances equal
 //! to the journal, no personal account below zero.
 
-use crate::store::{Conn, StoreResult, journal};
+use crate::store::{Conn, StoreResult, journal, settlement};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,5 +55,35 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
             format!("(psn_no, maintained fen, journal fen): {mismatches:?}; orphan legs: {orphans}")
         },
     });
+    let breaks = settlement::identity_breaks(conn, SHOW).await?;
+    checks.push(listed(
+        "settlement_identities",
+        &breaks,
+        "every settlement: total = self-paid parts + in scope = fund + personal; personal = account + cash",
+    ));
+    let postings = settlement::posting_mismatches(conn, SHOW).await?;
+    checks.push(listed(
+        "settlement_postings_match",
+        &postings,
+        "every settlement's journal legs equal its fund and account amounts",
+    ));
+    let accumulators = settlement::accumulator_mismatches(conn, SHOW).await?;
+    checks.push(listed(
+        "accumulators_match_settlements",
+        &accumulators,
+        "every accumulator equals the sum of its settlements and reversals",
+    ));
     Ok(Report { checks })
+}
+
+fn listed<T: std::fmt::Debug>(name: &'static str, found: &[T], ok_detail: &str) -> Check {
+    Check {
+        name,
+        ok: found.is_empty(),
+        detail: if found.is_empty() {
+            ok_detail.to_owned()
+        } else {
+            format!("discrepancies: {found:?}")
+        },
+    }
 }

@@ -12,6 +12,7 @@ pub mod mutate;
 pub mod persons;
 pub mod policies;
 pub mod regions;
+pub mod settlement;
 
 pub use error::{AppError, AppResult};
 

@@ -76,6 +76,20 @@ pub async fn put(
     decode(row)
 }
 
+/// The version in force on a date, with its body; FAILED_PRECONDITION "policy_missing" when the
+/// region has none (the settlement path).
+pub async fn in_force(conn: &mut Conn, region: &RegionCode, on: NaiveDate) -> AppResult<Version> {
+    let row = policies::in_force(conn, region.as_str(), on)
+        .await?
+        .ok_or_else(|| {
+            AppError::precondition(
+                "policy_missing",
+                format!("home region {region} has no policy in force on {on}"),
+            )
+        })?;
+    decode(row)
+}
+
 /// The version in force on a date, or a given version. Operators and bureaus (policies are
 /// published rules).
 pub async fn get(

@@ -128,3 +128,41 @@ pub async fn search(
         .bind(&prefix).bind(&contains).bind(limit).fetch_all(x).await)?,
     )
 }
+
+/// Every entry of the given codes effective on or before `until` (callers pick the one in force
+/// on each line's date): one query for a whole batch of fee lines.
+pub async fn entries_for_codes(
+    c: &mut Conn,
+    region: &str,
+    codes: &[&str],
+    until: NaiveDate,
+) -> StoreResult<Vec<CatalogueRow>> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = (0..codes.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "SELECT {COLS} FROM catalogue_item WHERE region = $1 AND effective_from <= $2 \
+         AND code IN ({}) ORDER BY code, effective_from",
+        list.join(",")
+    );
+    Ok(on_conn!(c, x => {
+        let mut q = sqlx::query_as(&sql).bind(region).bind(until);
+        for code in codes {
+            q = q.bind(*code);
+        }
+        q.fetch_all(x).await
+    })?)
+}
+
+/// The entry of `code` in force on `on` among `entries` (sorted by code, effective_from).
+pub fn in_force<'a>(
+    entries: &'a [CatalogueRow],
+    code: &str,
+    on: NaiveDate,
+) -> Option<&'a CatalogueRow> {
+    entries
+        .iter()
+        .filter(|e| e.code == code && e.effective_from <= on)
+        .max_by_key(|e| e.effective_from)
+}

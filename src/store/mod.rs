@@ -10,6 +10,7 @@ pub mod journal;
 pub mod persons;
 pub mod policies;
 pub mod registry;
+pub mod settlement;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -1,0 +1,396 @@
+//! Visits, fee lines, settlements and accumulators.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+use chrono::{DateTime, NaiveDate, Utc};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VisitRow {
+    pub mdtrt_id: String,
+    pub institution: String,
+    pub treatment_region: String,
+    pub visit_no: String,
+    pub psn_no: String,
+    pub home_region: String,
+    pub insurance_type: i64,
+    pub care_type: i64,
+    /// Comma-separated ICD-10 codes, main diagnosis first.
+    pub diagnoses: String,
+    pub begin_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+    /// proto VisitStatus.
+    pub status: i64,
+    pub filing_id: Option<String>,
+    pub setl_id: Option<String>,
+}
+
+const VISIT_COLS: &str = "mdtrt_id, institution, treatment_region, visit_no, psn_no, home_region, \
+    insurance_type, care_type, diagnoses, begin_date, end_date, status, filing_id, setl_id";
+
+pub async fn insert_visit(c: &mut Conn, v: &VisitRow, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO visit ({VISIT_COLS}, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(&v.mdtrt_id).bind(&v.institution)
+        .bind(&v.treatment_region).bind(&v.visit_no).bind(&v.psn_no).bind(&v.home_region)
+        .bind(v.insurance_type).bind(v.care_type).bind(&v.diagnoses).bind(v.begin_date)
+        .bind(v.end_date).bind(v.status).bind(&v.filing_id).bind(&v.setl_id).bind(now)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get_visit(c: &mut Conn, mdtrt_id: &str, lock: bool) -> StoreResult<Option<VisitRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT {VISIT_COLS} FROM visit WHERE mdtrt_id = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(mdtrt_id).fetch_optional(x).await)?)
+}
+
+/// Writes a visit's mutable fields.
+pub async fn update_visit(c: &mut Conn, v: &VisitRow) -> StoreResult<()> {
+    let sql = "UPDATE visit SET diagnoses = $2, end_date = $3, status = $4, filing_id = $5, \
+               setl_id = $6 WHERE mdtrt_id = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(&v.mdtrt_id).bind(&v.diagnoses).bind(v.end_date)
+        .bind(v.status).bind(&v.filing_id).bind(&v.setl_id).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FeeLineRow {
+    pub mdtrt_id: String,
+    pub line_no: String,
+    pub code: String,
+    pub name: String,
+    pub qty_scaled: i64,
+    pub price_micros: i64,
+    pub fee_date: NaiveDate,
+    pub refund_of: Option<String>,
+    /// proto CatalogueClass; 0 = not in the catalogue.
+    pub class: i64,
+    pub cap_micros: Option<i64>,
+    pub b_ratio_bp: Option<i64>,
+    pub catalogue_version: i64,
+    pub amount_fen: i64,
+    pub fulamt_fen: i64,
+    pub overlmt_fen: i64,
+    pub preself_fen: i64,
+    pub inscp_fen: i64,
+    pub setl_id: Option<String>,
+}
+
+const LINE_COLS: &str = "mdtrt_id, line_no, code, name, qty_scaled, price_micros, fee_date, \
+    refund_of, class, cap_micros, b_ratio_bp, catalogue_version, amount_fen, fulamt_fen, \
+    overlmt_fen, preself_fen, inscp_fen, setl_id";
+const LINE_NCOLS: usize = 18;
+/// Rows per INSERT: 18 parameters each stays under both engines' limits.
+const LINE_CHUNK: usize = 500;
+
+/// All lines of a visit in line_no order.
+pub async fn lines(c: &mut Conn, mdtrt_id: &str) -> StoreResult<Vec<FeeLineRow>> {
+    let sql = format!("SELECT {LINE_COLS} FROM fee_line WHERE mdtrt_id = $1 ORDER BY line_no");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(mdtrt_id).fetch_all(x).await)?)
+}
+
+/// Inserts new lines, set-based.
+pub async fn insert_lines(c: &mut Conn, rows: &[FeeLineRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(LINE_CHUNK) {
+        let mut sql = format!("INSERT INTO fee_line ({LINE_COLS}) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let ph: Vec<String> = (1..=LINE_NCOLS)
+                .map(|k| format!("${}", i * LINE_NCOLS + k))
+                .collect();
+            sql.push('(');
+            sql.push_str(&ph.join(","));
+            sql.push(')');
+        }
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(&r.mdtrt_id).bind(&r.line_no).bind(&r.code).bind(&r.name)
+                    .bind(r.qty_scaled).bind(r.price_micros).bind(r.fee_date).bind(&r.refund_of)
+                    .bind(r.class).bind(r.cap_micros).bind(r.b_ratio_bp).bind(r.catalogue_version)
+                    .bind(r.amount_fen).bind(r.fulamt_fen).bind(r.overlmt_fen).bind(r.preself_fen)
+                    .bind(r.inscp_fen).bind(&r.setl_id);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// Deletes one unsettled line (or all unsettled lines when `line_no` is None); returns the count.
+pub async fn delete_lines(c: &mut Conn, mdtrt_id: &str, line_no: Option<&str>) -> StoreResult<u64> {
+    let sql = "DELETE FROM fee_line WHERE mdtrt_id = $1 AND setl_id IS NULL \
+               AND ($2 = '' OR line_no = $2)";
+    let n = on_conn!(c, x => sqlx::query(sql).bind(mdtrt_id).bind(line_no.unwrap_or(""))
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+/// Marks every unsettled line of a visit as covered by `setl_id`.
+pub async fn assign_lines(c: &mut Conn, mdtrt_id: &str, setl_id: &str) -> StoreResult<u64> {
+    let sql = "UPDATE fee_line SET setl_id = $2 WHERE mdtrt_id = $1 AND setl_id IS NULL";
+    let n = on_conn!(c, x => sqlx::query(sql).bind(mdtrt_id).bind(setl_id).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+/// Frees the lines a reversed settlement covered, so the visit can be corrected and settled again.
+pub async fn release_lines(c: &mut Conn, setl_id: &str) -> StoreResult<u64> {
+    let sql = "UPDATE fee_line SET setl_id = NULL WHERE setl_id = $1";
+    let n = on_conn!(c, x => sqlx::query(sql).bind(setl_id).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(n)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SettlementRow {
+    pub setl_id: String,
+    /// 1 settlement, 2 reversal.
+    pub kind: i64,
+    pub reverses: Option<String>,
+    pub reversed_by: Option<String>,
+    pub mdtrt_id: Option<String>,
+    pub psn_no: String,
+    pub home_region: String,
+    pub treatment_region: String,
+    pub institution: String,
+    pub insurance_type: i64,
+    pub care_type: i64,
+    pub settled_at: DateTime<Utc>,
+    pub business_date: NaiveDate,
+    /// YYYYMM.
+    pub clearing_period: String,
+    pub service_year: i64,
+    pub medfee_fen: i64,
+    pub fulamt_fen: i64,
+    pub overlmt_fen: i64,
+    pub preself_fen: i64,
+    pub inscp_fen: i64,
+    pub dedc_fen: i64,
+    pub hifp_fen: i64,
+    pub hifmi_fen: i64,
+    pub maf_fen: i64,
+    pub fund_fen: i64,
+    pub psn_part_fen: i64,
+    pub acct_fen: i64,
+    pub cash_fen: i64,
+    pub balance_after_fen: Option<i64>,
+    pub d_annual_ded_fen: i64,
+    pub d_burden_fen: i64,
+    pub d_admissions: i64,
+    pub line_count: i64,
+    /// JSON of `service::settlement::Explanation`.
+    pub explanation: String,
+    pub journal_id: String,
+    pub request_id: String,
+}
+
+const SETL_COLS: &str = "setl_id, kind, reverses, reversed_by, mdtrt_id, psn_no, home_region, \
+    treatment_region, institution, insurance_type, care_type, settled_at, business_date, \
+    clearing_period, service_year, medfee_fen, fulamt_fen, overlmt_fen, preself_fen, inscp_fen, \
+    dedc_fen, hifp_fen, hifmi_fen, maf_fen, fund_fen, psn_part_fen, acct_fen, cash_fen, \
+    balance_after_fen, d_annual_ded_fen, d_burden_fen, d_admissions, line_count, explanation, \
+    journal_id, request_id";
+
+pub async fn insert_settlement(c: &mut Conn, s: &SettlementRow) -> StoreResult<()> {
+    let ph: Vec<String> = (1..=36).map(|k| format!("${k}")).collect();
+    let sql = format!(
+        "INSERT INTO settlement ({SETL_COLS}) VALUES ({})",
+        ph.join(", ")
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(&s.setl_id).bind(s.kind).bind(&s.reverses)
+        .bind(&s.reversed_by).bind(&s.mdtrt_id).bind(&s.psn_no).bind(&s.home_region)
+        .bind(&s.treatment_region).bind(&s.institution).bind(s.insurance_type).bind(s.care_type)
+        .bind(s.settled_at).bind(s.business_date).bind(&s.clearing_period).bind(s.service_year)
+        .bind(s.medfee_fen).bind(s.fulamt_fen).bind(s.overlmt_fen).bind(s.preself_fen)
+        .bind(s.inscp_fen).bind(s.dedc_fen).bind(s.hifp_fen).bind(s.hifmi_fen).bind(s.maf_fen)
+        .bind(s.fund_fen).bind(s.psn_part_fen).bind(s.acct_fen).bind(s.cash_fen)
+        .bind(s.balance_after_fen).bind(s.d_annual_ded_fen).bind(s.d_burden_fen)
+        .bind(s.d_admissions).bind(s.line_count).bind(&s.explanation).bind(&s.journal_id)
+        .bind(&s.request_id).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn get_settlement(
+    c: &mut Conn,
+    setl_id: &str,
+    lock: bool,
+) -> StoreResult<Option<SettlementRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT {SETL_COLS} FROM settlement WHERE setl_id = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_optional(x).await)?)
+}
+
+/// The settlement an institution made under one of its request ids.
+pub async fn settlement_by_request(
+    c: &mut Conn,
+    institution: &str,
+    request_id: &str,
+) -> StoreResult<Option<SettlementRow>> {
+    let sql =
+        format!("SELECT {SETL_COLS} FROM settlement WHERE institution = $1 AND request_id = $2");
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(institution).bind(request_id)
+        .fetch_optional(x).await)?,
+    )
+}
+
+pub async fn set_reversed_by(c: &mut Conn, setl_id: &str, reversal: &str) -> StoreResult<()> {
+    let sql = "UPDATE settlement SET reversed_by = $2 WHERE setl_id = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(setl_id).bind(reversal).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Which settlements to list.
+#[derive(Debug, Clone)]
+pub enum SettlementFilter {
+    Visit(String),
+    Person(String),
+    InstitutionDay(String, NaiveDate),
+}
+
+pub async fn list_settlements(
+    c: &mut Conn,
+    filter: &SettlementFilter,
+    after: &str,
+    limit: i64,
+) -> StoreResult<Vec<SettlementRow>> {
+    let (cond, key, day) = match filter {
+        SettlementFilter::Visit(v) => ("mdtrt_id = $1 AND $2 = $2", v.as_str(), None),
+        SettlementFilter::Person(p) => ("psn_no = $1 AND $2 = $2", p.as_str(), None),
+        SettlementFilter::InstitutionDay(i, d) => (
+            "institution = $1 AND business_date = $2",
+            i.as_str(),
+            Some(*d),
+        ),
+    };
+    let day = day.unwrap_or_default();
+    let sql = format!(
+        "SELECT {SETL_COLS} FROM settlement WHERE {cond} AND setl_id > $3 ORDER BY setl_id LIMIT $4"
+    );
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(key).bind(day).bind(after).bind(limit)
+        .fetch_all(x).await)?,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct AccumulatorRow {
+    pub annual_ded_fen: i64,
+    pub fund_fen: i64,
+    pub burden_fen: i64,
+    pub ci_fen: i64,
+    pub maf_fen: i64,
+    pub admissions: i64,
+}
+
+/// The accumulator row of (person, insurance type, year), created at zero when missing and
+/// locked for the rest of the transaction.
+pub async fn lock_accumulator(
+    c: &mut Conn,
+    psn_no: &str,
+    insurance_type: i64,
+    year: i64,
+) -> StoreResult<AccumulatorRow> {
+    let sql = "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
+               burden_fen, ci_fen, maf_fen, admissions) VALUES ($1, $2, $3, 0, 0, 0, 0, 0, 0) \
+               ON CONFLICT (psn_no, insurance_type, year) DO NOTHING";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(year).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    read_accumulator(c, psn_no, insurance_type, year, true)
+        .await
+        .map(Option::unwrap_or_default)
+}
+
+/// The accumulator row, if any (`lock` inside a write transaction).
+pub async fn read_accumulator(
+    c: &mut Conn,
+    psn_no: &str,
+    insurance_type: i64,
+    year: i64,
+    lock: bool,
+) -> StoreResult<Option<AccumulatorRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!(
+        "SELECT annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, admissions FROM accumulator \
+         WHERE psn_no = $1 AND insurance_type = $2 AND year = $3{lock}"
+    );
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(psn_no).bind(insurance_type).bind(year)
+        .fetch_optional(x).await)?,
+    )
+}
+
+/// Adds a settlement's (or reversal's) contribution.
+pub async fn add_to_accumulator(
+    c: &mut Conn,
+    psn_no: &str,
+    insurance_type: i64,
+    year: i64,
+    d: &AccumulatorRow,
+) -> StoreResult<()> {
+    let sql = "UPDATE accumulator SET annual_ded_fen = annual_ded_fen + $4, fund_fen = fund_fen + $5, \
+               burden_fen = burden_fen + $6, ci_fen = ci_fen + $7, maf_fen = maf_fen + $8, \
+               admissions = admissions + $9 WHERE psn_no = $1 AND insurance_type = $2 AND year = $3";
+    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(year)
+        .bind(d.annual_ded_fen).bind(d.fund_fen).bind(d.burden_fen).bind(d.ci_fen).bind(d.maf_fen)
+        .bind(d.admissions).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Accumulators that differ from the sum of their settlements and reversals:
+/// (psn_no, insurance_type, year).
+pub async fn accumulator_mismatches(
+    c: &mut Conn,
+    limit: i64,
+) -> StoreResult<Vec<(String, i64, i64)>> {
+    let sql = "SELECT a.psn_no, a.insurance_type, a.year FROM accumulator a LEFT JOIN ( \
+                 SELECT psn_no, insurance_type, service_year, SUM(d_annual_ded_fen) AS ded, \
+                   SUM(hifp_fen) AS fund, SUM(d_burden_fen) AS burden, SUM(hifmi_fen) AS ci, \
+                   SUM(maf_fen) AS maf, SUM(d_admissions) AS adm \
+                 FROM settlement GROUP BY psn_no, insurance_type, service_year) s \
+               ON s.psn_no = a.psn_no AND s.insurance_type = a.insurance_type \
+                 AND s.service_year = a.year \
+               WHERE a.annual_ded_fen <> COALESCE(s.ded, 0) OR a.fund_fen <> COALESCE(s.fund, 0) \
+                 OR a.burden_fen <> COALESCE(s.burden, 0) OR a.ci_fen <> COALESCE(s.ci, 0) \
+                 OR a.maf_fen <> COALESCE(s.maf, 0) OR a.admissions <> COALESCE(s.adm, 0) \
+               ORDER BY a.psn_no LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Settlements whose journal postings differ from their breakdown: the legs on due:* must sum to
+/// fund + account, on pacct:* to −account, on inst:* to fund + account, on fund/ci/maf:* to
+/// −fund.
+pub async fn posting_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT s.setl_id FROM settlement s LEFT JOIN ( \
+                 SELECT journal_id, \
+                   SUM(CASE WHEN account LIKE 'due:%' THEN amount_fen ELSE 0 END) AS due, \
+                   SUM(CASE WHEN account LIKE 'pacct:%' THEN amount_fen ELSE 0 END) AS pacct, \
+                   SUM(CASE WHEN account LIKE 'inst:%' THEN amount_fen ELSE 0 END) AS inst, \
+                   SUM(CASE WHEN account LIKE 'fund:%' OR account LIKE 'ci:%' \
+                       OR account LIKE 'maf:%' THEN amount_fen ELSE 0 END) AS funds \
+                 FROM journal_entry GROUP BY journal_id) j ON j.journal_id = s.journal_id \
+               WHERE COALESCE(j.due, 0) <> s.fund_fen + s.acct_fen \
+                 OR COALESCE(j.pacct, 0) <> -s.acct_fen \
+                 OR COALESCE(j.inst, 0) <> s.fund_fen + s.acct_fen \
+                 OR COALESCE(j.funds, 0) <> -s.fund_fen \
+               ORDER BY s.setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Settlements whose amounts break an identity of DESIGN §3.
+pub async fn identity_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT setl_id FROM settlement WHERE \
+                 medfee_fen <> fulamt_fen + overlmt_fen + preself_fen + inscp_fen \
+                 OR fund_fen <> hifp_fen + hifmi_fen + maf_fen \
+                 OR medfee_fen <> fund_fen + psn_part_fen \
+                 OR psn_part_fen <> acct_fen + cash_fen \
+               ORDER BY setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
