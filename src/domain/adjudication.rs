@@ -214,7 +214,16 @@ impl Breakdown {
 /// Adjudicates a settlement's lines (DESIGN §3 steps 5–9).
 pub fn adjudicate(lines: &[LineSplit], t: &Terms<'_>) -> DomainResult<Breakdown> {
     let sum = total(lines);
-    if sum.amount.is_negative() || sum.inscp.is_negative() || sum.fulamt_ownpay.is_negative() {
+    let negative_part = [
+        sum.amount,
+        sum.fulamt_ownpay,
+        sum.overlmt_selfpay,
+        sum.preselfpay,
+        sum.inscp,
+    ]
+    .iter()
+    .any(Amount::is_negative);
+    if negative_part {
         return Err(DomainError::precondition(
             "negative_total",
             "refund lines exceed the lines they refund: nothing to settle",
@@ -250,7 +259,7 @@ pub fn adjudicate(lines: &[LineSplit], t: &Terms<'_>) -> DomainResult<Breakdown>
                 .bands
                 .iter()
                 .map(|b| {
-                    let lo = from.max(b.from.as_decimal());
+                    let lo = from.max(b.from.as_decimal()).max(ci.threshold.as_decimal());
                     let hi = b.to.map_or(to, |x| to.min(x.as_decimal()));
                     (hi - lo).max(Decimal::ZERO) * b.ratio.as_decimal()
                 })
@@ -264,10 +273,11 @@ pub fn adjudicate(lines: &[LineSplit], t: &Terms<'_>) -> DomainResult<Breakdown>
         None => Amount::ZERO,
     };
 
-    // 7b. Medical assistance, last, on what remains of the personal part.
+    // 7b. Medical assistance, last, on what remains of the personal part within the catalogue:
+    // fully self-paid items (class C, not in the catalogue) stay with the patient.
     let maf_pay = match (&rule.assistance, t.assistance_recipient) {
         (Some(a), true) => {
-            let remaining = sum.amount - hifp_pay - hifmi_pay;
+            let remaining = non_negative(sum.amount - hifp_pay - hifmi_pay - sum.fulamt_ownpay);
             remaining
                 .apply_ratio(a.ratio)
                 .min(non_negative(a.annual_cap - t.before.assistance))

@@ -44,8 +44,25 @@ pub fn institution(r: InstitutionRow) -> pb::Institution {
     }
 }
 
-pub fn person(r: PersonRecord) -> pb::Person {
-    let p = r.person;
+/// A person as `who` may see them: in full for their home bureau, masked (national ID, name,
+/// card number) for everyone else, operators included.
+pub fn person(who: &crate::service::auth::Principal, r: PersonRecord) -> pb::Person {
+    use crate::domain::ids::{CardNo, NationalId, PersonName};
+    let mut p = r.person;
+    let own_bureau = matches!(who, crate::service::auth::Principal::Bureau { region } if *region == p.home_region);
+    if !own_bureau {
+        p.national_id = NationalId::parse("national_id", &p.national_id)
+            .map(|n| n.masked())
+            .unwrap_or_default();
+        p.name = PersonName::parse("name", &p.name)
+            .map(|n| n.masked())
+            .unwrap_or_default();
+        p.card_no = p.card_no.map(|c| {
+            CardNo::parse("card_no", &c)
+                .map(|c| c.masked())
+                .unwrap_or_default()
+        });
+    }
     pb::Person {
         psn_no: p.psn_no,
         national_id: p.national_id,

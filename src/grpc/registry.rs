@@ -281,7 +281,7 @@ impl RegistryService for Ctx {
             };
             persons::enrol(conn, &call.principal, cmd, now)
                 .await
-                .map(convert::person)
+                .map(|p| convert::person(&call.principal, p))
         });
         respond(out)
     }
@@ -292,7 +292,7 @@ impl RegistryService for Ctx {
         respond(
             persons::get(&mut conn, &who, &key)
                 .await
-                .map(convert::person),
+                .map(|p| convert::person(&who, p)),
         )
     }
 
@@ -305,7 +305,11 @@ impl RegistryService for Ctx {
         let region = RegionCode::parse("home_region", &r.home_region).map_err(AppError::from)?;
         let page = persons::list(&mut conn, &who, &region, r.page_size, &r.page_token).await?;
         Ok(Response::new(ListPersonsResponse {
-            persons: page.items.into_iter().map(convert::person).collect(),
+            persons: page
+                .items
+                .into_iter()
+                .map(|p| convert::person(&who, p))
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -322,7 +326,7 @@ impl RegistryService for Ctx {
             text("reason", &r.reason, 256)?;
             persons::set_status(conn, &call.principal, &r.psn_no, status, ins)
                 .await
-                .map(convert::person)
+                .map(|p| convert::person(&call.principal, p))
         });
         respond(out)
     }
@@ -336,7 +340,7 @@ impl RegistryService for Ctx {
                 .transpose()?;
             persons::set_card(conn, &call.principal, &r.psn_no, status, new_card)
                 .await
-                .map(convert::person)
+                .map(|p| convert::person(&call.principal, p))
         });
         respond(out)
     }

@@ -5,8 +5,8 @@ use super::App;
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
 use crate::domain::ids::RequestId;
+use crate::store::Conn;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
-use crate::store::{Conn, StoreError};
 use chrono::{DateTime, Utc};
 
 /// A mutating call as the service sees it.
@@ -79,21 +79,34 @@ macro_rules! mutate {
 }
 
 impl App {
-    /// Looks the request id up and either returns the first answer or opens the transaction.
+    /// Claims the request id inside a new transaction, or returns the first answer stored
+    /// under it. The claim is the first write of the transaction, so a concurrent twin waits on
+    /// it and then replays the committed answer (or, if this call fails, runs itself).
     pub async fn begin_call(&self, call: &Call) -> AppResult<Begun> {
         let request_id = RequestId::parse("request_id", &call.request_id)?;
         let mut conn = self.db.begin().await?;
         let principal = call.principal.key();
-        if let Some(first) =
-            access::find_idempotent(&mut conn, &principal, request_id.as_str()).await?
-        {
-            conn.rollback().await?;
-            return Ok(Begun::Replay(first));
+        let now = Utc::now();
+        let claimed = access::claim_idempotent(
+            &mut conn,
+            &principal,
+            request_id.as_str(),
+            &call.rpc,
+            &call.payload_hash,
+            now,
+        )
+        .await?;
+        if claimed {
+            return Ok(Begun::Fresh(conn, now));
         }
-        Ok(Begun::Fresh(conn, Utc::now()))
+        let first = access::find_idempotent(&mut conn, &principal, request_id.as_str())
+            .await?
+            .ok_or_else(|| AppError::Retry("request id claim vanished".into()))?;
+        conn.rollback().await?;
+        Ok(Begun::Replay(first))
     }
 
-    /// Stores the answer under the request id, audits success, commits.
+    /// Stores the answer under the claimed request id, audits success, commits.
     pub async fn finish_call<R: prost::Message>(
         &self,
         call: &Call,
@@ -101,25 +114,14 @@ impl App {
         response: &R,
         now: DateTime<Utc>,
     ) -> AppResult<()> {
-        let row = IdempotencyRow {
-            rpc: call.rpc.clone(),
-            payload_hash: call.payload_hash.to_vec(),
-            response: response.encode_to_vec(),
-        };
-        access::insert_idempotent(
+        let principal = call.principal.key();
+        access::complete_idempotent(
             &mut conn,
-            &call.principal.key(),
+            &principal,
             &call.request_id,
-            &row,
-            now,
+            &response.encode_to_vec(),
         )
-        .await
-        .map_err(|e| match e {
-            // A concurrent call with the same request id committed first: run again to
-            // replay its answer.
-            StoreError::Unique { .. } => AppError::Retry("concurrent request id".into()),
-            other => other.into(),
-        })?;
+        .await?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;
         conn.commit().await?;
         tracing::info!(outcome = "OK", "mutation committed");

@@ -2,7 +2,6 @@
 
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
-use super::regions;
 use crate::domain::ids::RegionCode;
 use crate::domain::policy::Policy;
 use crate::store::Conn;
@@ -51,8 +50,11 @@ pub async fn put(
 ) -> AppResult<Version> {
     who.require_region(region.as_str())?;
     policy.validate()?;
-    regions::get(conn, region.as_str()).await?;
-    let latest = policies::latest(conn, region.as_str(), true).await?;
+    // The region row lock orders concurrent puts: each sees the versions committed before it.
+    crate::store::registry::lock_region(conn, region.as_str())
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("region {region} is not registered")))?;
+    let latest = policies::latest(conn, region.as_str()).await?;
     if let Some(l) = &latest
         && effective_from <= l.effective_from
     {

@@ -61,6 +61,39 @@ pub async fn find_idempotent(
     )
 }
 
+/// Claims a request id for a call in progress (empty response). Returns false when the id is
+/// already taken; on PostgreSQL the insert first waits for a concurrent claimer to commit or
+/// roll back, so a twin call sees the committed first answer instead of racing it.
+pub async fn claim_idempotent(
+    c: &mut Conn,
+    principal: &str,
+    request_id: &str,
+    rpc: &str,
+    payload_hash: &[u8],
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let sql = "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+               created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+               ON CONFLICT (principal, request_id) DO NOTHING";
+    let empty: &[u8] = &[];
+    let n = on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(rpc)
+        .bind(payload_hash).bind(empty).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Stores the answer of a claimed request id.
+pub async fn complete_idempotent(
+    c: &mut Conn,
+    principal: &str,
+    request_id: &str,
+    response: &[u8],
+) -> StoreResult<()> {
+    let sql = "UPDATE idempotency SET response = $3 WHERE principal = $1 AND request_id = $2";
+    on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
 pub async fn insert_idempotent(
     c: &mut Conn,
     principal: &str,

@@ -13,14 +13,11 @@ pub struct PolicyRow {
     pub body: String,
 }
 
-/// The newest version of a region (locked inside a write transaction), if any.
-pub async fn latest(c: &mut Conn, region: &str, lock: bool) -> StoreResult<Option<PolicyRow>> {
-    let lock = if lock { c.for_update() } else { "" };
-    let sql = format!(
-        "SELECT region, version, effective_from, body FROM policy_version WHERE region = $1 \
-         ORDER BY version DESC LIMIT 1{lock}"
-    );
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_optional(x).await)?)
+/// The newest version of a region, if any (callers that add a version lock the region first).
+pub async fn latest(c: &mut Conn, region: &str) -> StoreResult<Option<PolicyRow>> {
+    let sql = "SELECT region, version, effective_from, body FROM policy_version WHERE region = $1 \
+               ORDER BY version DESC LIMIT 1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).fetch_optional(x).await)?)
 }
 
 pub async fn insert(c: &mut Conn, p: &PolicyRow, now: DateTime<Utc>) -> StoreResult<()> {

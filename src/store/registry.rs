@@ -21,8 +21,20 @@ pub async fn insert_region(c: &mut Conn, r: &RegionRow, now: DateTime<Utc>) -> S
 }
 
 pub async fn get_region(c: &mut Conn, code: &str) -> StoreResult<Option<RegionRow>> {
-    let sql = "SELECT code, name, province_code, bureau_name FROM region WHERE code = $1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(code).fetch_optional(x).await)?)
+    region_row(c, code, false).await
+}
+
+/// The region row, locked for the rest of the transaction: serializes per-region changes
+/// that must see each other (policy versions).
+pub async fn lock_region(c: &mut Conn, code: &str) -> StoreResult<Option<RegionRow>> {
+    region_row(c, code, true).await
+}
+
+async fn region_row(c: &mut Conn, code: &str, lock: bool) -> StoreResult<Option<RegionRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql =
+        format!("SELECT code, name, province_code, bureau_name FROM region WHERE code = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(code).fetch_optional(x).await)?)
 }
 
 /// Regions after `after` in code order, optionally of one province.

@@ -173,6 +173,14 @@ pub async fn reverse_by_request(
         payload_hash: Vec::new(),
         response: Vec::new(),
     };
-    access::insert_idempotent(conn, &key, original_request_id, &tombstone, now).await?;
+    access::insert_idempotent(conn, &key, original_request_id, &tombstone, now)
+        .await
+        .map_err(|e| match e {
+            // The original is landing right now: run again and reverse it.
+            crate::store::StoreError::Unique { .. } => {
+                AppError::Retry("original request in flight".into())
+            }
+            other => other.into(),
+        })?;
     Ok(None)
 }
