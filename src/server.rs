@@ -3,6 +3,7 @@
 use crate::grpc::Ctx;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
+use crate::proto::pharmacy_service_server::PharmacyServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::settlement_service_server::SettlementServiceServer;
 use crate::service::App;
@@ -74,6 +75,7 @@ pub async fn run(
         )
         .add_service(FilingServiceServer::new(ctx.clone()))
         .add_service(SettlementServiceServer::new(ctx.clone()))
+        .add_service(PharmacyServiceServer::new(ctx.clone()))
         .add_service(LedgerServiceServer::new(ctx))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -198,6 +198,31 @@ impl Breakdown {
         }
     }
 
+    /// `self − other`, field by field: what a refund of part of a settlement changes.
+    pub fn minus(&self, o: &Breakdown) -> Breakdown {
+        self.plus(&o.negated())
+    }
+
+    /// `self + other`, field by field.
+    pub fn plus(&self, o: &Breakdown) -> Breakdown {
+        Breakdown {
+            medfee_sumamt: self.medfee_sumamt + o.medfee_sumamt,
+            fulamt_ownpay_amt: self.fulamt_ownpay_amt + o.fulamt_ownpay_amt,
+            overlmt_selfpay: self.overlmt_selfpay + o.overlmt_selfpay,
+            preselfpay_amt: self.preselfpay_amt + o.preselfpay_amt,
+            inscp_scp_amt: self.inscp_scp_amt + o.inscp_scp_amt,
+            act_pay_dedc: self.act_pay_dedc + o.act_pay_dedc,
+            hifp_pay: self.hifp_pay + o.hifp_pay,
+            hifmi_pay: self.hifmi_pay + o.hifmi_pay,
+            maf_pay: self.maf_pay + o.maf_pay,
+            fund_pay_sumamt: self.fund_pay_sumamt + o.fund_pay_sumamt,
+            psn_part_amt: self.psn_part_amt + o.psn_part_amt,
+            acct_pay: self.acct_pay + o.acct_pay,
+            psn_cash_pay: self.psn_cash_pay + o.psn_cash_pay,
+            delta: self.delta.plus(&o.delta),
+        }
+    }
+
     /// The identities of DESIGN §3, to the fen. A breakdown that breaks one is a bug.
     pub fn identities_hold(&self) -> bool {
         self.medfee_sumamt

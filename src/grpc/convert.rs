@@ -593,3 +593,69 @@ pub fn eligibility(e: EligibilityOut) -> pb::Eligibility {
         policy_version: version,
     }
 }
+
+// ------------------------------------------------------------------ pharmacy
+
+use crate::store::pharmacy::PurchaseLineRow;
+
+pub fn purchase_line(l: PurchaseLineRow) -> pb::PurchaseLineResult {
+    use crate::domain::money::Quantity;
+    let q = |scaled: i64| {
+        Quantity::from_scaled(scaled)
+            .map(|q| q.to_string())
+            .unwrap_or_else(|_| "0".into())
+    };
+    let a = Amount::from_fen;
+    pb::PurchaseLineResult {
+        line_no: l.line_no,
+        code: l.code,
+        quantity: q(l.qty_scaled),
+        unit_price: UnitPrice::from_micros(l.price_micros)
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        amount: a(l.amount_fen).to_string(),
+        class: code32(l.class),
+        fulamt_ownpay_amt: a(l.fulamt_fen).to_string(),
+        overlmt_selfpay: a(l.overlmt_fen).to_string(),
+        preselfpay_amt: a(l.preself_fen).to_string(),
+        inscp_scp_amt: a(l.inscp_fen).to_string(),
+        refunded_quantity: q(l.refunded_qty_scaled),
+    }
+}
+
+pub fn purchase(s: SettlementRow, lines: Vec<PurchaseLineRow>) -> pb::Purchase {
+    pb::Purchase {
+        settlement: Some(settlement(s)),
+        lines: lines.into_iter().map(purchase_line).collect(),
+    }
+}
+
+pub fn card_holder(r: PersonRecord, refusal: Option<(&'static str, String)>) -> pb::CardHolder {
+    use crate::domain::ids::{NationalId, PersonName};
+    let p = &r.person;
+    pb::CardHolder {
+        psn_no: p.psn_no.clone(),
+        national_id_masked: NationalId::parse("national_id", &p.national_id)
+            .map(|n| n.masked())
+            .unwrap_or_default(),
+        name_masked: PersonName::parse("name", &p.name)
+            .map(|n| n.masked())
+            .unwrap_or_default(),
+        home_region: p.home_region.clone(),
+        insurances: r
+            .insurances
+            .iter()
+            .map(|i| pb::PersonInsurance {
+                insurance_type: code32(i.insurance_type),
+                category: code32(i.category),
+                status: code32(i.status),
+            })
+            .collect(),
+        account_balance: r
+            .balance_fen
+            .map(|b| Amount::from_fen(b).to_string())
+            .unwrap_or_default(),
+        allowed: refusal.is_none(),
+        refusal_rule: refusal.map(|(rule, _)| rule.to_owned()).unwrap_or_default(),
+    }
+}

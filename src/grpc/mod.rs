@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod filing;
 pub mod ledger;
+pub mod pharmacy;
 pub mod registry;
 pub mod settlement;
 pub mod status;

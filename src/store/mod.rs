@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod filings;
 pub mod journal;
 pub mod persons;
+pub mod pharmacy;
 pub mod policies;
 pub mod registry;
 pub mod settlement;

@@ -80,6 +80,20 @@ pub fn check_institution(
     Ok(())
 }
 
+/// Refuses a lost or frozen card.
+pub fn check_card(p: &PersonRow) -> AppResult<()> {
+    if p.card_status == CardStatus::Lost.code() {
+        return Err(refuse(
+            "card_lost",
+            "the social-security card is reported lost",
+        ));
+    }
+    if p.card_status == CardStatus::Frozen.code() {
+        return Err(refuse("card_frozen", "the social-security card is frozen"));
+    }
+    Ok(())
+}
+
 /// Checks the person may settle under `insurance_type`; returns their category.
 pub fn check_person(
     p: &PersonRow,
@@ -92,15 +106,7 @@ pub fn check_person(
             "the person's insurance is suspended or terminated",
         ));
     }
-    if p.card_status == CardStatus::Lost.code() {
-        return Err(refuse(
-            "card_lost",
-            "the social-security card is reported lost",
-        ));
-    }
-    if p.card_status == CardStatus::Frozen.code() {
-        return Err(refuse("card_frozen", "the social-security card is frozen"));
-    }
+    check_card(p)?;
     let ins = held
         .iter()
         .find(|i| i.insurance_type == t.code())
@@ -278,4 +284,100 @@ pub async fn resolve(
         effective_ratio,
         reduction,
     })
+}
+
+/// Resolves the context of a pharmacy purchase on `date`. No filing is needed; the home policy's
+/// pharmacy scope decides where its insured may swipe (inside the home province, or anywhere).
+/// Without a pharmacy rule the pooled fund pays nothing (the account and cash pay).
+pub async fn resolve_pharmacy(
+    conn: &mut Conn,
+    person: PersonRow,
+    institution: InstitutionRow,
+    insurance_type: InsuranceType,
+    date: NaiveDate,
+) -> AppResult<Context> {
+    check_institution(&institution, CareType::Pharmacy, date)?;
+    let held = persons::insurances(conn, &person.psn_no).await?;
+    let category = check_person(&person, &held, insurance_type)?;
+    let home = RegionCode::parse("home_region", &person.home_region)?;
+    let treatment = RegionCode::parse("region", &institution.region)?;
+    if home == treatment {
+        return Err(refuse(
+            "not_cross_region",
+            "the person is insured in this region: settle locally",
+        ));
+    }
+    let Version {
+        version: policy_version,
+        policy,
+        ..
+    } = policies::in_force(conn, &home, date).await?;
+    let policy =
+        policy.ok_or_else(|| AppError::Internal(anyhow::anyhow!("policy body missing")))?;
+    let in_province = home.same_province(&treatment);
+    if !in_province && !policy.pharmacy_national {
+        return Err(refuse(
+            "pharmacy_out_of_province",
+            format!(
+                "home region {home} lets its insured swipe only at pharmacies inside province {}",
+                home.province()
+            ),
+        ));
+    }
+    let province = if in_province {
+        ProvinceScope::InProvince
+    } else {
+        ProvinceScope::OutOfProvince
+    };
+    let query = RuleQuery {
+        insurance_type,
+        category,
+        care_type: CareType::Pharmacy,
+        level: LevelScope::Pharmacy,
+        province,
+    };
+    let (rule, reduction) = match policy.rule_for(&query) {
+        Some(r) => (r.clone(), "pharmacy: no filing needed".to_owned()),
+        None => (
+            no_fund_rule(&query),
+            "pharmacy: no rule, the pooled fund pays nothing".to_owned(),
+        ),
+    };
+    Ok(Context {
+        person,
+        insurance_type,
+        category,
+        care_type: CareType::Pharmacy,
+        institution,
+        home,
+        treatment,
+        service_date: date,
+        policy_version,
+        base_ratio: rule.ratio,
+        effective_ratio: rule.ratio,
+        policy,
+        rule,
+        level: LevelScope::Pharmacy,
+        province,
+        filing: None,
+        reduction,
+    })
+}
+
+/// A rule under which the pooled fund pays nothing.
+fn no_fund_rule(q: &RuleQuery) -> PolicyRule {
+    PolicyRule {
+        insurance_type: q.insurance_type,
+        category: q.category,
+        care_type: q.care_type,
+        level: q.level,
+        province_scope: q.province,
+        deductible_basis: crate::domain::kinds::DeductibleBasis::Annual,
+        deductible: crate::domain::money::Amount::ZERO,
+        repeat_admission_deductible: crate::domain::money::Amount::ZERO,
+        ratio: Ratio::ZERO,
+        annual_cap: None,
+        critical_illness: None,
+        assistance: None,
+    }
 }

@@ -4,14 +4,17 @@
 pub mod context;
 pub mod eligibility;
 pub mod lines;
+pub mod pharmacy;
 pub mod query;
 pub mod reverse;
 pub mod settle;
 pub mod visits;
 
-use crate::domain::adjudication::{Accumulators, Breakdown};
+use crate::domain::adjudication::{Accumulators, Breakdown, Terms};
 use crate::domain::kinds::{DeductibleBasis, LevelScope, ProvinceScope};
 use crate::domain::money::Amount;
+use crate::domain::money::Ratio;
+use crate::domain::policy::PolicyRule;
 use crate::ledger::{Account, Posting};
 use crate::store::settlement::{AccumulatorRow, SettlementRow};
 use serde::{Deserialize, Serialize};
@@ -49,6 +52,36 @@ pub struct Explanation {
     pub repeat_admission: bool,
     pub level: LevelScope,
     pub province: ProvinceScope,
+    /// The exact adjudication inputs, so that a refund of part of a purchase can be recomputed.
+    pub terms: TermsSnapshot,
+}
+
+/// Everything `adjudicate` took besides the lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermsSnapshot {
+    pub rule: PolicyRule,
+    pub ratio: Ratio,
+    pub admission: bool,
+    pub assistance_recipient: bool,
+    pub account_balance: Option<Amount>,
+    pub use_account: bool,
+    pub account_pays_class_c: bool,
+}
+
+impl TermsSnapshot {
+    /// The adjudication terms again (with the accumulators recorded before the settlement).
+    pub fn terms<'a>(&'a self, before: Accumulators) -> Terms<'a> {
+        Terms {
+            rule: &self.rule,
+            ratio: self.ratio,
+            admission: self.admission,
+            before,
+            assistance_recipient: self.assistance_recipient,
+            account_balance: self.account_balance,
+            use_account: self.use_account,
+            account_pays_class_c: self.account_pays_class_c,
+        }
+    }
 }
 
 /// Accumulator row ⇄ domain accumulators.
@@ -106,6 +139,7 @@ pub fn breakdown_of(s: &SettlementRow) -> Breakdown {
 /// account pay into due:{home}->{treat}; the treatment bureau advances the same to the
 /// institution. Patient cash is paid at the counter and is not platform money.
 pub fn posting(kind: &'static str, s: &SettlementRow) -> Posting {
+    // Negative amounts (reversals, refunds) move the same legs backwards.
     let (home, treat) = (s.home_region.clone(), s.treatment_region.clone());
     let due = || Account::Due {
         home: home.clone(),

@@ -2,11 +2,10 @@
 //! at the original; a reversing journal transaction; accumulators and personal account restored
 //! exactly. Only the settling institution; never twice.
 
-use super::settle::delta_row;
+use super::settle::book;
 use super::visits::{DISCHARGED, OPEN};
-use super::{KIND_REVERSAL, KIND_SETTLEMENT, clearing_period, posting};
+use super::{KIND_REVERSAL, KIND_SETTLEMENT, clearing_period};
 use crate::domain::time::business_date;
-use crate::ledger;
 use crate::service::auth::Principal;
 use crate::service::error::{AppError, AppResult};
 use crate::store::Conn;
@@ -73,6 +72,12 @@ pub async fn reverse(
             ));
         }
     }
+    if original.mdtrt_id.is_none() {
+        return Err(AppError::precondition(
+            "use_refund",
+            format!("{setl_id} is a pharmacy purchase: use PharmacyService.RefundPurchase"),
+        ));
+    }
     if original.kind != KIND_SETTLEMENT {
         return Err(AppError::precondition(
             "cannot_reverse_reversal",
@@ -99,25 +104,8 @@ pub async fn reverse(
     )
     .await?;
 
-    let mut rev = negated(&original, &crate::store::new_id("S", now), request_id, now);
-    let p = posting("reversal", &rev);
-    if !p.legs.is_empty() {
-        let posted = ledger::post(conn, &p, now).await?;
-        rev.journal_id = posted.journal_id;
-        rev.balance_after_fen = posted.personal_balances.first().map(|(_, b)| *b);
-    }
-    if rev.balance_after_fen.is_none() {
-        rev.balance_after_fen = persons::account_balance(conn, &rev.psn_no, false).await?;
-    }
-    settlement::insert_settlement(conn, &rev).await?;
-    settlement::add_to_accumulator(
-        conn,
-        &rev.psn_no,
-        rev.insurance_type,
-        rev.service_year,
-        &delta_row(&rev),
-    )
-    .await?;
+    let rev = negated(&original, &crate::store::new_id("S", now), request_id, now);
+    let rev = book(conn, "reversal", rev, now).await?;
     settlement::set_reversed_by(conn, setl_id, &rev.setl_id).await?;
     settlement::release_lines(conn, setl_id).await?;
     if let Some(mut v) = visit

@@ -6,8 +6,8 @@ use super::context::{self, Context};
 use super::lines::terms_of;
 use super::visits::{self, CANCELLED, SETTLED};
 use super::{
-    Explanation, FilingUsed, KIND_SETTLEMENT, accumulator_row, accumulators, clearing_period,
-    posting,
+    Explanation, FilingUsed, KIND_SETTLEMENT, TermsSnapshot, accumulator_row, accumulators,
+    clearing_period, posting,
 };
 use crate::domain::adjudication::{Breakdown, LineSplit, Terms, adjudicate};
 use crate::domain::kinds::{CareType, DeductibleBasis, InsuranceType};
@@ -113,6 +113,15 @@ pub async fn adjudicate_in(
         repeat_admission: admission && before.admissions >= 1,
         level: ctx.level,
         province: ctx.province,
+        terms: TermsSnapshot {
+            rule: ctx.rule.clone(),
+            ratio: ctx.effective_ratio,
+            admission,
+            assistance_recipient: ctx.person.assistance_recipient,
+            account_balance: balance_fen.map(Amount::from_fen),
+            use_account,
+            account_pays_class_c: ctx.policy.account_pays_class_c,
+        },
     };
     Ok(Adjudicated {
         ctx,
@@ -281,16 +290,20 @@ pub async fn pre_settle(
 /// accumulators. Returns the stored row.
 pub async fn book(
     conn: &mut Conn,
+    kind: &'static str,
     mut s: SettlementRow,
     now: DateTime<Utc>,
 ) -> AppResult<SettlementRow> {
-    let p = posting("settlement", &s);
+    let p = posting(kind, &s);
     if !p.legs.is_empty() {
         let posted = ledger::post(conn, &p, now).await?;
         s.journal_id = posted.journal_id;
         if let Some((_, balance)) = posted.personal_balances.first() {
             s.balance_after_fen = Some(*balance);
         }
+    }
+    if s.balance_after_fen.is_none() {
+        s.balance_after_fen = persons::account_balance(conn, &s.psn_no, false).await?;
     }
     settlement::insert_settlement(conn, &s).await?;
     settlement::add_to_accumulator(
@@ -329,6 +342,7 @@ pub async fn settle(
     let setl_id = crate::store::new_id("S", now);
     let s = book(
         conn,
+        "settlement",
         row(&adj, &setl_id, Some(mdtrt_id), request_id, now)?,
         now,
     )

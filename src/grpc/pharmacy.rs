@@ -1,0 +1,188 @@
+//! PharmacyService: the card swipe.
+
+use super::{Ctx, GrpcResult, convert, mutating, respond};
+use crate::domain::ids::{CardNo, EVoucherToken};
+use crate::domain::kinds::InsuranceType;
+use crate::domain::money::{Amount, Quantity, UnitPrice};
+use crate::domain::{DomainError, DomainResult};
+use crate::proto::pharmacy_service_server::PharmacyService;
+use crate::proto::*;
+use crate::service::settlement::pharmacy::{self, NewLine, Swipe};
+use crate::service::settlement::visits::Credential;
+use crate::service::{AppError, text};
+use chrono::Utc;
+
+mutating!(SettlePurchaseRequest, RefundPurchaseRequest);
+
+fn credential(c: &Option<CardCredential>) -> DomainResult<Credential> {
+    use card_credential::Credential as C;
+    match c.as_ref().and_then(|c| c.credential.as_ref()) {
+        Some(C::CardNo(n)) => CardNo::parse("credential.card_no", n).map(Credential::CardNo),
+        Some(C::EvoucherToken(t)) => {
+            EVoucherToken::parse("credential.evoucher_token", t).map(Credential::EVoucher)
+        }
+        None => Err(DomainError::invalid(
+            "credential",
+            "give card_no or evoucher_token",
+        )),
+    }
+}
+
+fn line_no(field: &str, s: &str) -> DomainResult<String> {
+    if s.is_empty() || s.len() > 30 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(DomainError::invalid(
+            field,
+            "1..30 printable ASCII characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = |name: &str| format!("lines[{i}].{name}");
+            if l.code.is_empty()
+                || l.code.len() > 50
+                || !l
+                    .code
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            {
+                return Err(AppError::invalid(
+                    f("code"),
+                    "1..50 letters, digits, '.', '-' or '_'",
+                ));
+            }
+            Ok(NewLine {
+                line_no: line_no(&f("line_no"), &l.line_no)?,
+                code: l.code.clone(),
+                name: text(&f("name"), &l.name, 200)?,
+                quantity: Quantity::parse(&f("quantity"), &l.quantity)?,
+                unit_price: UnitPrice::parse(&f("unit_price"), &l.unit_price)?,
+            })
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl PharmacyService for Ctx {
+    async fn lookup_card(&self, req: tonic::Request<LookupCardRequest>) -> GrpcResult<CardHolder> {
+        let (who, mut conn) = self.read(&req).await?;
+        let c = credential(&req.get_ref().credential).map_err(AppError::from)?;
+        let found = pharmacy::lookup(&mut conn, &who, &c, Utc::now()).await;
+        respond(found.map(|(r, refusal)| convert::card_holder(r, refusal)))
+    }
+
+    async fn pre_settle_purchase(
+        &self,
+        req: tonic::Request<PreSettlePurchaseRequest>,
+    ) -> GrpcResult<Settlement> {
+        let (who, mut conn) = self.read(&req).await?;
+        let r = req.get_ref();
+        let cmd = Swipe {
+            credential: credential(&r.credential).map_err(AppError::from)?,
+            insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)
+                .map_err(AppError::from)?,
+            lines: lines(&r.lines)?,
+            use_account: r.use_account,
+            account_only: false,
+            expected_total: None,
+        };
+        let found = pharmacy::swipe(&mut conn, &who, cmd, "", Utc::now(), true).await;
+        respond(found.map(|(s, _)| convert::settlement(s)))
+    }
+
+    async fn settle_purchase(
+        &self,
+        req: tonic::Request<SettlePurchaseRequest>,
+    ) -> GrpcResult<Purchase> {
+        let (call, r) = self.call(req).await?;
+        let out = crate::mutate!(self.app, &call, |conn, now| {
+            let cmd = Swipe {
+                credential: credential(&r.credential)?,
+                insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
+                lines: lines(&r.lines)?,
+                use_account: r.use_account,
+                account_only: r.account_only,
+                expected_total: (!r.expected_total.is_empty())
+                    .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
+                    .transpose()?,
+            };
+            let (s, l) =
+                pharmacy::swipe(conn, &call.principal, cmd, &call.request_id, now, false).await?;
+            Ok(convert::purchase(s, l))
+        });
+        respond(out)
+    }
+
+    async fn refund_purchase(
+        &self,
+        req: tonic::Request<RefundPurchaseRequest>,
+    ) -> GrpcResult<Purchase> {
+        let (call, r) = self.call(req).await?;
+        let out = crate::mutate!(self.app, &call, |conn, now| {
+            text("reason", &r.reason, 256)?;
+            let chosen = r
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    Ok((
+                        line_no(&format!("lines[{i}].line_no"), &l.line_no)?,
+                        Quantity::parse(&format!("lines[{i}].quantity"), &l.quantity)?,
+                    ))
+                })
+                .collect::<DomainResult<Vec<_>>>()?;
+            let (s, l) = pharmacy::refund(
+                conn,
+                &call.principal,
+                &r.setl_id,
+                &chosen,
+                &call.request_id,
+                now,
+            )
+            .await?;
+            Ok(convert::purchase(s, l))
+        });
+        respond(out)
+    }
+
+    async fn reverse_purchase_by_request_id(
+        &self,
+        req: tonic::Request<ReverseByRequestIdRequest>,
+    ) -> GrpcResult<ReverseByRequestIdResponse> {
+        let (call, r) = self.call(req).await?;
+        let out = crate::mutate!(self.app, &call, |conn, now| {
+            let original =
+                crate::service::required_text("original_request_id", &r.original_request_id, 64)?;
+            if original == call.request_id {
+                return Err(AppError::invalid(
+                    "original_request_id",
+                    "must differ from this call's request_id",
+                ));
+            }
+            let rev = pharmacy::reverse_by_request(
+                conn,
+                &call.principal,
+                &original,
+                &call.request_id,
+                now,
+            )
+            .await?;
+            Ok(ReverseByRequestIdResponse {
+                found: rev.is_some(),
+                reversal: rev.map(|(s, _)| convert::settlement(s)),
+            })
+        });
+        respond(out)
+    }
+
+    async fn get_purchase(&self, req: tonic::Request<GetPurchaseRequest>) -> GrpcResult<Purchase> {
+        let (who, mut conn) = self.read(&req).await?;
+        let found = pharmacy::get(&mut conn, &who, &req.get_ref().setl_id).await;
+        respond(found.map(|(s, l)| convert::purchase(s, l)))
+    }
+}

@@ -1,0 +1,79 @@
+//! Purchase lines of pharmacy settlements.
+
+use super::{Conn, StoreResult};
+use crate::on_conn;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PurchaseLineRow {
+    pub setl_id: String,
+    pub line_no: String,
+    pub code: String,
+    pub name: String,
+    /// Quantity ×10^4; negative on a refund's lines.
+    pub qty_scaled: i64,
+    pub price_micros: i64,
+    /// proto CatalogueClass; 0 = not in the catalogue.
+    pub class: i64,
+    pub cap_micros: Option<i64>,
+    pub b_ratio_bp: Option<i64>,
+    pub catalogue_version: i64,
+    pub amount_fen: i64,
+    pub fulamt_fen: i64,
+    pub overlmt_fen: i64,
+    pub preself_fen: i64,
+    pub inscp_fen: i64,
+    /// Quantity ×10^4 refunded so far (purchase lines only).
+    pub refunded_qty_scaled: i64,
+}
+
+const COLS: &str = "setl_id, line_no, code, name, qty_scaled, price_micros, class, cap_micros, \
+    b_ratio_bp, catalogue_version, amount_fen, fulamt_fen, overlmt_fen, preself_fen, inscp_fen, \
+    refunded_qty_scaled";
+const NCOLS: usize = 16;
+
+/// Inserts lines in one statement (a purchase has at most a few hundred).
+pub async fn insert_lines(c: &mut Conn, rows: &[PurchaseLineRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(500) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let ph: Vec<String> = (1..=NCOLS).map(|k| format!("${}", i * NCOLS + k)).collect();
+                format!("({})", ph.join(","))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO purchase_line ({COLS}) VALUES {}",
+            values.join(",")
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(&r.setl_id).bind(&r.line_no).bind(&r.code).bind(&r.name).bind(r.qty_scaled)
+                    .bind(r.price_micros).bind(r.class).bind(r.cap_micros).bind(r.b_ratio_bp)
+                    .bind(r.catalogue_version).bind(r.amount_fen).bind(r.fulamt_fen).bind(r.overlmt_fen)
+                    .bind(r.preself_fen).bind(r.inscp_fen).bind(r.refunded_qty_scaled);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// The lines of a settlement in line_no order.
+pub async fn lines(c: &mut Conn, setl_id: &str) -> StoreResult<Vec<PurchaseLineRow>> {
+    let sql = format!("SELECT {COLS} FROM purchase_line WHERE setl_id = $1 ORDER BY line_no");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_all(x).await)?)
+}
+
+/// Adds to the refunded quantity of a purchase line.
+pub async fn add_refunded(
+    c: &mut Conn,
+    setl_id: &str,
+    line_no: &str,
+    qty_scaled: i64,
+) -> StoreResult<()> {
+    let sql = "UPDATE purchase_line SET refunded_qty_scaled = refunded_qty_scaled + $3 \
+               WHERE setl_id = $1 AND line_no = $2";
+    on_conn!(c, x => sqlx::query(sql).bind(setl_id).bind(line_no).bind(qty_scaled).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
