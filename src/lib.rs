@@ -2,6 +2,7 @@
 //!
 //! Layers (data flows one way): `grpc` → `service` → (`domain`, `store`, `ledger`).
 
+pub mod bench;
 pub mod domain;
 pub mod grpc;
 pub mod ledger;

@@ -68,9 +68,44 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Load generator: start the server in-process on this database (default: a fresh SQLite
+    /// file), seed a world over gRPC, drive swipes and hospital flows, print throughput and
+    /// latency percentiles.
+    Bench(BenchArgs),
     /// Verify the books (trial balance, balanced transactions, maintained balances); exits 1 on
     /// any failed check.
     Verify,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Database for the run; default a fresh SQLite file (removed afterwards).
+    #[arg(long = "bench-database-url")]
+    bench_database_url: Option<String>,
+    /// Insured persons to seed.
+    #[arg(long, default_value_t = 1000)]
+    persons: usize,
+    /// Closed loop: requests in flight (ignored with --rate).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Open loop: offered requests per second, latency from the intended send time.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of warm-up, not measured.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Share of operations (percent) that are full hospital flows instead of pharmacy swipes.
+    #[arg(long, default_value_t = 0)]
+    hospital_percent: u8,
+    /// gRPC connections the load spreads over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Also write the result as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -111,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(t) => token(&cfg, t).await,
         Command::Verify => verify(&cfg).await,
+        Command::Bench(b) => bench(&cfg, b).await,
     }
 }
 
@@ -218,4 +254,25 @@ async fn verify(cfg: &DbConfig) -> anyhow::Result<()> {
     } else {
         std::process::exit(1)
     }
+}
+
+async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
+    use medsettle::bench::{BenchConfig, Load};
+    let config = BenchConfig {
+        database_url: b.bench_database_url,
+        db_max_connections: cfg.max_connections,
+        persons: b.persons,
+        load: b.rate.map_or(Load::Concurrency(b.concurrency), Load::Rate),
+        warmup: std::time::Duration::from_secs(b.warmup),
+        duration: std::time::Duration::from_secs(b.seconds),
+        hospital_percent: b.hospital_percent.min(100),
+        connections: b.connections,
+    };
+    let result = medsettle::bench::run(config).await?;
+    let json = serde_json::to_string_pretty(&result)?;
+    println!("{json}");
+    if let Some(path) = b.json {
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

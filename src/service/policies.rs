@@ -7,6 +7,7 @@ use crate::domain::policy::Policy;
 use crate::store::Conn;
 use crate::store::policies::{self, PolicyRow};
 use chrono::{DateTime, NaiveDate, Utc};
+use std::sync::Arc;
 
 /// A stored version with its body decoded.
 #[derive(Debug, Clone)]
@@ -78,10 +79,14 @@ pub async fn put(
     decode(row)
 }
 
-/// The version in force on a date, with its body; FAILED_PRECONDITION "policy_missing" when the
-/// region has none (the settlement path).
-pub async fn in_force(conn: &mut Conn, region: &RegionCode, on: NaiveDate) -> AppResult<Version> {
-    let row = policies::in_force(conn, region.as_str(), on)
+/// The version in force on a date and its body (cached by version); FAILED_PRECONDITION
+/// "policy_missing" when the region has none (the settlement path).
+pub async fn in_force(
+    conn: &mut Conn,
+    region: &RegionCode,
+    on: NaiveDate,
+) -> AppResult<(i64, Arc<Policy>)> {
+    let version = policies::in_force_version(conn, region.as_str(), on)
         .await?
         .ok_or_else(|| {
             AppError::precondition(
@@ -89,7 +94,20 @@ pub async fn in_force(conn: &mut Conn, region: &RegionCode, on: NaiveDate) -> Ap
                 format!("home region {region} has no policy in force on {on}"),
             )
         })?;
-    decode(row)
+    let caches = conn.caches();
+    if let Some(p) = caches.policy(region.as_str(), version) {
+        return Ok((version, p));
+    }
+    let row = policies::by_version(conn, region.as_str(), version)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("policy {region} v{version} vanished"))
+        })?;
+    let policy = decode(row)?.policy.map(Arc::new).ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!("policy {region} v{version} has no body"))
+    })?;
+    caches.put_policy(region.as_str(), version, policy.clone());
+    Ok((version, policy))
 }
 
 /// The version in force on a date, or a given version. Operators and bureaus (policies are

@@ -1,8 +1,14 @@
 //! A treatment region's catalogue: effective-dated items, versioned per upsert call.
 
+use super::cache::CatalogueSnapshot;
 use super::{Conn, StoreResult};
+use crate::domain::adjudication::CatalogueTerms;
+use crate::domain::kinds::CatalogueClass;
+use crate::domain::money::{Ratio, UnitPrice};
 use crate::on_conn;
 use chrono::NaiveDate;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CatalogueRow {
@@ -129,40 +135,54 @@ pub async fn search(
     )
 }
 
-/// Every entry of the given codes effective on or before `until` (callers pick the one in force
-/// on each line's date): one query for a whole batch of fee lines.
-pub async fn entries_for_codes(
-    c: &mut Conn,
-    region: &str,
-    codes: &[&str],
-    until: NaiveDate,
-) -> StoreResult<Vec<CatalogueRow>> {
-    if codes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list: Vec<String> = (0..codes.len()).map(|i| format!("${}", i + 3)).collect();
-    let sql = format!(
-        "SELECT {COLS} FROM catalogue_item WHERE region = $1 AND effective_from <= $2 \
-         AND code IN ({}) ORDER BY code, effective_from",
-        list.join(",")
-    );
-    Ok(on_conn!(c, x => {
-        let mut q = sqlx::query_as(&sql).bind(region).bind(until);
-        for code in codes {
-            q = q.bind(*code);
-        }
-        q.fetch_all(x).await
-    })?)
+/// The region's current catalogue version (0 = no catalogue yet).
+pub async fn current_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
+    let sql = "SELECT version FROM catalogue_version WHERE region = $1";
+    let v: Option<i64> =
+        on_conn!(c, x => sqlx::query_scalar(sql).bind(region).fetch_optional(x).await)?;
+    Ok(v.unwrap_or(0))
 }
 
-/// The entry of `code` in force on `on` among `entries` (sorted by code, effective_from).
-pub fn in_force<'a>(
-    entries: &'a [CatalogueRow],
-    code: &str,
-    on: NaiveDate,
-) -> Option<&'a CatalogueRow> {
-    entries
-        .iter()
-        .filter(|e| e.code == code && e.effective_from <= on)
-        .max_by_key(|e| e.effective_from)
+/// The region's catalogue as of this transaction: from the cache when the cached version is
+/// current, else loaded whole (one query) and cached.
+pub async fn snapshot(c: &mut Conn, region: &str) -> StoreResult<Arc<CatalogueSnapshot>> {
+    let version = current_version(c, region).await?;
+    let caches = c.caches();
+    if let Some(s) = caches.catalogue(region, version) {
+        return Ok(s);
+    }
+    let sql = format!(
+        "SELECT {COLS} FROM catalogue_item WHERE region = $1 ORDER BY code, effective_from"
+    );
+    let rows: Vec<CatalogueRow> =
+        on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_all(x).await)?;
+    let mut by_code: HashMap<String, Vec<CatalogueRow>> = HashMap::new();
+    for r in rows {
+        by_code.entry(r.code.clone()).or_default().push(r);
+    }
+    let snap = Arc::new(CatalogueSnapshot { version, by_code });
+    caches.put_catalogue(region, snap.clone());
+    Ok(snap)
+}
+
+impl CatalogueRow {
+    /// What adjudication needs from this entry (None if its class is unknown).
+    pub fn terms(&self) -> Option<CatalogueTerms> {
+        Some(CatalogueTerms {
+            class: CatalogueClass::from_code(self.class)?,
+            b_ratio: self.b_ratio_bp.and_then(|bp| Ratio::from_bp(bp).ok()),
+            cap: self.cap_micros.and_then(|m| UnitPrice::from_micros(m).ok()),
+        })
+    }
+}
+
+impl CatalogueSnapshot {
+    /// The entry of `code` in force on `on`.
+    pub fn in_force(&self, code: &str, on: NaiveDate) -> Option<&CatalogueRow> {
+        self.by_code
+            .get(code)?
+            .iter()
+            .filter(|e| e.effective_from <= on)
+            .max_by_key(|e| e.effective_from)
+    }
 }

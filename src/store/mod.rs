@@ -4,6 +4,7 @@
 //! and engine-specific SQL stays visible at the one place it differs (see [`Conn::engine`]).
 
 pub mod access;
+pub mod cache;
 pub mod catalogue;
 pub mod filings;
 pub mod journal;
@@ -13,11 +14,13 @@ pub mod policies;
 pub mod registry;
 pub mod settlement;
 
+use cache::Caches;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which database engine a store runs on.
@@ -72,9 +75,16 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A connection pool on one of the two engines.
+/// A connection pool on one of the two engines, with the caches of immutable versioned data
+/// read from it (policy versions, catalogue versions).
 #[derive(Clone, Debug)]
-pub enum Db {
+pub struct Db {
+    pool: Pool,
+    caches: Arc<Caches>,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -89,6 +99,13 @@ pub struct DbConfig {
 }
 
 impl Db {
+    fn new(pool: Pool) -> Db {
+        Db {
+            pool,
+            caches: Arc::new(Caches::default()),
+        }
+    }
+
     /// Connects (creating a SQLite file when missing) and applies the migrations.
     pub async fn open(cfg: &DbConfig) -> anyhow::Result<Db> {
         let db = Self::connect(cfg).await?;
@@ -108,7 +125,7 @@ impl Db {
                 .connect_with(opts)
                 .await
                 .context("connecting to PostgreSQL")?;
-            Ok(Db::Postgres(pool))
+            Ok(Db::new(Pool::Postgres(pool)))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .context("parsing SQLite URL")?
@@ -124,7 +141,7 @@ impl Db {
                 .connect_with(opts)
                 .await
                 .context("opening SQLite database")?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::new(Pool::Sqlite(pool)))
         } else {
             anyhow::bail!("unsupported database URL (expected sqlite:… or postgres://…): {url}")
         }
@@ -134,13 +151,13 @@ impl Db {
     /// locks: distributed PostgreSQL-wire engines do not all provide them.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         use anyhow::Context;
-        match self {
-            Db::Sqlite(p) => {
+        match &self.pool {
+            Pool::Sqlite(p) => {
                 let mut m = sqlx::migrate!("migrations/sqlite");
                 m.set_locking(false);
                 m.run(p).await.context("migrating SQLite")?;
             }
-            Db::Postgres(p) => {
+            Pool::Postgres(p) => {
                 let mut m = sqlx::migrate!("migrations/postgres");
                 m.set_locking(false);
                 m.run(p).await.context("migrating PostgreSQL")?;
@@ -150,9 +167,9 @@ impl Db {
     }
 
     pub fn engine(&self) -> Engine {
-        match self {
-            Db::Sqlite(_) => Engine::Sqlite,
-            Db::Postgres(_) => Engine::Postgres,
+        match self.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
         }
     }
 
@@ -160,38 +177,52 @@ impl Db {
     /// transaction never fails half-way on a lock upgrade; PostgreSQL runs READ COMMITTED with
     /// explicit row locks (`SELECT … FOR UPDATE`, see [`Conn::for_update`]).
     pub async fn begin(&self) -> StoreResult<Conn> {
-        Ok(match self {
-            Db::Sqlite(p) => Conn::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres(p) => Conn::PgTx(p.begin().await?),
+        let inner = match &self.pool {
+            Pool::Sqlite(p) => Inner::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Postgres(p) => Inner::PgTx(p.begin().await?),
+        };
+        Ok(Conn {
+            inner,
+            caches: self.caches.clone(),
         })
     }
 
     /// A plain connection for reads (autocommit).
     pub async fn read(&self) -> StoreResult<Conn> {
-        Ok(match self {
-            Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
-            Db::Postgres(p) => Conn::Pg(p.acquire().await?),
+        let inner = match &self.pool {
+            Pool::Sqlite(p) => Inner::Sqlite(p.acquire().await?),
+            Pool::Postgres(p) => Inner::Pg(p.acquire().await?),
+        };
+        Ok(Conn {
+            inner,
+            caches: self.caches.clone(),
         })
     }
 
     /// (size, idle) of the pool.
     pub fn pool_usage(&self) -> (u32, usize) {
-        match self {
-            Db::Sqlite(p) => (p.size(), p.num_idle()),
-            Db::Postgres(p) => (p.size(), p.num_idle()),
+        match &self.pool {
+            Pool::Sqlite(p) => (p.size(), p.num_idle()),
+            Pool::Postgres(p) => (p.size(), p.num_idle()),
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite(p) => p.close().await,
-            Db::Postgres(p) => p.close().await,
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
         }
     }
 }
 
-/// A connection: inside a transaction (from [`Db::begin`]) or not (from [`Db::read`]).
-pub enum Conn {
+/// A connection: inside a transaction (from [`Db::begin`]) or not (from [`Db::read`]), with its
+/// database's caches.
+pub struct Conn {
+    inner: Inner,
+    caches: Arc<Caches>,
+}
+
+enum Inner {
     SqliteTx(Transaction<'static, Sqlite>),
     PgTx(Transaction<'static, Postgres>),
     Sqlite(PoolConnection<Sqlite>),
@@ -206,19 +237,24 @@ pub enum Raw<'a> {
 
 impl Conn {
     pub fn raw(&mut self) -> Raw<'_> {
-        match self {
-            Conn::SqliteTx(t) => Raw::Sqlite(t),
-            Conn::PgTx(t) => Raw::Pg(t),
-            Conn::Sqlite(c) => Raw::Sqlite(c),
-            Conn::Pg(c) => Raw::Pg(c),
+        match &mut self.inner {
+            Inner::SqliteTx(t) => Raw::Sqlite(t),
+            Inner::PgTx(t) => Raw::Pg(t),
+            Inner::Sqlite(c) => Raw::Sqlite(c),
+            Inner::Pg(c) => Raw::Pg(c),
         }
     }
 
     pub fn engine(&self) -> Engine {
-        match self {
-            Conn::SqliteTx(_) | Conn::Sqlite(_) => Engine::Sqlite,
-            Conn::PgTx(_) | Conn::Pg(_) => Engine::Postgres,
+        match self.inner {
+            Inner::SqliteTx(_) | Inner::Sqlite(_) => Engine::Sqlite,
+            Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
         }
+    }
+
+    /// The caches of this connection's database.
+    pub fn caches(&self) -> Arc<Caches> {
+        self.caches.clone()
     }
 
     /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL locks the rows;
@@ -232,20 +268,20 @@ impl Conn {
 
     /// Commits a transaction; a plain connection has nothing to commit.
     pub async fn commit(self) -> StoreResult<()> {
-        match self {
-            Conn::SqliteTx(t) => t.commit().await?,
-            Conn::PgTx(t) => t.commit().await?,
-            Conn::Sqlite(_) | Conn::Pg(_) => {}
+        match self.inner {
+            Inner::SqliteTx(t) => t.commit().await?,
+            Inner::PgTx(t) => t.commit().await?,
+            Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
     }
 
     /// Rolls back a transaction (dropping it does the same, without waiting).
     pub async fn rollback(self) -> StoreResult<()> {
-        match self {
-            Conn::SqliteTx(t) => t.rollback().await?,
-            Conn::PgTx(t) => t.rollback().await?,
-            Conn::Sqlite(_) | Conn::Pg(_) => {}
+        match self.inner {
+            Inner::SqliteTx(t) => t.rollback().await?,
+            Inner::PgTx(t) => t.rollback().await?,
+            Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
     }

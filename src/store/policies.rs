@@ -28,6 +28,17 @@ pub async fn insert(c: &mut Conn, p: &PolicyRow, now: DateTime<Utc>) -> StoreRes
     Ok(())
 }
 
+/// The number of the version in force on `on` (no body).
+pub async fn in_force_version(
+    c: &mut Conn,
+    region: &str,
+    on: NaiveDate,
+) -> StoreResult<Option<i64>> {
+    let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
+               ORDER BY effective_from DESC LIMIT 1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(on).fetch_optional(x).await)?)
+}
+
 /// The version in force on `on`.
 pub async fn in_force(c: &mut Conn, region: &str, on: NaiveDate) -> StoreResult<Option<PolicyRow>> {
     let sql = "SELECT region, version, effective_from, body FROM policy_version \

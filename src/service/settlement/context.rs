@@ -11,12 +11,13 @@ use crate::domain::kinds::{
 use crate::domain::money::Ratio;
 use crate::domain::policy::{Policy, PolicyRule, Reduction, RuleQuery};
 use crate::service::error::{AppError, AppResult};
-use crate::service::policies::{self, Version};
+use crate::service::policies;
 use crate::store::Conn;
 use crate::store::filings::{self, FilingRow};
 use crate::store::persons::{self, InsuranceRow, PersonRow};
 use crate::store::registry::InstitutionRow;
 use chrono::NaiveDate;
+use std::sync::Arc;
 
 /// The resolved facts of one settlement.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub struct Context {
     pub treatment: RegionCode,
     pub service_date: NaiveDate,
     pub policy_version: i64,
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub rule: PolicyRule,
     pub level: LevelScope,
     pub province: ProvinceScope,
@@ -209,14 +210,7 @@ pub async fn resolve(
             "the person is insured in this region: settle locally, not cross-region",
         ));
     }
-    let policy = policies::in_force(conn, &home, service_date).await?;
-    let Version {
-        version: policy_version,
-        policy,
-        ..
-    } = policy;
-    let policy =
-        policy.ok_or_else(|| AppError::Internal(anyhow::anyhow!("policy body missing")))?;
+    let (policy_version, policy) = policies::in_force(conn, &home, service_date).await?;
     let level = level_of(&institution);
     let province = if home.same_province(&treatment) {
         ProvinceScope::InProvince
@@ -307,13 +301,7 @@ pub async fn resolve_pharmacy(
             "the person is insured in this region: settle locally",
         ));
     }
-    let Version {
-        version: policy_version,
-        policy,
-        ..
-    } = policies::in_force(conn, &home, date).await?;
-    let policy =
-        policy.ok_or_else(|| AppError::Internal(anyhow::anyhow!("policy body missing")))?;
+    let (policy_version, policy) = policies::in_force(conn, &home, date).await?;
     let in_province = home.same_province(&treatment);
     if !in_province && !policy.pharmacy_national {
         return Err(refuse(

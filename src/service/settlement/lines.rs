@@ -7,7 +7,7 @@ use crate::domain::money::{Amount, Quantity, Ratio, UnitPrice};
 use crate::service::auth::Principal;
 use crate::service::error::{AppError, AppResult};
 use crate::store::Conn;
-use crate::store::catalogue;
+use crate::store::catalogue::{self, CatalogueRow};
 use crate::store::settlement::{self, FeeLineRow};
 use chrono::NaiveDate;
 use std::collections::HashMap;
@@ -72,17 +72,7 @@ pub async fn upload(
         .into_iter()
         .map(|l| (l.line_no.clone(), l))
         .collect();
-    let last_date = new
-        .iter()
-        .filter_map(|l| l.fee_date)
-        .max()
-        .unwrap_or(visit.begin_date)
-        .max(visit.begin_date);
-    let mut codes: Vec<&str> = new.iter().map(|l| l.code.as_str()).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let entries =
-        catalogue::entries_for_codes(conn, &visit.treatment_region, &codes, last_date).await?;
+    let catalogue = catalogue::snapshot(conn, &visit.treatment_region).await?;
 
     let mut batch: HashMap<&str, FeeLineRow> = HashMap::new();
     let mut out = Vec::with_capacity(new.len());
@@ -102,14 +92,8 @@ pub async fn upload(
                 "outside the visit's dates",
             ));
         }
-        let entry = catalogue::in_force(&entries, &l.code, fee_date);
-        let terms = entry.and_then(|e| {
-            Some(CatalogueTerms {
-                class: CatalogueClass::from_code(e.class)?,
-                b_ratio: e.b_ratio_bp.and_then(|bp| Ratio::from_bp(bp).ok()),
-                cap: e.cap_micros.and_then(|m| UnitPrice::from_micros(m).ok()),
-            })
-        });
+        let entry = catalogue.in_force(&l.code, fee_date);
+        let terms = entry.and_then(CatalogueRow::terms);
         let split = split_line(l.quantity, l.unit_price, terms.as_ref());
         let row = FeeLineRow {
             mdtrt_id: mdtrt_id.to_owned(),

@@ -18,7 +18,7 @@ use crate::service::auth::Principal;
 use crate::service::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::access::{self, IdempotencyRow};
-use crate::store::catalogue;
+use crate::store::catalogue::{self, CatalogueRow};
 use crate::store::persons::{self, PersonKey};
 use crate::store::pharmacy::{self, PurchaseLineRow};
 use crate::store::settlement::{self, SettlementRow};
@@ -89,21 +89,12 @@ async fn price_lines(
             ));
         }
     }
-    let mut codes: Vec<&str> = new.iter().map(|l| l.code.as_str()).collect();
-    codes.sort_unstable();
-    codes.dedup();
-    let entries = catalogue::entries_for_codes(conn, region, &codes, on).await?;
+    let catalogue = catalogue::snapshot(conn, region).await?;
     Ok(new
         .iter()
         .map(|l| {
-            let entry = catalogue::in_force(&entries, &l.code, on);
-            let terms = entry.and_then(|e| {
-                Some(CatalogueTerms {
-                    class: CatalogueClass::from_code(e.class)?,
-                    b_ratio: e.b_ratio_bp.and_then(|bp| Ratio::from_bp(bp).ok()),
-                    cap: e.cap_micros.and_then(|m| UnitPrice::from_micros(m).ok()),
-                })
-            });
+            let entry = catalogue.in_force(&l.code, on);
+            let terms = entry.and_then(CatalogueRow::terms);
             let s = split_line(l.quantity, l.unit_price, terms.as_ref());
             PurchaseLineRow {
                 setl_id: String::new(),

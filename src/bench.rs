@@ -1,0 +1,593 @@
+//! `medsettle bench`: a load generator over real gRPC. It starts the server in-process on
+//! 127.0.0.1:0 against the given database (default: a fresh SQLite file), seeds a small world
+//! through the API (regions, a pharmacy, a hospital, N insured persons with cards and personal
+//! accounts, a catalogue, a policy, filings), then drives a mix of pharmacy swipes and full
+//! hospital flows either at a fixed concurrency (closed loop) or at a fixed offered rate (open
+//! loop, latency measured from the intended send time, so a stall is not hidden), and reports
+//! throughput and latency percentiles (HdrHistogram), optionally as JSON.
+
+use crate::domain::ids::{InstitutionCode, national_id_check_digit};
+use crate::proto::pharmacy_service_client::PharmacyServiceClient;
+use crate::proto::registry_service_client::RegistryServiceClient;
+use crate::proto::settlement_service_client::SettlementServiceClient;
+use crate::proto::{self as pb};
+use crate::service::App;
+use crate::service::auth::{self, Grant};
+use crate::store::{Db, DbConfig};
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// How load is offered.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// Closed loop: this many requests in flight at all times.
+    Concurrency(usize),
+    /// Open loop: this many requests per second, whatever the latency.
+    Rate(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// None = a fresh SQLite file in the temp directory.
+    pub database_url: Option<String>,
+    pub db_max_connections: u32,
+    pub persons: usize,
+    pub load: Load,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Share of operations that are full hospital flows (open, upload, settle), 0..=100.
+    pub hospital_percent: u8,
+    /// gRPC connections the clients spread over.
+    pub connections: usize,
+}
+
+/// The measured outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub engine: String,
+    pub load: String,
+    pub duration_ms: u64,
+    pub completed: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Completed operations per second (integer; no floats anywhere in this crate).
+    pub throughput_per_s: u64,
+    pub swipes: Percentiles,
+    pub hospital_flows: Percentiles,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+struct Auth(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+fn with_token(channel: Channel, token: &str) -> anyhow::Result<InterceptedService<Channel, Auth>> {
+    let value = format!("Bearer {token}")
+        .parse()
+        .context("token is not ASCII")?;
+    Ok(InterceptedService::new(channel, Auth(value)))
+}
+
+struct World {
+    pharmacy: Vec<PharmacyServiceClient<InterceptedService<Channel, Auth>>>,
+    hospital: Vec<SettlementServiceClient<InterceptedService<Channel, Auth>>>,
+    cards: Vec<String>,
+    ids: Vec<String>,
+    codes: Vec<(String, String)>,
+}
+
+const HOME: &str = "150300";
+const TREAT: &str = "150600";
+const PHARMACY: &str = "P15060000001";
+const HOSPITAL: &str = "H15060000001";
+const CATALOGUE_ITEMS: usize = 500;
+
+fn rid() -> String {
+    format!("b{:032x}", rand::random::<u128>())
+}
+
+/// A valid national ID for person number `i` (birth dates spread over 1950–1999).
+fn national_id(i: usize) -> String {
+    let year = 1950 + (i % 50);
+    let day = 1 + (i / 50) % 28;
+    let body = format!("150302{year}01{day:02}{:03}", i % 1000);
+    let check = national_id_check_digit(&body).unwrap_or('0');
+    format!("{body}{check}")
+}
+
+async fn seed(channels: &[Channel], db: &Db, persons: usize) -> anyhow::Result<World> {
+    let (_, operator) = auth::issue(db, &Grant::Operator, "bench").await?;
+    let pharmacy_code = InstitutionCode::parse("pharmacy", PHARMACY)?;
+    let hospital_code = InstitutionCode::parse("hospital", HOSPITAL)?;
+    let (_, pharmacy_token) = auth::issue(db, &Grant::Institution(pharmacy_code), "bench").await?;
+    let (_, hospital_token) = auth::issue(db, &Grant::Institution(hospital_code), "bench").await?;
+    let mut reg = RegistryServiceClient::new(with_token(channels[0].clone(), &operator)?);
+
+    for code in [HOME, TREAT] {
+        let r = reg
+            .create_region(pb::CreateRegionRequest {
+                request_id: rid(),
+                code: code.into(),
+                ..Default::default()
+            })
+            .await;
+        if let Err(s) = r
+            && s.code() != tonic::Code::AlreadyExists
+        {
+            return Err(s).context("creating regions");
+        }
+    }
+    for (code, kind, level, name) in [
+        (
+            PHARMACY,
+            pb::InstitutionKind::Pharmacy,
+            0,
+            "鄂尔多斯市大药房",
+        ),
+        (
+            HOSPITAL,
+            pb::InstitutionKind::Hospital,
+            3,
+            "鄂尔多斯市中心医院",
+        ),
+    ] {
+        reg.register_institution(pb::RegisterInstitutionRequest {
+            request_id: rid(),
+            code: code.into(),
+            name: name.into(),
+            region: TREAT.into(),
+            kind: kind as i32,
+            level,
+            cross_region_enabled: true,
+            valid_from: "2020-01-01".into(),
+            valid_until: String::new(),
+        })
+        .await
+        .context("registering institutions")?;
+    }
+    let rule = |care: pb::CareType, basis: pb::DeductibleBasis, deductible: &str, ratio: &str| {
+        pb::PolicyRule {
+            insurance_type: pb::InsuranceType::Employee as i32,
+            category: pb::PersonCategory::Active as i32,
+            care_type: care as i32,
+            level: pb::LevelScope::Any as i32,
+            province_scope: pb::ProvinceScope::Any as i32,
+            deductible_basis: basis as i32,
+            deductible: deductible.into(),
+            repeat_admission_deductible: String::new(),
+            ratio: ratio.into(),
+            annual_cap: "150000.00".into(),
+            critical_illness: None,
+            assistance: None,
+        }
+    };
+    reg.put_policy(pb::PutPolicyRequest {
+        request_id: rid(),
+        region: HOME.into(),
+        effective_from: "2020-01-01".into(),
+        body: Some(pb::PolicyBody {
+            rules: vec![
+                rule(
+                    pb::CareType::Inpatient,
+                    pb::DeductibleBasis::PerAdmission,
+                    "800.00",
+                    "0.85",
+                ),
+                rule(
+                    pb::CareType::Pharmacy,
+                    pb::DeductibleBasis::Annual,
+                    "100.00",
+                    "0.50",
+                ),
+            ],
+            unfiled_allowed: true,
+            unfiled_reduction: Some(pb::Reduction {
+                kind: Some(pb::reduction::Kind::Factor("0.90".into())),
+            }),
+            pharmacy_national: false,
+            ..Default::default()
+        }),
+    })
+    .await
+    .context("putting the policy")?;
+    let items: Vec<pb::CatalogueItem> = (0..CATALOGUE_ITEMS)
+        .map(|i| {
+            let class = match i % 10 {
+                0..=5 => pb::CatalogueClass::A,
+                6..=8 => pb::CatalogueClass::B,
+                _ => pb::CatalogueClass::C,
+            };
+            pb::CatalogueItem {
+                code: format!("XA{i:05}"),
+                name: format!("药品{i}"),
+                kind: pb::CatalogueKind::Drug as i32,
+                class: class as i32,
+                b_self_pay_ratio: if class == pb::CatalogueClass::B {
+                    "0.10".into()
+                } else {
+                    String::new()
+                },
+                price_cap: if i % 7 == 0 {
+                    "50.00".into()
+                } else {
+                    String::new()
+                },
+                effective_from: "2020-01-01".into(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    reg.upsert_catalogue(pb::UpsertCatalogueRequest {
+        request_id: rid(),
+        region: TREAT.into(),
+        items,
+    })
+    .await
+    .context("upserting the catalogue")?;
+    let codes = (0..CATALOGUE_ITEMS)
+        .map(|i| {
+            (
+                format!("XA{i:05}"),
+                format!("{}.{:02}", 5 + i % 60, i % 100),
+            )
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut cards = Vec::with_capacity(persons);
+    let mut ids = Vec::with_capacity(persons);
+    let mut pending = Vec::new();
+    for i in 0..persons {
+        let mut client = RegistryServiceClient::new(with_token(
+            channels[i % channels.len()].clone(),
+            &operator,
+        )?);
+        let card = format!("K{i:09}");
+        let id = national_id(i);
+        cards.push(card.clone());
+        ids.push(id.clone());
+        pending.push(tokio::spawn(async move {
+            client
+                .enrol_person(pb::EnrolPersonRequest {
+                    request_id: rid(),
+                    national_id: id,
+                    name: "测试".into(),
+                    home_region: HOME.into(),
+                    insurances: vec![pb::PersonInsurance {
+                        insurance_type: pb::InsuranceType::Employee as i32,
+                        category: pb::PersonCategory::Active as i32,
+                        status: 0,
+                    }],
+                    card_no: card,
+                    opening_balance: "1000000.00".into(),
+                    ..Default::default()
+                })
+                .await
+        }));
+        if pending.len() >= 64 {
+            for p in pending.drain(..) {
+                p.await?.context("enrolling persons")?;
+            }
+        }
+    }
+    for p in pending {
+        p.await?.context("enrolling persons")?;
+    }
+    eprintln!(
+        "seeded {persons} persons in {} ms",
+        started.elapsed().as_millis()
+    );
+
+    Ok(World {
+        pharmacy: channels
+            .iter()
+            .map(|c| with_token(c.clone(), &pharmacy_token).map(PharmacyServiceClient::new))
+            .collect::<anyhow::Result<_>>()?,
+        hospital: channels
+            .iter()
+            .map(|c| with_token(c.clone(), &hospital_token).map(SettlementServiceClient::new))
+            .collect::<anyhow::Result<_>>()?,
+        cards,
+        ids,
+        codes,
+    })
+}
+
+fn lines(codes: &[(String, String)], n: usize) -> Vec<(String, String, String)> {
+    (0..n)
+        .map(|k| {
+            let (code, price) = &codes[rand::random_range(0..codes.len())];
+            (format!("{}", k + 1), code.clone(), price.clone())
+        })
+        .collect()
+}
+
+async fn swipe(w: &World, k: usize) -> Result<(), tonic::Status> {
+    let mut client = w.pharmacy[k % w.pharmacy.len()].clone();
+    let card = w.cards[rand::random_range(0..w.cards.len())].clone();
+    let lines = lines(&w.codes, rand::random_range(1..=5))
+        .into_iter()
+        .map(|(line_no, code, unit_price)| pb::PurchaseLine {
+            line_no,
+            code,
+            name: String::new(),
+            quantity: "2".into(),
+            unit_price,
+        })
+        .collect();
+    client
+        .settle_purchase(pb::SettlePurchaseRequest {
+            request_id: rid(),
+            credential: Some(pb::CardCredential {
+                credential: Some(pb::card_credential::Credential::CardNo(card)),
+            }),
+            insurance_type: pb::InsuranceType::Employee as i32,
+            lines,
+            use_account: true,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn hospital_flow(w: &World, k: usize) -> Result<(), tonic::Status> {
+    let mut client = w.hospital[k % w.hospital.len()].clone();
+    let id = w.ids[rand::random_range(0..w.ids.len())].clone();
+    let visit = client
+        .open_visit(pb::OpenVisitRequest {
+            request_id: rid(),
+            credential: Some(pb::PatientCredential {
+                credential: Some(pb::patient_credential::Credential::NationalId(id)),
+            }),
+            visit_no: rid(),
+            insurance_type: pb::InsuranceType::Employee as i32,
+            care_type: pb::CareType::Inpatient as i32,
+            diagnoses: vec!["J18.9".into()],
+            begin_date: String::new(),
+        })
+        .await?
+        .into_inner();
+    let fee_lines = lines(&w.codes, 20)
+        .into_iter()
+        .map(|(line_no, code, unit_price)| pb::FeeLine {
+            line_no,
+            code,
+            quantity: "3".into(),
+            unit_price,
+            ..Default::default()
+        })
+        .collect();
+    client
+        .upload_fee_lines(pb::UploadFeeLinesRequest {
+            request_id: rid(),
+            mdtrt_id: visit.mdtrt_id.clone(),
+            lines: fee_lines,
+        })
+        .await?;
+    client
+        .settle(pb::SettleRequest {
+            request_id: rid(),
+            mdtrt_id: visit.mdtrt_id,
+            use_account: true,
+            expected_total: String::new(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Recorded latencies (µs) and error counts.
+struct Recorder {
+    swipes: Mutex<Histogram<u64>>,
+    flows: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    completed: AtomicU64,
+    recording: std::sync::atomic::AtomicBool,
+}
+
+impl Recorder {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Recorder {
+            swipes: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            flows: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            errors: Mutex::new(BTreeMap::new()),
+            completed: AtomicU64::new(0),
+            recording: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn record(&self, hospital: bool, since: Instant, outcome: Result<(), tonic::Status>) {
+        if !self.recording.load(Ordering::Relaxed) {
+            return;
+        }
+        let micros = u64::try_from(since.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        match outcome {
+            Ok(()) => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+                let h = if hospital { &self.flows } else { &self.swipes };
+                if let Ok(mut h) = h.lock() {
+                    h.saturating_record(micros);
+                }
+            }
+            Err(s) => {
+                if let Ok(mut e) = self.errors.lock() {
+                    *e.entry(format!("{:?}", s.code())).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    // value_at_percentile takes a percentile, not a float of ours: 50.0 etc. are hdrhistogram's API.
+    Percentiles {
+        count: h.len(),
+        p50_us: h.value_at_percentile(50.0),
+        p90_us: h.value_at_percentile(90.0),
+        p99_us: h.value_at_percentile(99.0),
+        p999_us: h.value_at_percentile(99.9),
+        max_us: h.max(),
+    }
+}
+
+async fn one(w: &World, k: usize, hospital_percent: u8) -> (bool, Result<(), tonic::Status>) {
+    let hospital = rand::random_range(0..100u8) < hospital_percent;
+    let r = if hospital {
+        hospital_flow(w, k).await
+    } else {
+        swipe(w, k).await
+    };
+    (hospital, r)
+}
+
+/// Runs the benchmark.
+pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
+    let temp_dir =
+        std::env::temp_dir().join(format!("medsettle-bench-{:016x}", rand::random::<u64>()));
+    let url = match &cfg.database_url {
+        Some(u) => u.clone(),
+        None => {
+            std::fs::create_dir_all(&temp_dir)?;
+            format!("sqlite://{}", temp_dir.join("bench.db").display())
+        }
+    };
+    let db = Db::open(&DbConfig {
+        url: url.clone(),
+        max_connections: cfg.db_max_connections,
+    })
+    .await?;
+    let engine = format!("{:?}", db.engine());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::run(
+        listener,
+        Arc::new(App::new(db.clone())),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut channels = Vec::new();
+    for _ in 0..cfg.connections.max(1) {
+        channels.push(
+            Channel::from_shared(format!("http://{addr}"))?
+                .connect()
+                .await?,
+        );
+    }
+    let world = Arc::new(seed(&channels, &db, cfg.persons.max(1)).await?);
+    let rec = Arc::new(Recorder::new()?);
+
+    let deadline = Instant::now() + cfg.warmup + cfg.duration;
+    let measure_from = Instant::now() + cfg.warmup;
+    {
+        let rec = rec.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            rec.recording.store(true, Ordering::Relaxed);
+        });
+    }
+    match cfg.load {
+        Load::Concurrency(n) => {
+            let mut workers = Vec::new();
+            for k in 0..n.max(1) {
+                let (w, rec) = (world.clone(), rec.clone());
+                let hp = cfg.hospital_percent;
+                workers.push(tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let (hospital, r) = one(&w, k, hp).await;
+                        rec.record(hospital, t, r);
+                    }
+                }));
+            }
+            for w in workers {
+                w.await?;
+            }
+        }
+        Load::Rate(per_s) => {
+            let interval = Duration::from_nanos(1_000_000_000 / per_s.max(1));
+            let start = Instant::now();
+            let mut k = 0usize;
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                let intended = start + interval * u32::try_from(k).unwrap_or(u32::MAX);
+                if intended >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                let (w, rec) = (world.clone(), rec.clone());
+                let hp = cfg.hospital_percent;
+                tasks.spawn(async move {
+                    let (hospital, r) = one(&w, k, hp).await;
+                    // Latency from the intended send time: a stalled server cannot hide queueing.
+                    rec.record(hospital, intended, r);
+                });
+                k += 1;
+                while tasks.len() > 20_000 {
+                    tasks.join_next().await;
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    db.close().await;
+    if cfg.database_url.is_none() {
+        let _ = std::fs::remove_dir_all(&temp_dir);
+    }
+    let completed = rec.completed.load(Ordering::Relaxed);
+    let duration_ms = u64::try_from(cfg.duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let swipes = rec
+        .swipes
+        .lock()
+        .map(|h| percentiles(&h))
+        .unwrap_or_default();
+    let hospital_flows = rec
+        .flows
+        .lock()
+        .map(|h| percentiles(&h))
+        .unwrap_or_default();
+    let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    Ok(BenchResult {
+        engine,
+        load: match cfg.load {
+            Load::Concurrency(n) => format!("concurrency {n}"),
+            Load::Rate(r) => format!("offered {r}/s"),
+        },
+        duration_ms,
+        completed,
+        errors,
+        throughput_per_s: completed.saturating_mul(1000) / duration_ms,
+        swipes,
+        hospital_flows,
+    })
+}
