@@ -39,6 +39,21 @@ pub struct LineSplit {
     pub inscp: Amount,
 }
 
+/// Largest amount one line may carry: 10,000,000,000.00 yuan (in fen). A bill of up to a
+/// million such lines still fits the books' integer fen exactly.
+pub const MAX_LINE_FEN: i64 = 1_000_000_000_000;
+
+/// Checks that quantity × unit price stays within [`MAX_LINE_FEN`]; `field` names the line.
+pub fn check_line_amount(field: &str, qty: Quantity, price: UnitPrice) -> DomainResult<()> {
+    match super::money::checked_line_amount(qty, price) {
+        Some(a) if a.to_fen().abs() <= MAX_LINE_FEN => Ok(()),
+        _ => Err(DomainError::invalid(
+            field,
+            "quantity × unit price exceeds 10,000,000,000.00 yuan",
+        )),
+    }
+}
+
 /// Splits one line. Negative quantities (refund lines) give the exact negation of the same
 /// positive line, because rounding is symmetric.
 pub fn split_line(qty: Quantity, price: UnitPrice, terms: Option<&CatalogueTerms>) -> LineSplit {

@@ -7,7 +7,7 @@ use super::error::{AppError, AppResult};
 use crate::domain::ids::RequestId;
 use crate::store::Conn;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 /// A mutating call as the service sees it.
 #[derive(Debug, Clone)]
@@ -86,7 +86,8 @@ impl App {
         let request_id = RequestId::parse("request_id", &call.request_id)?;
         let mut conn = self.db.begin().await?;
         let principal = call.principal.key();
-        let now = Utc::now();
+        // Microseconds: what both engines store, so an answer equals what is read back later.
+        let now = Utc::now().trunc_subsecs(6);
         let claimed = access::claim_idempotent(
             &mut conn,
             &principal,

@@ -290,9 +290,31 @@ pub async fn resolve_pharmacy(
     insurance_type: InsuranceType,
     date: NaiveDate,
 ) -> AppResult<Context> {
-    check_institution(&institution, CareType::Pharmacy, date)?;
     let held = persons::insurances(conn, &person.psn_no).await?;
-    let category = check_person(&person, &held, insurance_type)?;
+    let home = pharmacy_precheck(&person, &held, &institution, insurance_type, date)?.1;
+    let (policy_version, policy) = policies::in_force(conn, &home, date).await?;
+    pharmacy_context(
+        person,
+        &held,
+        institution,
+        insurance_type,
+        date,
+        policy_version,
+        policy,
+    )
+}
+
+/// The checks of a pharmacy purchase that need no policy: institution, person, card, insurance,
+/// cross-region. Returns (category, home, treatment region).
+pub fn pharmacy_precheck(
+    person: &PersonRow,
+    held: &[InsuranceRow],
+    institution: &InstitutionRow,
+    insurance_type: InsuranceType,
+    date: NaiveDate,
+) -> AppResult<(PersonCategory, RegionCode, RegionCode)> {
+    check_institution(institution, CareType::Pharmacy, date)?;
+    let category = check_person(person, held, insurance_type)?;
     let home = RegionCode::parse("home_region", &person.home_region)?;
     let treatment = RegionCode::parse("region", &institution.region)?;
     if home == treatment {
@@ -301,7 +323,21 @@ pub async fn resolve_pharmacy(
             "the person is insured in this region: settle locally",
         ));
     }
-    let (policy_version, policy) = policies::in_force(conn, &home, date).await?;
+    Ok((category, home, treatment))
+}
+
+/// The pure part of [`resolve_pharmacy`]: every check and the rule, from data already loaded.
+pub fn pharmacy_context(
+    person: PersonRow,
+    held: &[InsuranceRow],
+    institution: InstitutionRow,
+    insurance_type: InsuranceType,
+    date: NaiveDate,
+    policy_version: i64,
+    policy: Arc<Policy>,
+) -> AppResult<Context> {
+    let (category, home, treatment) =
+        pharmacy_precheck(&person, held, &institution, insurance_type, date)?;
     let in_province = home.same_province(&treatment);
     if !in_province && !policy.pharmacy_national {
         return Err(refuse(

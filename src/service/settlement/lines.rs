@@ -1,7 +1,7 @@
 //! Fee lines: upload in batches with their split, delete while unsettled.
 
 use super::visits::{self, CANCELLED, SETTLED};
-use crate::domain::adjudication::{CatalogueTerms, split_line};
+use crate::domain::adjudication::{CatalogueTerms, check_line_amount, split_line};
 use crate::domain::kinds::CatalogueClass;
 use crate::domain::money::{Amount, Quantity, Ratio, UnitPrice};
 use crate::service::auth::Principal;
@@ -94,6 +94,7 @@ pub async fn upload(
         }
         let entry = catalogue.in_force(&l.code, fee_date);
         let terms = entry.and_then(CatalogueRow::terms);
+        check_line_amount(&format!("lines[{i}]"), l.quantity, l.unit_price)?;
         let split = split_line(l.quantity, l.unit_price, terms.as_ref());
         let row = FeeLineRow {
             mdtrt_id: mdtrt_id.to_owned(),

@@ -10,7 +10,9 @@ use super::context;
 use super::settle::{self, adjudicate_in, book};
 use super::visits::{self, Credential};
 use super::{Explanation, KIND_REVERSAL, KIND_SETTLEMENT, clearing_period};
-use crate::domain::adjudication::{Breakdown, CatalogueTerms, LineSplit, adjudicate, split_line};
+use crate::domain::adjudication::{
+    Breakdown, CatalogueTerms, LineSplit, adjudicate, check_line_amount, split_line,
+};
 use crate::domain::kinds::{CareType, CatalogueClass, InsuranceType};
 use crate::domain::money::{Amount, Quantity, Ratio, UnitPrice};
 use crate::domain::time::business_date;
@@ -18,6 +20,7 @@ use crate::service::auth::Principal;
 use crate::service::error::{AppError, AppResult};
 use crate::store::Conn;
 use crate::store::access::{self, IdempotencyRow};
+use crate::store::cache::CatalogueSnapshot;
 use crate::store::catalogue::{self, CatalogueRow};
 use crate::store::persons::{self, PersonKey};
 use crate::store::pharmacy::{self, PurchaseLineRow};
@@ -68,6 +71,16 @@ async fn price_lines(
     on: chrono::NaiveDate,
     new: &[NewLine],
 ) -> AppResult<Vec<PurchaseLineRow>> {
+    let catalogue = catalogue::snapshot(conn, region).await?;
+    price(&catalogue, on, new)
+}
+
+/// Checks and prices purchase lines against a catalogue snapshot (pure).
+pub fn price(
+    catalogue: &CatalogueSnapshot,
+    on: chrono::NaiveDate,
+    new: &[NewLine],
+) -> AppResult<Vec<PurchaseLineRow>> {
     if new.is_empty() || new.len() > MAX_LINES {
         return Err(AppError::invalid(
             "lines",
@@ -82,6 +95,7 @@ async fn price_lines(
                 "appears twice",
             ));
         }
+        check_line_amount(&format!("lines[{i}]"), l.quantity, l.unit_price)?;
         if l.quantity.is_negative() {
             return Err(AppError::invalid(
                 format!("lines[{i}].quantity"),
@@ -89,7 +103,6 @@ async fn price_lines(
             ));
         }
     }
-    let catalogue = catalogue::snapshot(conn, region).await?;
     Ok(new
         .iter()
         .map(|l| {

@@ -71,8 +71,29 @@ pub async fn adjudicate_in(
             .await?
             .unwrap_or_default()
     };
-    let before = accumulators(&acc);
     let balance_fen = persons::account_balance(conn, &psn_no, lock).await?;
+    adjudicate_with(
+        ctx,
+        splits,
+        catalogue_versions,
+        use_account,
+        &acc,
+        balance_fen,
+    )
+}
+
+/// Adjudicates `splits` for a resolved context, given the person's accumulator row for the
+/// service year and their account balance: pure, no I/O (the batch path feeds it from memory).
+pub fn adjudicate_with(
+    ctx: Context,
+    splits: &[LineSplit],
+    catalogue_versions: Vec<i64>,
+    use_account: bool,
+    acc: &AccumulatorRow,
+    balance_fen: Option<i64>,
+) -> AppResult<Adjudicated> {
+    let year = i64::from(ctx.service_date.year());
+    let before = accumulators(acc);
     let admission = ctx.care_type == CareType::Inpatient;
     let terms = Terms {
         rule: &ctx.rule,
