@@ -14,6 +14,15 @@ use chrono::Utc;
 
 mutating!(SettlePurchaseRequest, RefundPurchaseRequest);
 
+/// The stored and returned answer of a booked purchase.
+fn encode_purchase(
+    s: &crate::store::settlement::SettlementRow,
+    l: &[crate::store::pharmacy::PurchaseLineRow],
+) -> Vec<u8> {
+    use prost::Message;
+    convert::purchase(s.clone(), l.to_vec()).encode_to_vec()
+}
+
 fn credential(c: &Option<CardCredential>) -> DomainResult<Credential> {
     use card_credential::Credential as C;
     match c.as_ref().and_then(|c| c.credential.as_ref()) {
@@ -91,7 +100,7 @@ impl PharmacyService for Ctx {
             account_only: false,
             expected_total: None,
         };
-        let found = pharmacy::swipe(&mut conn, &who, cmd, "", Utc::now(), true).await;
+        let found = pharmacy::pre_settle(&mut conn, &who, cmd, Utc::now()).await;
         respond(found.map(|(s, _)| convert::settlement(s)))
     }
 
@@ -99,9 +108,10 @@ impl PharmacyService for Ctx {
         &self,
         req: tonic::Request<SettlePurchaseRequest>,
     ) -> GrpcResult<Purchase> {
+        use prost::Message;
         let (call, r) = self.call(req).await?;
-        let out = crate::mutate!(self.app, &call, |conn, now| {
-            let cmd = Swipe {
+        let parsed = (|| {
+            Ok::<_, AppError>(Swipe {
                 credential: credential(&r.credential)?,
                 insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
                 lines: lines(&r.lines)?,
@@ -110,12 +120,22 @@ impl PharmacyService for Ctx {
                 expected_total: (!r.expected_total.is_empty())
                     .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
                     .transpose()?,
-            };
-            let (s, l) =
-                pharmacy::swipe(conn, &call.principal, cmd, &call.request_id, now, false).await?;
-            Ok(convert::purchase(s, l))
-        });
-        respond(out)
+            })
+        })();
+        let swipe = match parsed {
+            Ok(s) => s,
+            Err(e) => return Err(self.app.refuse(&call, e).await.into()),
+        };
+        // Group commit: booked with whatever other swipes are queued, in one transaction.
+        let bytes = self
+            .app
+            .swipes()
+            .submit(call, swipe, encode_purchase)
+            .await?;
+        let purchase = Purchase::decode(bytes.as_slice()).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("purchase answer does not decode: {e}"))
+        })?;
+        Ok(tonic::Response::new(purchase))
     }
 
     async fn refund_purchase(

@@ -123,15 +123,8 @@ pub struct Posted {
 /// Books a balanced transaction inside the caller's database transaction: journal rows, and the
 /// maintained balance of every personal account it touches (refusing an overdraft).
 pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Posted, LedgerError> {
-    let sum_fen = p.sum_fen();
-    if sum_fen != 0 || p.legs.len() < 2 {
-        tracing::error!(kind = p.kind, reference = %p.reference, sum_fen, "unbalanced posting refused");
-        return Err(LedgerError::Unbalanced {
-            kind: p.kind,
-            reference: p.reference.clone(),
-            sum_fen,
-        });
-    }
+    // Refuses an unbalanced transaction before anything is written.
+    let (tx, entries) = journal_rows(p, now)?;
     let mut personal_balances = Vec::new();
     for (account, fen) in &p.legs {
         if let Account::PersonalAccount(psn_no) = account {
@@ -153,6 +146,29 @@ pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Po
             personal_balances.push((psn_no.clone(), after));
         }
     }
+    let journal_id = tx.journal_id.clone();
+    journal::insert_tx(conn, &tx, &entries).await?;
+    Ok(Posted {
+        journal_id,
+        personal_balances,
+    })
+}
+
+/// The rows of a balanced transaction (refusing an unbalanced one), for callers that write many
+/// transactions at once.
+pub fn journal_rows(
+    p: &Posting,
+    now: DateTime<Utc>,
+) -> Result<(JournalTxRow, Vec<EntryRow>), LedgerError> {
+    let sum_fen = p.sum_fen();
+    if sum_fen != 0 || p.legs.len() < 2 {
+        tracing::error!(kind = p.kind, reference = %p.reference, sum_fen, "unbalanced posting refused");
+        return Err(LedgerError::Unbalanced {
+            kind: p.kind,
+            reference: p.reference.clone(),
+            sum_fen,
+        });
+    }
     let journal_id = crate::store::new_id("J", now);
     let tx = JournalTxRow {
         journal_id: journal_id.clone(),
@@ -173,11 +189,7 @@ pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Po
             amount_fen: *fen,
         })
         .collect();
-    journal::insert_tx(conn, &tx, &entries).await?;
-    Ok(Posted {
-        journal_id,
-        personal_balances,
-    })
+    Ok((tx, entries))
 }
 
 /// Balance (fen) and entry count of an account, derived from the journal.

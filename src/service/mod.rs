@@ -23,6 +23,7 @@ use auth::{Principal, TokenCache};
 pub struct App {
     pub db: Db,
     tokens: TokenCache,
+    swipes: std::sync::OnceLock<settlement::swipe_batch::Batcher>,
 }
 
 impl App {
@@ -30,12 +31,20 @@ impl App {
         App {
             db,
             tokens: TokenCache::default(),
+            swipes: std::sync::OnceLock::new(),
         }
     }
 
     /// Resolves a bearer token to its principal.
     pub async fn authenticate(&self, token: &str) -> AppResult<Principal> {
         auth::authenticate(&self.db, &self.tokens, token).await
+    }
+
+    /// The group-commit queue of card swipes (its writers start on first use, inside the
+    /// server's runtime).
+    pub fn swipes(&self) -> &settlement::swipe_batch::Batcher {
+        self.swipes
+            .get_or_init(|| settlement::swipe_batch::Batcher::start(self.db.clone()))
     }
 
     /// A connection for a read-only use case.

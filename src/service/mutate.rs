@@ -5,8 +5,8 @@ use super::App;
 use super::auth::Principal;
 use super::error::{AppError, AppResult};
 use crate::domain::ids::RequestId;
-use crate::store::Conn;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
+use crate::store::{Conn, Db};
 use chrono::{DateTime, SubsecRound, Utc};
 
 /// A mutating call as the service sees it.
@@ -138,49 +138,67 @@ impl App {
 
     /// Audits failures and replays (successes were audited inside their transaction).
     pub async fn after_call<R>(&self, call: &Call, result: AppResult<(R, bool)>) -> AppResult<R> {
-        match &result {
-            Ok((_, true)) => self.audit_alone(call, "OK", "replay").await,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::info!(outcome = e.code_name(), error = %e, "mutation refused");
-                self.audit_alone(call, e.code_name(), &e.to_string()).await;
+        match result {
+            Ok((r, replayed)) => {
+                if replayed {
+                    self.audit_alone(call, "OK", "replay").await;
+                }
+                Ok(r)
             }
+            Err(e) => Err(self.refuse(call, e).await),
         }
-        result.map(|(r, _)| r)
     }
 
-    /// Audits a failure (or a replay) in its own short transaction: the call's own transaction
-    /// wrote nothing. A failure to audit is logged, not returned.
+    /// Audits a refused call and hands its error back.
+    pub async fn refuse(&self, call: &Call, e: AppError) -> AppError {
+        tracing::info!(outcome = e.code_name(), error = %e, "mutation refused");
+        self.audit_alone(call, e.code_name(), &e.to_string()).await;
+        e
+    }
+
     async fn audit_alone(&self, call: &Call, outcome: &str, detail: &str) {
-        let row = audit_row(call, outcome, detail, Utc::now());
-        let result = async {
-            let mut conn = self.db.begin().await?;
-            access::insert_audit(&mut conn, &row).await?;
-            conn.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, rpc = %call.rpc, "could not write audit record");
-        }
+        audit_alone(&self.db, call, outcome, detail).await;
     }
 }
 
-/// Decodes the stored first answer, or refuses a different payload under the same id.
-pub fn replay<R: prost::Message + Default>(call: &Call, first: IdempotencyRow) -> AppResult<R> {
+/// Audits a failure (or a replay) in its own short transaction: the call's own transaction
+/// wrote nothing. A failure to audit is logged, not returned.
+pub async fn audit_alone(db: &Db, call: &Call, outcome: &str, detail: &str) {
+    let row = audit_row(call, outcome, detail, Utc::now());
+    let result = async {
+        let mut conn = db.begin().await?;
+        access::insert_audit(&mut conn, &row).await?;
+        conn.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, rpc = %call.rpc, "could not write audit record");
+    }
+}
+
+/// The stored first answer's bytes, or ALREADY_EXISTS for a different payload (or a request id
+/// closed by a 冲正) under the same id.
+pub fn replay_bytes(call: &Call, first: IdempotencyRow) -> AppResult<Vec<u8>> {
     if first.rpc != call.rpc || first.payload_hash != call.payload_hash {
         return Err(AppError::AlreadyExists(format!(
             "request_id {:?} was already used for a different request ({}); use a new request id",
             call.request_id, first.rpc
         )));
     }
-    R::decode(first.response.as_slice())
+    Ok(first.response)
+}
+
+/// Decodes the stored first answer, or refuses a different payload under the same id.
+pub fn replay<R: prost::Message + Default>(call: &Call, first: IdempotencyRow) -> AppResult<R> {
+    let bytes = replay_bytes(call, first)?;
+    R::decode(bytes.as_slice())
         .map_err(|e| AppError::Internal(anyhow::anyhow!("stored response does not decode: {e}")))
 }
 
 /// Most characters of a failure message kept in the audit log.
 const DETAIL_MAX: usize = 500;
 
-fn audit_row(call: &Call, outcome: &str, detail: &str, at: DateTime<Utc>) -> AuditRow {
+pub fn audit_row(call: &Call, outcome: &str, detail: &str, at: DateTime<Utc>) -> AuditRow {
     AuditRow {
         audit_id: crate::store::new_id("A", at),
         principal: call.principal.key(),

@@ -143,3 +143,128 @@ pub async fn list_audit(
         .fetch_all(x).await)?,
     )
 }
+
+/// A request id to claim: (principal, request id, rpc, payload hash).
+pub type Claim = (String, String, String, Vec<u8>);
+
+/// Claims many request ids at once; returns the (principal, request id) pairs this call claimed
+/// (the others were taken already).
+pub async fn claim_many(
+    c: &mut Conn,
+    claims: &[Claim],
+    now: DateTime<Utc>,
+) -> StoreResult<std::collections::HashSet<(String, String)>> {
+    let mut claimed = std::collections::HashSet::new();
+    for chunk in claims.chunks(super::chunk_rows(6)) {
+        let sql = format!(
+            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, created_at) \
+             VALUES {} ON CONFLICT (principal, request_id) DO NOTHING RETURNING principal, request_id",
+            super::values(chunk.len(), 6, 1)
+        );
+        let empty: &[u8] = &[];
+        let rows: Vec<(String, String)> = on_conn!(c, x => {
+            let mut q = sqlx::query_as(&sql);
+            for (p, r, rpc, h) in chunk {
+                q = q.bind(p).bind(r).bind(rpc).bind(h.as_slice()).bind(empty).bind(now);
+            }
+            q.fetch_all(x).await
+        })?;
+        claimed.extend(rows);
+    }
+    Ok(claimed)
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyedAnswer {
+    principal: String,
+    request_id: String,
+    rpc: String,
+    payload_hash: Vec<u8>,
+    response: Vec<u8>,
+}
+
+/// The stored first answers of many (principal, request id) pairs.
+pub async fn find_many(
+    c: &mut Conn,
+    keys: &[(String, String)],
+) -> StoreResult<Vec<(String, String, IdempotencyRow)>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(super::chunk_rows(2)) {
+        let sql = format!(
+            "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
+             WHERE (principal, request_id) IN ({})",
+            super::values(chunk.len(), 2, 1)
+        );
+        let rows: Vec<KeyedAnswer> = on_conn!(c, x => {
+            let mut q = sqlx::query_as(&sql);
+            for (p, r) in chunk {
+                q = q.bind(p).bind(r);
+            }
+            q.fetch_all(x).await
+        })?;
+        out.extend(rows.into_iter().map(|k| {
+            let row = IdempotencyRow {
+                rpc: k.rpc,
+                payload_hash: k.payload_hash,
+                response: k.response,
+            };
+            (k.principal, k.request_id, row)
+        }));
+    }
+    Ok(out)
+}
+
+/// Stores the answers of many claimed request ids: (principal, request id, response).
+pub async fn complete_many(c: &mut Conn, rows: &[(String, String, Vec<u8>)]) -> StoreResult<()> {
+    for chunk in rows.chunks(super::chunk_rows(3)) {
+        let sql = format!(
+            "UPDATE idempotency SET response = v.column3 FROM (VALUES {}) AS v \
+             WHERE idempotency.principal = v.column1 AND idempotency.request_id = v.column2",
+            super::values(chunk.len(), 3, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for (p, r, resp) in chunk {
+                q = q.bind(p).bind(r).bind(resp.as_slice());
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// Releases claims of calls that failed.
+pub async fn release_many(c: &mut Conn, keys: &[(String, String)]) -> StoreResult<()> {
+    for chunk in keys.chunks(super::chunk_rows(2)) {
+        let sql = format!(
+            "DELETE FROM idempotency WHERE (principal, request_id) IN ({})",
+            super::values(chunk.len(), 2, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for (p, r) in chunk {
+                q = q.bind(p).bind(r);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(super::chunk_rows(7)) {
+        let sql = format!(
+            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) VALUES {}",
+            super::values(chunk.len(), 7, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for a in chunk {
+                q = q.bind(&a.audit_id).bind(&a.principal).bind(&a.rpc).bind(&a.request_id)
+                    .bind(&a.outcome).bind(&a.detail).bind(a.at);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}

@@ -23,27 +23,7 @@ pub struct EntryRow {
 }
 
 pub async fn insert_tx(c: &mut Conn, t: &JournalTxRow, entries: &[EntryRow]) -> StoreResult<()> {
-    let sql = "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) \
-               VALUES ($1, $2, $3, $4, $5, $6)";
-    on_conn!(c, x => sqlx::query(sql).bind(&t.journal_id).bind(&t.kind).bind(&t.reference)
-        .bind(&t.memo).bind(t.business_date).bind(t.booked_at).execute(x).await.map(|r| r.rows_affected()))?;
-    let mut sql =
-        String::from("INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES ");
-    for i in 0..entries.len() {
-        let b = i * 4;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&format!("(${},${},${},${})", b + 1, b + 2, b + 3, b + 4));
-    }
-    on_conn!(c, x => {
-        let mut q = sqlx::query(&sql);
-        for e in entries {
-            q = q.bind(&e.journal_id).bind(e.seq).bind(&e.account).bind(e.amount_fen);
-        }
-        q.execute(x).await.map(|r| r.rows_affected())
-    })?;
-    Ok(())
+    insert_many(c, std::slice::from_ref(t), entries).await
 }
 
 /// (sum in fen, number of entries) of an account.
@@ -109,4 +89,40 @@ pub async fn orphan_pacct_entries(c: &mut Conn) -> StoreResult<i64> {
     let sql = "SELECT COUNT(*) FROM journal_entry e WHERE e.account LIKE 'pacct:%' AND NOT EXISTS \
                (SELECT 1 FROM personal_account a WHERE 'pacct:' || a.psn_no = e.account)";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+}
+
+/// Inserts many journal transactions and their entries, set-based.
+pub async fn insert_many(
+    c: &mut Conn,
+    txs: &[JournalTxRow],
+    entries: &[EntryRow],
+) -> StoreResult<()> {
+    for chunk in txs.chunks(super::chunk_rows(6)) {
+        let sql = format!(
+            "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) VALUES {}",
+            super::values(chunk.len(), 6, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q.bind(&t.journal_id).bind(&t.kind).bind(&t.reference).bind(&t.memo)
+                    .bind(t.business_date).bind(t.booked_at);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    for chunk in entries.chunks(super::chunk_rows(4)) {
+        let sql = format!(
+            "INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES {}",
+            super::values(chunk.len(), 4, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q.bind(&e.journal_id).bind(e.seq).bind(&e.account).bind(e.amount_fen);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
 }

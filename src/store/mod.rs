@@ -335,3 +335,40 @@ pub fn new_id(prefix: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
     format!("{prefix}{ms:012x}{:016x}", rand::random::<u64>())
 }
+
+/// `($1,$2,…),($k+1,…),…`: placeholders for `rows` rows of `cols` values, numbered from
+/// `first` (1-based), for multi-row VALUES lists that both engines accept.
+pub fn values(rows: usize, cols: usize, first: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&(first + r * cols + c).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// Rows per multi-row statement for `cols` columns: under SQLite's 32,766 and PostgreSQL's
+/// 65,535 bound parameters.
+pub fn chunk_rows(cols: usize) -> usize {
+    (30_000 / cols.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_lists() {
+        assert_eq!(super::values(2, 3, 1), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(super::values(1, 2, 5), "($5,$6)");
+        assert_eq!(super::chunk_rows(36), 833);
+    }
+}

@@ -207,3 +207,107 @@ pub async fn set_card(
         .execute(x).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
+
+/// `IN (…)` placeholders for `n` values numbered from `first`.
+fn list(n: usize, first: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", first + i))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Persons holding any of these cards or e-voucher tokens, in psn_no order (the lock order of
+/// a batch), locked when `lock`.
+pub async fn find_by_credentials(
+    c: &mut Conn,
+    cards: &[String],
+    evouchers: &[String],
+    lock: bool,
+) -> StoreResult<Vec<PersonRow>> {
+    let mut conds = Vec::new();
+    if !cards.is_empty() {
+        conds.push(format!("card_no IN ({})", list(cards.len(), 1)));
+    }
+    if !evouchers.is_empty() {
+        conds.push(format!(
+            "evoucher_token IN ({})",
+            list(evouchers.len(), cards.len() + 1)
+        ));
+    }
+    if conds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!(
+        "SELECT {PERSON_COLS} FROM person WHERE {} ORDER BY psn_no{lock}",
+        conds.join(" OR ")
+    );
+    Ok(on_conn!(c, x => {
+        let mut q = sqlx::query_as(&sql);
+        for v in cards.iter().chain(evouchers) {
+            q = q.bind(v);
+        }
+        q.fetch_all(x).await
+    })?)
+}
+
+/// Insurance rows of many persons.
+pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<InsuranceRow>> {
+    if psn_nos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT psn_no, insurance_type, category, status FROM person_insurance WHERE psn_no IN ({}) \
+         ORDER BY psn_no, insurance_type",
+        list(psn_nos.len(), 1)
+    );
+    Ok(on_conn!(c, x => {
+        let mut q = sqlx::query_as(&sql);
+        for p in psn_nos {
+            q = q.bind(p);
+        }
+        q.fetch_all(x).await
+    })?)
+}
+
+/// Personal-account balances of many persons in psn_no order, locked when `lock`.
+pub async fn balances_of(
+    c: &mut Conn,
+    psn_nos: &[String],
+    lock: bool,
+) -> StoreResult<Vec<(String, i64)>> {
+    if psn_nos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!(
+        "SELECT psn_no, balance_fen FROM personal_account WHERE psn_no IN ({}) ORDER BY psn_no{lock}",
+        list(psn_nos.len(), 1)
+    );
+    Ok(on_conn!(c, x => {
+        let mut q = sqlx::query_as(&sql);
+        for p in psn_nos {
+            q = q.bind(p);
+        }
+        q.fetch_all(x).await
+    })?)
+}
+
+/// Adds deltas to many maintained balances in one statement (the CHECK keeps each ≥ 0).
+pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreResult<()> {
+    for chunk in deltas.chunks(super::chunk_rows(2)) {
+        let sql = format!(
+            "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.column2 \
+             FROM (VALUES {}) AS v WHERE personal_account.psn_no = v.column1",
+            super::values(chunk.len(), 2, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for (p, d) in chunk {
+                q = q.bind(p).bind(d);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}

@@ -113,3 +113,25 @@ pub async fn list_institutions(
         .fetch_all(x).await)?,
     )
 }
+
+/// Institutions with these codes.
+pub async fn institutions_by_codes(
+    c: &mut Conn,
+    codes: &[String],
+) -> StoreResult<Vec<InstitutionRow>> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = (1..=codes.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {INSTITUTION_COLS} FROM institution WHERE code IN ({})",
+        list.join(",")
+    );
+    Ok(on_conn!(c, x => {
+        let mut q = sqlx::query_as(&sql);
+        for code in codes {
+            q = q.bind(code);
+        }
+        q.fetch_all(x).await
+    })?)
+}

@@ -394,3 +394,112 @@ pub async fn identity_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String
                ORDER BY setl_id LIMIT $1";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
 }
+
+/// An accumulator's key: (psn_no, insurance type, year).
+pub type AccumulatorKey = (String, i64, i64);
+
+/// Locks (creating at zero when missing) many accumulator rows, in key order.
+pub async fn lock_accumulators(
+    c: &mut Conn,
+    keys: &[AccumulatorKey],
+) -> StoreResult<Vec<(AccumulatorKey, AccumulatorRow)>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(super::chunk_rows(3)) {
+        let sql = format!(
+            "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, \
+             ci_fen, maf_fen, admissions) SELECT v.column1, v.column2, v.column3, 0, 0, 0, 0, 0, 0 \
+             FROM (VALUES {}) AS v WHERE true ON CONFLICT (psn_no, insurance_type, year) DO NOTHING",
+            super::values(chunk.len(), 3, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for (p, t, y) in chunk {
+                q = q.bind(p).bind(t).bind(y);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+        let lock = c.for_update();
+        let sql = format!(
+            "SELECT psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, \
+             admissions FROM accumulator WHERE (psn_no, insurance_type, year) IN ({}) \
+             ORDER BY psn_no, insurance_type, year{lock}",
+            super::values(chunk.len(), 3, 1)
+        );
+        type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64);
+        let rows: Vec<Row> = on_conn!(c, x => {
+            let mut q = sqlx::query_as(&sql);
+            for (p, t, y) in chunk {
+                q = q.bind(p).bind(t).bind(y);
+            }
+            q.fetch_all(x).await
+        })?;
+        out.extend(rows.into_iter().map(|(p, t, y, d, f, b, ci, m, a)| {
+            (
+                (p, t, y),
+                AccumulatorRow {
+                    annual_ded_fen: d,
+                    fund_fen: f,
+                    burden_fen: b,
+                    ci_fen: ci,
+                    maf_fen: m,
+                    admissions: a,
+                },
+            )
+        }));
+    }
+    Ok(out)
+}
+
+/// Adds many settlements' contributions, one statement per chunk.
+pub async fn add_to_accumulators(
+    c: &mut Conn,
+    deltas: &[(AccumulatorKey, AccumulatorRow)],
+) -> StoreResult<()> {
+    for chunk in deltas.chunks(super::chunk_rows(9)) {
+        let sql = format!(
+            "UPDATE accumulator SET annual_ded_fen = accumulator.annual_ded_fen + v.column4, \
+             fund_fen = accumulator.fund_fen + v.column5, burden_fen = accumulator.burden_fen + v.column6, \
+             ci_fen = accumulator.ci_fen + v.column7, maf_fen = accumulator.maf_fen + v.column8, \
+             admissions = accumulator.admissions + v.column9 FROM (VALUES {}) AS v \
+             WHERE accumulator.psn_no = v.column1 AND accumulator.insurance_type = v.column2 \
+             AND accumulator.year = v.column3",
+            super::values(chunk.len(), 9, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for ((p, t, y), d) in chunk {
+                q = q.bind(p).bind(t).bind(y).bind(d.annual_ded_fen).bind(d.fund_fen).bind(d.burden_fen)
+                    .bind(d.ci_fen).bind(d.maf_fen).bind(d.admissions);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+/// Inserts many settlements, set-based.
+pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(super::chunk_rows(36)) {
+        let sql = format!(
+            "INSERT INTO settlement ({SETL_COLS}) VALUES {}",
+            super::values(chunk.len(), 36, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(&s.setl_id).bind(s.kind).bind(&s.reverses)
+                    .bind(&s.reversed_by).bind(&s.mdtrt_id).bind(&s.psn_no).bind(&s.home_region)
+                    .bind(&s.treatment_region).bind(&s.institution).bind(s.insurance_type).bind(s.care_type)
+                    .bind(s.settled_at).bind(s.business_date).bind(&s.clearing_period).bind(s.service_year)
+                    .bind(s.medfee_fen).bind(s.fulamt_fen).bind(s.overlmt_fen).bind(s.preself_fen)
+                    .bind(s.inscp_fen).bind(s.dedc_fen).bind(s.hifp_fen).bind(s.hifmi_fen).bind(s.maf_fen)
+                    .bind(s.fund_fen).bind(s.psn_part_fen).bind(s.acct_fen).bind(s.cash_fen)
+                    .bind(s.balance_after_fen).bind(s.d_annual_ded_fen).bind(s.d_burden_fen)
+                    .bind(s.d_admissions).bind(s.line_count).bind(&s.explanation).bind(&s.journal_id)
+                    .bind(&s.request_id);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod pharmacy;
 pub mod query;
 pub mod reverse;
 pub mod settle;
+pub mod swipe_batch;
 pub mod visits;
 
 use crate::domain::adjudication::{Accumulators, Breakdown, Terms};

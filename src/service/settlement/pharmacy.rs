@@ -141,23 +141,20 @@ fn stored_split(l: &PurchaseLineRow) -> LineSplit {
     }
 }
 
-/// The swipe (or, with `dry_run`, the pre-settlement): one transaction, locks in the fixed order
-/// person → accumulator → personal account.
-pub async fn swipe(
+/// The breakdown a swipe would book, nothing written (the swipe itself is booked by
+/// `swipe_batch`, with the same pure checks, pricing and adjudication).
+pub async fn pre_settle(
     conn: &mut Conn,
     who: &Principal,
     cmd: Swipe,
-    request_id: &str,
     now: DateTime<Utc>,
-    dry_run: bool,
 ) -> AppResult<(SettlementRow, Vec<PurchaseLineRow>)> {
-    let lock = !dry_run;
     let institution = visits::calling_institution(conn, who).await?;
-    let person = visits::person_by_credential(conn, &cmd.credential, lock).await?;
+    let person = visits::person_by_credential(conn, &cmd.credential, false).await?;
     let today = business_date(now);
     let ctx =
         context::resolve_pharmacy(conn, person, institution, cmd.insurance_type, today).await?;
-    let mut lines = price_lines(conn, ctx.treatment.as_str(), today, &cmd.lines).await?;
+    let lines = price_lines(conn, ctx.treatment.as_str(), today, &cmd.lines).await?;
     let splits: Vec<LineSplit> = lines.iter().map(stored_split).collect();
     let mut versions: Vec<i64> = lines
         .iter()
@@ -172,7 +169,7 @@ pub async fn swipe(
         &splits,
         versions,
         cmd.use_account || cmd.account_only,
-        lock,
+        false,
     )
     .await?;
     let b = &adj.breakdown;
@@ -196,22 +193,7 @@ pub async fn swipe(
             ),
         ));
     }
-    if dry_run {
-        return Ok((settle::row(&adj, "", None, "", now)?, lines));
-    }
-    let setl_id = crate::store::new_id("S", now);
-    let s = book(
-        conn,
-        "purchase",
-        settle::row(&adj, &setl_id, None, request_id, now)?,
-        now,
-    )
-    .await?;
-    for l in &mut lines {
-        l.setl_id = setl_id.clone();
-    }
-    pharmacy::insert_lines(conn, &lines).await?;
-    Ok((s, lines))
+    Ok((settle::row(&adj, "", None, "", now)?, lines))
 }
 
 /// A purchase of the calling pharmacy, locked.

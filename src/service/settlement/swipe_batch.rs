@@ -1,0 +1,614 @@
+//! Group commit for card swipes. Concurrent SettlePurchase calls queue here; a writer takes
+//! everything queued (up to `MAX_BATCH`) and books it in ONE database transaction with set-based
+//! SQL: one statement claims every request id, one loads every person (locked in psn_no order),
+//! one every accumulator, one every balance; adjudication runs in memory in arrival order (so
+//! two swipes of one person in a batch see each other); one statement each then writes the
+//! settlements, lines, journal, accumulators, balances, answers and audit records; one commit
+//! (one fsync) answers them all. A request that breaks a rule fails alone: its claim is
+//! released and only its audit record is written. A batch the database refuses as a whole is
+//! retried, then split into single requests, so one bad request never fails the others.
+
+use super::context::{pharmacy_context, pharmacy_precheck};
+use super::pharmacy::{Swipe, price};
+use super::posting;
+use super::settle::{adjudicate_with, delta_row, row};
+use super::visits::Credential;
+use crate::domain::adjudication::LineSplit;
+use crate::domain::ids::{RegionCode, RequestId};
+use crate::domain::money::Amount;
+use crate::domain::time::business_date;
+use crate::ledger;
+use crate::service::auth::Principal;
+use crate::service::error::{AppError, AppResult};
+use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, replay_bytes};
+use crate::service::policies;
+use crate::store::access::{self, AuditRow, Claim};
+use crate::store::cache::CatalogueSnapshot;
+use crate::store::pharmacy::{self, PurchaseLineRow};
+use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
+use crate::store::{Db, Engine, catalogue, journal, persons, registry};
+use chrono::{Datelike, SubsecRound, Utc};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Swipes booked in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Swipes waiting at most; beyond it callers wait to enqueue (back-pressure).
+const QUEUE: usize = 8192;
+
+/// Encodes the answer of a booked purchase (the bytes stored for replays and returned).
+pub type Encode = fn(&SettlementRow, &[PurchaseLineRow]) -> Vec<u8>;
+
+struct Job {
+    call: Call,
+    swipe: Swipe,
+    encode: Encode,
+    reply: oneshot::Sender<AppResult<Vec<u8>>>,
+}
+
+/// The queue in front of the swipe writers of one database.
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the writers: one on SQLite (it has one writer anyway), two on PostgreSQL (their
+    /// batches lock rows in the same global order, so they cannot deadlock each other).
+    pub fn start(db: Db) -> Batcher {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = match db.engine() {
+            Engine::Sqlite => 1,
+            Engine::Postgres => 2,
+        };
+        for _ in 0..writers {
+            tokio::spawn(writer(db.clone(), rx.clone()));
+        }
+        Batcher { tx }
+    }
+
+    /// Books one swipe with whatever else is queued; answers the encoded response.
+    pub async fn submit(&self, call: Call, swipe: Swipe, encode: Encode) -> AppResult<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job {
+                call,
+                swipe,
+                encode,
+                reply,
+            })
+            .await
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer stopped")))?;
+        answer
+            .await
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer dropped the request")))?
+    }
+}
+
+async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let jobs = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            jobs
+        };
+        run(&db, jobs).await;
+    }
+}
+
+/// Runs a batch: retried on transient conflicts; split into single swipes if the database
+/// refuses it as a whole.
+async fn run(db: &Db, jobs: Vec<Job>) {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match book(db, &jobs).await {
+            Ok(outcome) => {
+                finish(db, jobs, outcome).await;
+                return;
+            }
+            Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    why,
+                    size = jobs.len(),
+                    "swipe batch conflict; retrying"
+                );
+                let ms = 2u64.pow(attempt.min(6)) + u64::from(rand::random::<u8>() % 8);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
+                for job in jobs {
+                    Box::pin(run(db, vec![job])).await;
+                }
+                return;
+            }
+            Err(e) => {
+                // A single swipe the database refused (the batch was already split).
+                if let Some(job) = jobs.into_iter().next() {
+                    audit_alone(db, &job.call, e.code_name(), &e.to_string()).await;
+                    let _ = job.reply.send(Err(e));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Per-request outcomes of a committed batch; `Defer` = the same request id appeared earlier in
+/// the batch, so its answer is the committed first one.
+enum Outcome {
+    Done(AppResult<Vec<u8>>),
+    Defer,
+}
+
+async fn finish(db: &Db, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let answer = match outcome {
+            Outcome::Done(r) => r,
+            Outcome::Defer => replay_committed(db, &job.call).await,
+        };
+        let _ = job.reply.send(answer);
+    }
+}
+
+async fn replay_committed(db: &Db, call: &Call) -> AppResult<Vec<u8>> {
+    let mut conn = db.read().await?;
+    let key = (call.principal.key(), call.request_id.clone());
+    let found = access::find_many(&mut conn, std::slice::from_ref(&key)).await?;
+    let answer = match found.into_iter().next() {
+        Some((_, _, first)) => replay_bytes(call, first),
+        None => Err(AppError::Retry(
+            "the first call with this request id did not commit".into(),
+        )),
+    };
+    drop(conn);
+    let (outcome, detail) = match &answer {
+        Ok(_) => ("OK", "replay".to_owned()),
+        Err(e) => (e.code_name(), e.to_string()),
+    };
+    audit_alone(db, call, outcome, &detail).await;
+    answer
+}
+
+/// A fresh request after its checks: index, context, priced lines.
+struct Priced {
+    i: usize,
+    ctx: super::context::Context,
+    lines: Vec<PurchaseLineRow>,
+}
+
+/// Everything a batch writes.
+#[derive(Default)]
+struct Writes {
+    settlements: Vec<SettlementRow>,
+    lines: Vec<PurchaseLineRow>,
+    txs: Vec<crate::store::journal::JournalTxRow>,
+    entries: Vec<crate::store::journal::EntryRow>,
+    accumulators: HashMap<AccumulatorKey, AccumulatorRow>,
+    accounts: HashMap<String, i64>,
+    answers: Vec<(String, String, Vec<u8>)>,
+    released: Vec<(String, String)>,
+    audits: Vec<AuditRow>,
+}
+
+fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
+    match &s.credential {
+        Credential::CardNo(c) => (Some(c.as_str()), None),
+        Credential::EVoucher(e) => (None, Some(e.as_str())),
+        Credential::NationalId(_) => (None, None),
+    }
+}
+
+/// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
+async fn book(db: &Db, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+    let mut conn = db.begin().await?;
+    let now = Utc::now().trunc_subsecs(6);
+    let today = business_date(now);
+    let mut out: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
+    let mut w = Writes::default();
+    let fail = |w: &mut Writes, job: &Job, e: &AppError, claimed: bool| {
+        if claimed {
+            w.released
+                .push((job.call.principal.key(), job.call.request_id.clone()));
+        }
+        w.audits
+            .push(audit_row(&job.call, e.code_name(), &e.to_string(), now));
+    };
+
+    // 1. Request ids: claim all at once; the unclaimed are replays.
+    let mut seen = HashSet::new();
+    let mut claims: Vec<Claim> = Vec::new();
+    let mut claim_of: Vec<usize> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        if let Err(e) = RequestId::parse("request_id", &j.call.request_id) {
+            let e = AppError::from(e);
+            fail(&mut w, j, &e, false);
+            out[i] = Some(Outcome::Done(Err(e)));
+            continue;
+        }
+        let key = (j.call.principal.key(), j.call.request_id.clone());
+        if !seen.insert(key.clone()) {
+            out[i] = Some(Outcome::Defer);
+            continue;
+        }
+        claims.push((
+            key.0,
+            key.1,
+            j.call.rpc.clone(),
+            j.call.payload_hash.to_vec(),
+        ));
+        claim_of.push(i);
+    }
+    let claimed = access::claim_many(&mut conn, &claims, now).await?;
+    let taken: Vec<(String, String)> = claims
+        .iter()
+        .map(|c| (c.0.clone(), c.1.clone()))
+        .filter(|k| !claimed.contains(k))
+        .collect();
+    let firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &taken)
+        .await?
+        .into_iter()
+        .map(|(p, r, row)| ((p, r), row))
+        .collect();
+    let mut fresh = Vec::new();
+    for (c, &i) in claims.iter().zip(&claim_of) {
+        let key = (c.0.clone(), c.1.clone());
+        if claimed.contains(&key) {
+            fresh.push(i);
+            continue;
+        }
+        let answer = match firsts.get(&key) {
+            Some(first) => replay_bytes(&jobs[i].call, first.clone()),
+            None => Err(AppError::Retry(
+                "request id claimed by a call that did not commit".into(),
+            )),
+        };
+        match &answer {
+            Ok(_) => w.audits.push(audit_row(&jobs[i].call, "OK", "replay", now)),
+            Err(e) => w
+                .audits
+                .push(audit_row(&jobs[i].call, e.code_name(), &e.to_string(), now)),
+        }
+        out[i] = Some(Outcome::Done(answer));
+    }
+
+    // 2. Load everything the fresh requests need, set-based.
+    let codes: Vec<String> = fresh
+        .iter()
+        .filter_map(|&i| match &jobs[i].call.principal {
+            Principal::Institution { code } => Some(code.clone()),
+            _ => None,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let institutions: HashMap<String, _> = registry::institutions_by_codes(&mut conn, &codes)
+        .await?
+        .into_iter()
+        .map(|r| (r.code.clone(), r))
+        .collect();
+    let (mut cards, mut vouchers) = (Vec::new(), Vec::new());
+    for &i in &fresh {
+        match credential_of(&jobs[i].swipe) {
+            (Some(c), _) => cards.push(c.to_owned()),
+            (_, Some(e)) => vouchers.push(e.to_owned()),
+            _ => {}
+        }
+    }
+    cards.sort_unstable();
+    cards.dedup();
+    vouchers.sort_unstable();
+    vouchers.dedup();
+    let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
+    let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
+    let held = persons::insurances_of(&mut conn, &psn_nos).await?;
+    let by_card: HashMap<&str, _> = people
+        .iter()
+        .filter_map(|p| Some((p.card_no.as_deref()?, p)))
+        .collect();
+    let by_voucher: HashMap<&str, _> = people
+        .iter()
+        .filter_map(|p| Some((p.evoucher_token.as_deref()?, p)))
+        .collect();
+
+    // 3. Per request: the checks and the pricing (policies and catalogues from the caches).
+    let mut policy_memo: HashMap<String, (i64, Arc<crate::domain::policy::Policy>)> =
+        HashMap::new();
+    let mut catalogue_memo: HashMap<String, Arc<CatalogueSnapshot>> = HashMap::new();
+    let mut priced = Vec::new();
+    for &i in &fresh {
+        let job = &jobs[i];
+        match price_one(
+            &mut conn,
+            job,
+            today,
+            &institutions,
+            &by_card,
+            &by_voucher,
+            &held,
+            &mut policy_memo,
+            &mut catalogue_memo,
+        )
+        .await
+        {
+            Ok((ctx, lines)) => priced.push(Priced { i, ctx, lines }),
+            Err(e) if is_request_error(&e) => {
+                fail(&mut w, job, &e, true);
+                out[i] = Some(Outcome::Done(Err(e)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 4. Lock accumulators and balances in key order; adjudicate in arrival order in memory.
+    let mut keys: Vec<AccumulatorKey> = priced
+        .iter()
+        .map(|p| {
+            (
+                p.ctx.person.psn_no.clone(),
+                p.ctx.insurance_type.code(),
+                i64::from(p.ctx.service_date.year()),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut accs: HashMap<AccumulatorKey, AccumulatorRow> =
+        settlement::lock_accumulators(&mut conn, &keys)
+            .await?
+            .into_iter()
+            .collect();
+    let mut owners: Vec<String> = priced.iter().map(|p| p.ctx.person.psn_no.clone()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let mut balances: HashMap<String, i64> = persons::balances_of(&mut conn, &owners, true)
+        .await?
+        .into_iter()
+        .collect();
+
+    for p in priced {
+        let job = &jobs[p.i];
+        match adjudicate_one(job, p.ctx, p.lines, &mut accs, &mut balances, &mut w, now) {
+            Ok(answer) => {
+                w.audits.push(audit_row(&job.call, "OK", "", now));
+                w.answers.push((
+                    job.call.principal.key(),
+                    job.call.request_id.clone(),
+                    answer.clone(),
+                ));
+                out[p.i] = Some(Outcome::Done(Ok(answer)));
+            }
+            Err(e) if is_request_error(&e) => {
+                fail(&mut w, job, &e, true);
+                out[p.i] = Some(Outcome::Done(Err(e)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 5. Write everything, set-based, and commit once.
+    settlement::insert_settlements(&mut conn, &w.settlements).await?;
+    pharmacy::insert_lines(&mut conn, &w.lines).await?;
+    journal::insert_many(&mut conn, &w.txs, &w.entries).await?;
+    let acc_deltas: Vec<_> = w.accumulators.into_iter().collect();
+    settlement::add_to_accumulators(&mut conn, &acc_deltas).await?;
+    let account_deltas: Vec<_> = w.accounts.into_iter().filter(|(_, d)| *d != 0).collect();
+    persons::add_to_accounts(&mut conn, &account_deltas).await?;
+    access::complete_many(&mut conn, &w.answers).await?;
+    access::release_many(&mut conn, &w.released).await?;
+    access::insert_audits(&mut conn, &w.audits).await?;
+    conn.commit().await?;
+    tracing::debug!(
+        size = jobs.len(),
+        booked = w.settlements.len(),
+        "swipe batch committed"
+    );
+    Ok(out
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or(Outcome::Done(Err(AppError::Internal(anyhow::anyhow!(
+                "swipe left unanswered"
+            )))))
+        })
+        .collect())
+}
+
+/// Errors that belong to one request (its input or a rule), not to the batch.
+fn is_request_error(e: &AppError) -> bool {
+    matches!(
+        e,
+        AppError::Invalid { .. }
+            | AppError::Precondition { .. }
+            | AppError::NotFound(_)
+            | AppError::PermissionDenied(_)
+            | AppError::AlreadyExists(_)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn price_one(
+    conn: &mut crate::store::Conn,
+    job: &Job,
+    today: chrono::NaiveDate,
+    institutions: &HashMap<String, crate::store::registry::InstitutionRow>,
+    by_card: &HashMap<&str, &crate::store::persons::PersonRow>,
+    by_voucher: &HashMap<&str, &crate::store::persons::PersonRow>,
+    held: &[crate::store::persons::InsuranceRow],
+    policy_memo: &mut HashMap<String, (i64, Arc<crate::domain::policy::Policy>)>,
+    catalogue_memo: &mut HashMap<String, Arc<CatalogueSnapshot>>,
+) -> AppResult<(super::context::Context, Vec<PurchaseLineRow>)> {
+    let Principal::Institution { code } = &job.call.principal else {
+        return Err(AppError::denied(format!(
+            "{} is not an institution: only institutions settle",
+            job.call.principal.key()
+        )));
+    };
+    let institution = institutions.get(code).cloned().ok_or_else(|| {
+        AppError::precondition(
+            "institution_not_registered",
+            format!("{code} is not registered"),
+        )
+    })?;
+    let person = match credential_of(&job.swipe) {
+        (Some(c), _) => by_card.get(c),
+        (_, Some(e)) => by_voucher.get(e),
+        _ => None,
+    }
+    .map(|p| (*p).clone())
+    .ok_or_else(|| AppError::not_found("no insured person matches the credential"))?;
+    let mine: Vec<_> = held
+        .iter()
+        .filter(|h| h.psn_no == person.psn_no)
+        .cloned()
+        .collect();
+    let (_, home, treatment) = pharmacy_precheck(
+        &person,
+        &mine,
+        &institution,
+        job.swipe.insurance_type,
+        today,
+    )?;
+    let (version, policy) = match policy_memo.get(home.as_str()) {
+        Some(p) => p.clone(),
+        None => {
+            let p = policies::in_force(conn, &home, today).await?;
+            policy_memo.insert(home.as_str().to_owned(), p.clone());
+            p
+        }
+    };
+    let snapshot = cached_catalogue(conn, &treatment, catalogue_memo).await?;
+    let ctx = pharmacy_context(
+        person,
+        &mine,
+        institution,
+        job.swipe.insurance_type,
+        today,
+        version,
+        policy,
+    )?;
+    let lines = price(&snapshot, today, &job.swipe.lines)?;
+    Ok((ctx, lines))
+}
+
+async fn cached_catalogue(
+    conn: &mut crate::store::Conn,
+    region: &RegionCode,
+    memo: &mut HashMap<String, Arc<CatalogueSnapshot>>,
+) -> AppResult<Arc<CatalogueSnapshot>> {
+    if let Some(s) = memo.get(region.as_str()) {
+        return Ok(s.clone());
+    }
+    let s = catalogue::snapshot(conn, region.as_str()).await?;
+    memo.insert(region.as_str().to_owned(), s.clone());
+    Ok(s)
+}
+
+/// Adjudicates one priced swipe against the batch's in-memory accumulators and balances and
+/// queues its writes; returns its encoded answer.
+fn adjudicate_one(
+    job: &Job,
+    ctx: super::context::Context,
+    mut lines: Vec<PurchaseLineRow>,
+    accs: &mut HashMap<AccumulatorKey, AccumulatorRow>,
+    balances: &mut HashMap<String, i64>,
+    w: &mut Writes,
+    now: chrono::DateTime<Utc>,
+) -> AppResult<Vec<u8>> {
+    let key = (
+        ctx.person.psn_no.clone(),
+        ctx.insurance_type.code(),
+        i64::from(ctx.service_date.year()),
+    );
+    let acc = accs.get(&key).copied().unwrap_or_default();
+    let balance = balances.get(&ctx.person.psn_no).copied();
+    let splits: Vec<LineSplit> = lines
+        .iter()
+        .map(|l| LineSplit {
+            amount: Amount::from_fen(l.amount_fen),
+            fulamt_ownpay: Amount::from_fen(l.fulamt_fen),
+            overlmt_selfpay: Amount::from_fen(l.overlmt_fen),
+            preselfpay: Amount::from_fen(l.preself_fen),
+            inscp: Amount::from_fen(l.inscp_fen),
+        })
+        .collect();
+    let mut versions: Vec<i64> = lines
+        .iter()
+        .filter(|l| l.class != 0)
+        .map(|l| l.catalogue_version)
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let s = &job.swipe;
+    let adj = adjudicate_with(
+        ctx,
+        &splits,
+        versions,
+        s.use_account || s.account_only,
+        &acc,
+        balance,
+    )?;
+    let b = &adj.breakdown;
+    if s.account_only && b.acct_pay != b.psn_part_amt {
+        return Err(AppError::precondition(
+            "insufficient_balance",
+            format!(
+                "the personal account can pay {} of the personal part {}",
+                b.acct_pay, b.psn_part_amt
+            ),
+        ));
+    }
+    if let Some(expected) = s.expected_total
+        && expected != b.medfee_sumamt
+    {
+        return Err(AppError::precondition(
+            "total_mismatch",
+            format!(
+                "expected_total {expected} but the lines total {}",
+                b.medfee_sumamt
+            ),
+        ));
+    }
+    let setl_id = crate::store::new_id("S", now);
+    let mut settled = row(&adj, &setl_id, None, &job.call.request_id, now)?;
+    let p = posting("purchase", &settled);
+    if !p.legs.is_empty() {
+        let (tx, entries) = ledger::journal_rows(&p, now)?;
+        settled.journal_id = tx.journal_id.clone();
+        w.txs.push(tx);
+        w.entries.extend(entries);
+    }
+    if let Some(bal) = balances.get_mut(&settled.psn_no) {
+        *bal -= settled.acct_fen;
+        settled.balance_after_fen = Some(*bal);
+        *w.accounts.entry(settled.psn_no.clone()).or_default() -= settled.acct_fen;
+    }
+    let delta = delta_row(&settled);
+    let sum = |a: &AccumulatorRow, d: &AccumulatorRow| AccumulatorRow {
+        annual_ded_fen: a.annual_ded_fen + d.annual_ded_fen,
+        fund_fen: a.fund_fen + d.fund_fen,
+        burden_fen: a.burden_fen + d.burden_fen,
+        ci_fen: a.ci_fen + d.ci_fen,
+        maf_fen: a.maf_fen + d.maf_fen,
+        admissions: a.admissions + d.admissions,
+    };
+    accs.insert(key.clone(), sum(&acc, &delta));
+    let queued = w.accumulators.entry(key).or_default();
+    *queued = sum(queued, &delta);
+    for l in &mut lines {
+        l.setl_id = setl_id.clone();
+    }
+    let answer = (job.encode)(&settled, &lines);
+    w.settlements.push(settled);
+    w.lines.extend(lines);
+    Ok(answer)
+}
