@@ -159,7 +159,7 @@ pub async fn claim_many(
         let sql = format!(
             "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, created_at) \
              VALUES {} ON CONFLICT (principal, request_id) DO NOTHING RETURNING principal, request_id",
-            super::values(chunk.len(), 6, 1)
+            super::values(c.engine(), chunk.len(), 6, 1)
         );
         let empty: &[u8] = &[];
         let rows: Vec<(String, String)> = on_conn!(c, x => {
@@ -193,7 +193,7 @@ pub async fn find_many(
         let sql = format!(
             "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
              WHERE (principal, request_id) IN ({})",
-            super::values(chunk.len(), 2, 1)
+            super::values(c.engine(), chunk.len(), 2, 1)
         );
         let rows: Vec<KeyedAnswer> = on_conn!(c, x => {
             let mut q = sqlx::query_as(&sql);
@@ -220,7 +220,7 @@ pub async fn complete_many(c: &mut Conn, rows: &[(String, String, Vec<u8>)]) -> 
         let sql = format!(
             "UPDATE idempotency SET response = v.column3 FROM (VALUES {}) AS v \
              WHERE idempotency.principal = v.column1 AND idempotency.request_id = v.column2",
-            super::values(chunk.len(), 3, 1)
+            super::values(c.engine(), chunk.len(), 3, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
@@ -238,7 +238,7 @@ pub async fn release_many(c: &mut Conn, keys: &[(String, String)]) -> StoreResul
     for chunk in keys.chunks(super::chunk_rows(2)) {
         let sql = format!(
             "DELETE FROM idempotency WHERE (principal, request_id) IN ({})",
-            super::values(chunk.len(), 2, 1)
+            super::values(c.engine(), chunk.len(), 2, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
@@ -255,7 +255,7 @@ pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {
     for chunk in rows.chunks(super::chunk_rows(7)) {
         let sql = format!(
             "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) VALUES {}",
-            super::values(chunk.len(), 7, 1)
+            super::values(c.engine(), chunk.len(), 7, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);

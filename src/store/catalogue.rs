@@ -44,25 +44,10 @@ pub async fn next_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
 /// Inserts or replaces items by (region, code, effective_from), set-based in chunks.
 pub async fn upsert_items(c: &mut Conn, rows: &[CatalogueRow]) -> StoreResult<()> {
     for chunk in rows.chunks(CHUNK) {
-        let mut sql = format!("INSERT INTO catalogue_item ({COLS}) VALUES ");
-        for i in 0..chunk.len() {
-            let b = i * 9;
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&format!(
-                "(${},${},${},${},${},${},${},${},${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9
-            ));
-        }
+        let mut sql = format!(
+            "INSERT INTO catalogue_item ({COLS}) VALUES {}",
+            super::values(c.engine(), chunk.len(), 9, 1)
+        );
         sql.push_str(
             " ON CONFLICT (region, code, effective_from) DO UPDATE SET name = excluded.name, \
              kind = excluded.kind, class = excluded.class, b_ratio_bp = excluded.b_ratio_bp, \

@@ -100,7 +100,7 @@ pub async fn insert_many(
     for chunk in txs.chunks(super::chunk_rows(6)) {
         let sql = format!(
             "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) VALUES {}",
-            super::values(chunk.len(), 6, 1)
+            super::values(c.engine(), chunk.len(), 6, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
@@ -114,7 +114,7 @@ pub async fn insert_many(
     for chunk in entries.chunks(super::chunk_rows(4)) {
         let sql = format!(
             "INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES {}",
-            super::values(chunk.len(), 4, 1)
+            super::values(c.engine(), chunk.len(), 4, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);

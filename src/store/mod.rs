@@ -336,23 +336,37 @@ pub fn new_id(prefix: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     format!("{prefix}{ms:012x}{:016x}", rand::random::<u64>())
 }
 
-/// `($1,$2,…),($k+1,…),…`: placeholders for `rows` rows of `cols` values, numbered from
-/// `first` (1-based), for multi-row VALUES lists that both engines accept.
-pub fn values(rows: usize, cols: usize, first: usize) -> String {
+/// Placeholders for `rows` rows of `cols` values, for multi-row VALUES lists both engines
+/// accept: `($1,$2,…),…` numbered from `first` on PostgreSQL; `(?,?,…),…` on SQLite, whose
+/// named-parameter lookup is linear per parameter (quadratic for a big statement), while
+/// anonymous `?` binds in order at no cost. Callers bind in the order the placeholders appear.
+pub fn values(engine: Engine, rows: usize, cols: usize, first: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
             s.push(',');
         }
         s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push(',');
-            }
-            s.push('$');
-            s.push_str(&(first + r * cols + c).to_string());
-        }
+        s.push_str(&list(engine, cols, first + r * cols));
         s.push(')');
+    }
+    s
+}
+
+/// `n` placeholders separated by commas (see [`values`]), e.g. for `IN (…)`.
+pub fn list(engine: Engine, n: usize, first: usize) -> String {
+    let mut s = String::with_capacity(n * 5);
+    for i in 0..n {
+        if i > 0 {
+            s.push(',');
+        }
+        match engine {
+            Engine::Sqlite => s.push('?'),
+            Engine::Postgres => {
+                s.push('$');
+                s.push_str(&(first + i).to_string());
+            }
+        }
     }
     s
 }
@@ -367,8 +381,11 @@ pub fn chunk_rows(cols: usize) -> usize {
 mod tests {
     #[test]
     fn values_lists() {
-        assert_eq!(super::values(2, 3, 1), "($1,$2,$3),($4,$5,$6)");
-        assert_eq!(super::values(1, 2, 5), "($5,$6)");
+        use super::Engine::{Postgres, Sqlite};
+        assert_eq!(super::values(Postgres, 2, 3, 1), "($1,$2,$3),($4,$5,$6)");
+        assert_eq!(super::values(Postgres, 1, 2, 5), "($5,$6)");
+        assert_eq!(super::values(Sqlite, 2, 2, 1), "(?,?),(?,?)");
+        assert_eq!(super::list(Postgres, 3, 2), "$2,$3,$4");
         assert_eq!(super::chunk_rows(36), 833);
     }
 }

@@ -208,14 +208,6 @@ pub async fn set_card(
     Ok(())
 }
 
-/// `IN (…)` placeholders for `n` values numbered from `first`.
-fn list(n: usize, first: usize) -> String {
-    (0..n)
-        .map(|i| format!("${}", first + i))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Persons holding any of these cards or e-voucher tokens, in psn_no order (the lock order of
 /// a batch), locked when `lock`.
 pub async fn find_by_credentials(
@@ -226,12 +218,15 @@ pub async fn find_by_credentials(
 ) -> StoreResult<Vec<PersonRow>> {
     let mut conds = Vec::new();
     if !cards.is_empty() {
-        conds.push(format!("card_no IN ({})", list(cards.len(), 1)));
+        conds.push(format!(
+            "card_no IN ({})",
+            super::list(c.engine(), cards.len(), 1)
+        ));
     }
     if !evouchers.is_empty() {
         conds.push(format!(
             "evoucher_token IN ({})",
-            list(evouchers.len(), cards.len() + 1)
+            super::list(c.engine(), evouchers.len(), cards.len() + 1)
         ));
     }
     if conds.is_empty() {
@@ -259,7 +254,7 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     let sql = format!(
         "SELECT psn_no, insurance_type, category, status FROM person_insurance WHERE psn_no IN ({}) \
          ORDER BY psn_no, insurance_type",
-        list(psn_nos.len(), 1)
+        super::list(c.engine(), psn_nos.len(), 1)
     );
     Ok(on_conn!(c, x => {
         let mut q = sqlx::query_as(&sql);
@@ -282,7 +277,7 @@ pub async fn balances_of(
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!(
         "SELECT psn_no, balance_fen FROM personal_account WHERE psn_no IN ({}) ORDER BY psn_no{lock}",
-        list(psn_nos.len(), 1)
+        super::list(c.engine(), psn_nos.len(), 1)
     );
     Ok(on_conn!(c, x => {
         let mut q = sqlx::query_as(&sql);
@@ -299,7 +294,7 @@ pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreRes
         let sql = format!(
             "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.column2 \
              FROM (VALUES {}) AS v WHERE personal_account.psn_no = v.column1",
-            super::values(chunk.len(), 2, 1)
+            super::values(c.engine(), chunk.len(), 2, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);

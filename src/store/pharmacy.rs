@@ -34,15 +34,9 @@ const NCOLS: usize = 16;
 /// Inserts lines in one statement (a purchase has at most a few hundred).
 pub async fn insert_lines(c: &mut Conn, rows: &[PurchaseLineRow]) -> StoreResult<()> {
     for chunk in rows.chunks(500) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let ph: Vec<String> = (1..=NCOLS).map(|k| format!("${}", i * NCOLS + k)).collect();
-                format!("({})", ph.join(","))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO purchase_line ({COLS}) VALUES {}",
-            values.join(",")
+            super::values(c.engine(), chunk.len(), NCOLS, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);

@@ -122,10 +122,9 @@ pub async fn institutions_by_codes(
     if codes.is_empty() {
         return Ok(Vec::new());
     }
-    let list: Vec<String> = (1..=codes.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT {INSTITUTION_COLS} FROM institution WHERE code IN ({})",
-        list.join(",")
+        super::list(c.engine(), codes.len(), 1)
     );
     Ok(on_conn!(c, x => {
         let mut q = sqlx::query_as(&sql);

@@ -95,18 +95,10 @@ pub async fn lines(c: &mut Conn, mdtrt_id: &str) -> StoreResult<Vec<FeeLineRow>>
 /// Inserts new lines, set-based.
 pub async fn insert_lines(c: &mut Conn, rows: &[FeeLineRow]) -> StoreResult<()> {
     for chunk in rows.chunks(LINE_CHUNK) {
-        let mut sql = format!("INSERT INTO fee_line ({LINE_COLS}) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let ph: Vec<String> = (1..=LINE_NCOLS)
-                .map(|k| format!("${}", i * LINE_NCOLS + k))
-                .collect();
-            sql.push('(');
-            sql.push_str(&ph.join(","));
-            sql.push(')');
-        }
+        let sql = format!(
+            "INSERT INTO fee_line ({LINE_COLS}) VALUES {}",
+            super::values(c.engine(), chunk.len(), LINE_NCOLS, 1)
+        );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -409,7 +401,7 @@ pub async fn lock_accumulators(
             "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, \
              ci_fen, maf_fen, admissions) SELECT v.column1, v.column2, v.column3, 0, 0, 0, 0, 0, 0 \
              FROM (VALUES {}) AS v WHERE true ON CONFLICT (psn_no, insurance_type, year) DO NOTHING",
-            super::values(chunk.len(), 3, 1)
+            super::values(c.engine(), chunk.len(), 3, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
@@ -423,7 +415,7 @@ pub async fn lock_accumulators(
             "SELECT psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, \
              admissions FROM accumulator WHERE (psn_no, insurance_type, year) IN ({}) \
              ORDER BY psn_no, insurance_type, year{lock}",
-            super::values(chunk.len(), 3, 1)
+            super::values(c.engine(), chunk.len(), 3, 1)
         );
         type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64);
         let rows: Vec<Row> = on_conn!(c, x => {
@@ -463,7 +455,7 @@ pub async fn add_to_accumulators(
              admissions = accumulator.admissions + v.column9 FROM (VALUES {}) AS v \
              WHERE accumulator.psn_no = v.column1 AND accumulator.insurance_type = v.column2 \
              AND accumulator.year = v.column3",
-            super::values(chunk.len(), 9, 1)
+            super::values(c.engine(), chunk.len(), 9, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);
@@ -482,7 +474,7 @@ pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreRe
     for chunk in rows.chunks(super::chunk_rows(36)) {
         let sql = format!(
             "INSERT INTO settlement ({SETL_COLS}) VALUES {}",
-            super::values(chunk.len(), 36, 1)
+            super::values(c.engine(), chunk.len(), 36, 1)
         );
         on_conn!(c, x => {
             let mut q = sqlx::query(&sql);

@@ -211,6 +211,7 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 
 /// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
 async fn book(db: &Db, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+    let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
     let now = Utc::now().trunc_subsecs(6);
     let today = business_date(now);
@@ -408,11 +409,7 @@ async fn book(db: &Db, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
     access::release_many(&mut conn, &w.released).await?;
     access::insert_audits(&mut conn, &w.audits).await?;
     conn.commit().await?;
-    tracing::debug!(
-        size = jobs.len(),
-        booked = w.settlements.len(),
-        "swipe batch committed"
-    );
+    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), "swipe batch committed");
     Ok(out
         .into_iter()
         .map(|o| {
