@@ -47,7 +47,15 @@ fn line_no(field: &str, s: &str) -> DomainResult<String> {
     Ok(s.to_owned())
 }
 
+/// Parses and checks purchase lines (before any lookup: bad input is INVALID_ARGUMENT whatever
+/// the card).
 fn lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
+    let parsed = parse_lines(lines)?;
+    pharmacy::check_lines(&parsed)?;
+    Ok(parsed)
+}
+
+fn parse_lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
     lines
         .iter()
         .enumerate()

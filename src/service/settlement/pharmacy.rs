@@ -7,6 +7,7 @@
 //! what was finally kept, to the fen.
 
 use super::context;
+use super::reverse::TOMBSTONE;
 use super::settle::{self, adjudicate_in, book};
 use super::visits::{self, Credential};
 use super::{Explanation, KIND_REVERSAL, KIND_SETTLEMENT, clearing_period};
@@ -75,12 +76,9 @@ async fn price_lines(
     price(&catalogue, on, new)
 }
 
-/// Checks and prices purchase lines against a catalogue snapshot (pure).
-pub fn price(
-    catalogue: &CatalogueSnapshot,
-    on: chrono::NaiveDate,
-    new: &[NewLine],
-) -> AppResult<Vec<PurchaseLineRow>> {
+/// Checks the shape of a purchase's lines before anything is looked up: 1..MAX_LINES lines,
+/// unique line numbers, positive quantities, amounts within bounds.
+pub fn check_lines(new: &[NewLine]) -> AppResult<()> {
     if new.is_empty() || new.len() > MAX_LINES {
         return Err(AppError::invalid(
             "lines",
@@ -103,6 +101,15 @@ pub fn price(
             ));
         }
     }
+    Ok(())
+}
+
+/// Prices checked purchase lines against a catalogue snapshot (pure).
+pub fn price(
+    catalogue: &CatalogueSnapshot,
+    on: chrono::NaiveDate,
+    new: &[NewLine],
+) -> AppResult<Vec<PurchaseLineRow>> {
     Ok(new
         .iter()
         .map(|l| {
@@ -443,17 +450,18 @@ pub async fn reverse_by_request(
             .map(Some);
     }
     let key = who.key();
-    if access::find_idempotent(conn, &key, original_request_id)
-        .await?
-        .is_some()
-    {
+    if let Some(first) = access::find_idempotent(conn, &key, original_request_id).await? {
+        // Closed by an earlier 冲正: the answer is the same again.
+        if first.rpc.starts_with(TOMBSTONE) {
+            return Ok(None);
+        }
         return Err(AppError::precondition(
             "not_a_purchase",
-            format!("request {original_request_id} did not book a purchase: nothing to reverse"),
+            format!("request {original_request_id} did not book anything to reverse"),
         ));
     }
     let tombstone = IdempotencyRow {
-        rpc: format!("closed by 冲正 request {request_id}"),
+        rpc: format!("{TOMBSTONE} {request_id}"),
         payload_hash: Vec::new(),
         response: Vec::new(),
     };

@@ -14,6 +14,9 @@ use crate::store::persons::{self, PersonKey};
 use crate::store::settlement::{self, SettlementRow};
 use chrono::{DateTime, Utc};
 
+/// The rpc recorded under a request id closed by a 冲正 (so a late arrival of it is refused).
+pub const TOMBSTONE: &str = "closed by 冲正 request";
+
 /// The reversal row of `o`: every amount and accumulator change negated.
 fn negated(
     o: &SettlementRow,
@@ -147,17 +150,18 @@ pub async fn reverse_by_request(
             .map(Some);
     }
     let key = who.key();
-    if access::find_idempotent(conn, &key, original_request_id)
-        .await?
-        .is_some()
-    {
+    if let Some(first) = access::find_idempotent(conn, &key, original_request_id).await? {
+        // Closed by an earlier 冲正: the answer is the same again.
+        if first.rpc.starts_with(TOMBSTONE) {
+            return Ok(None);
+        }
         return Err(AppError::precondition(
             "not_a_settlement",
-            format!("request {original_request_id} did not make a settlement: nothing to reverse"),
+            format!("request {original_request_id} did not book anything to reverse"),
         ));
     }
     let tombstone = IdempotencyRow {
-        rpc: format!("closed by 冲正 request {request_id}"),
+        rpc: format!("{TOMBSTONE} {request_id}"),
         payload_hash: Vec::new(),
         response: Vec::new(),
     };
