@@ -7,6 +7,8 @@
 //! variants.
 #![allow(dead_code)]
 
+pub mod kit;
+
 use medsettle::domain::ids::{InstitutionCode, RegionCode, national_id_check_digit};
 use medsettle::proto;
 use medsettle::proto::filing_service_client::FilingServiceClient;
