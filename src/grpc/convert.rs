@@ -46,6 +46,14 @@ pub fn institution(r: InstitutionRow) -> pb::Institution {
 
 /// A person as `who` may see them: in full for their home bureau, masked (national ID, name,
 /// card number) for everyone else, operators included.
+fn insurance(i: &crate::store::persons::InsuranceRow) -> pb::PersonInsurance {
+    pb::PersonInsurance {
+        insurance_type: code32(i.insurance_type),
+        category: code32(i.category),
+        status: code32(i.status),
+    }
+}
+
 pub fn person(who: &crate::service::auth::Principal, r: PersonRecord) -> pb::Person {
     use crate::domain::ids::{CardNo, NationalId, PersonName};
     let mut p = r.person;
@@ -70,15 +78,7 @@ pub fn person(who: &crate::service::auth::Principal, r: PersonRecord) -> pb::Per
         home_region: p.home_region,
         birth_date: fmt_date(p.birth_date),
         status: code32(p.status),
-        insurances: r
-            .insurances
-            .into_iter()
-            .map(|i| pb::PersonInsurance {
-                insurance_type: code32(i.insurance_type),
-                category: code32(i.category),
-                status: code32(i.status),
-            })
-            .collect(),
+        insurances: r.insurances.iter().map(insurance).collect(),
         card_no: p.card_no.unwrap_or_default(),
         card_status: code32(p.card_status),
         has_evoucher: p.evoucher_token.is_some(),
@@ -570,15 +570,7 @@ pub fn eligibility(e: EligibilityOut) -> pb::Eligibility {
         national_id_masked: masked_id,
         name_masked: masked_name,
         home_region: e.person.home_region.clone(),
-        insurances: e
-            .insurances
-            .into_iter()
-            .map(|i| pb::PersonInsurance {
-                insurance_type: code32(i.insurance_type),
-                category: code32(i.category),
-                status: code32(i.status),
-            })
-            .collect(),
+        insurances: e.insurances.iter().map(insurance).collect(),
         allowed,
         refusal_rule,
         refusal_detail,
@@ -642,15 +634,7 @@ pub fn card_holder(r: PersonRecord, refusal: Option<(&'static str, String)>) -> 
             .map(|n| n.masked())
             .unwrap_or_default(),
         home_region: p.home_region.clone(),
-        insurances: r
-            .insurances
-            .iter()
-            .map(|i| pb::PersonInsurance {
-                insurance_type: code32(i.insurance_type),
-                category: code32(i.category),
-                status: code32(i.status),
-            })
-            .collect(),
+        insurances: r.insurances.iter().map(insurance).collect(),
         account_balance: r
             .balance_fen
             .map(|b| Amount::from_fen(b).to_string())

@@ -7,7 +7,7 @@
 //! what was finally kept, to the fen.
 
 use super::context;
-use super::reverse::TOMBSTONE;
+use super::reverse::close_request_id;
 use super::settle::{self, adjudicate_in, book};
 use super::visits::{self, Credential};
 use super::{Explanation, KIND_REVERSAL, KIND_SETTLEMENT, clearing_period};
@@ -20,7 +20,6 @@ use crate::domain::time::business_date;
 use crate::service::auth::Principal;
 use crate::service::error::{AppError, AppResult};
 use crate::store::Conn;
-use crate::store::access::{self, IdempotencyRow};
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::catalogue::{self, CatalogueRow};
 use crate::store::persons::{self, PersonKey};
@@ -449,30 +448,15 @@ pub async fn reverse_by_request(
             .await
             .map(Some);
     }
-    let key = who.key();
-    if let Some(first) = access::find_idempotent(conn, &key, original_request_id).await? {
-        // Closed by an earlier 冲正: the answer is the same again.
-        if first.rpc.starts_with(TOMBSTONE) {
-            return Ok(None);
-        }
-        return Err(AppError::precondition(
-            "not_a_purchase",
-            format!("request {original_request_id} did not book anything to reverse"),
-        ));
-    }
-    let tombstone = IdempotencyRow {
-        rpc: format!("{TOMBSTONE} {request_id}"),
-        payload_hash: Vec::new(),
-        response: Vec::new(),
-    };
-    access::insert_idempotent(conn, &key, original_request_id, &tombstone, now)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Unique { .. } => {
-                AppError::Retry("original request in flight".into())
-            }
-            other => other.into(),
-        })?;
+    close_request_id(
+        conn,
+        who,
+        original_request_id,
+        request_id,
+        "not_a_purchase",
+        now,
+    )
+    .await?;
     Ok(None)
 }
 

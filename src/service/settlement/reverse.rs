@@ -149,14 +149,36 @@ pub async fn reverse_by_request(
             .await
             .map(Some);
     }
+    close_request_id(
+        conn,
+        who,
+        original_request_id,
+        request_id,
+        "not_a_settlement",
+        now,
+    )
+    .await?;
+    Ok(None)
+}
+
+/// The 冲正 of a request id that booked nothing: closes the id, so that a late arrival of the
+/// original is refused as ALREADY_EXISTS. Closing twice is fine; an id that did something else
+/// is FAILED_PRECONDITION `rule`.
+pub async fn close_request_id(
+    conn: &mut Conn,
+    who: &Principal,
+    original_request_id: &str,
+    request_id: &str,
+    rule: &'static str,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
     let key = who.key();
     if let Some(first) = access::find_idempotent(conn, &key, original_request_id).await? {
-        // Closed by an earlier 冲正: the answer is the same again.
         if first.rpc.starts_with(TOMBSTONE) {
-            return Ok(None);
+            return Ok(());
         }
         return Err(AppError::precondition(
-            "not_a_settlement",
+            rule,
             format!("request {original_request_id} did not book anything to reverse"),
         ));
     }
@@ -173,6 +195,5 @@ pub async fn reverse_by_request(
                 AppError::Retry("original request in flight".into())
             }
             other => other.into(),
-        })?;
-    Ok(None)
+        })
 }
