@@ -4,6 +4,7 @@ use crate::grpc::Ctx;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
 use crate::proto::pharmacy_service_server::PharmacyServiceServer;
+use crate::proto::reconciliation_service_server::ReconciliationServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::settlement_service_server::SettlementServiceServer;
 use crate::service::App;
@@ -76,6 +77,10 @@ pub async fn run(
         .add_service(FilingServiceServer::new(ctx.clone()))
         .add_service(SettlementServiceServer::new(ctx.clone()))
         .add_service(PharmacyServiceServer::new(ctx.clone()))
+        .add_service(
+            ReconciliationServiceServer::new(ctx.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(LedgerServiceServer::new(ctx))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod filing;
 pub mod ledger;
 pub mod pharmacy;
+pub mod reconciliation;
 pub mod registry;
 pub mod settlement;
 pub mod status;

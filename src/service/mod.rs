@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod mutate;
 pub mod persons;
 pub mod policies;
+pub mod reconciliation;
 pub mod regions;
 pub mod settlement;
 

@@ -11,6 +11,7 @@ pub mod journal;
 pub mod persons;
 pub mod pharmacy;
 pub mod policies;
+pub mod reconciliation;
 pub mod registry;
 pub mod settlement;
 
