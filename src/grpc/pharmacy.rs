@@ -10,7 +10,6 @@ use crate::proto::*;
 use crate::service::settlement::pharmacy::{self, NewLine, Swipe};
 use crate::service::settlement::visits::Credential;
 use crate::service::{AppError, text};
-use chrono::Utc;
 
 mutating!(SettlePurchaseRequest, RefundPurchaseRequest);
 
@@ -89,7 +88,7 @@ impl PharmacyService for Ctx {
     async fn lookup_card(&self, req: tonic::Request<LookupCardRequest>) -> GrpcResult<CardHolder> {
         let (who, mut conn) = self.read(&req).await?;
         let c = credential(&req.get_ref().credential).map_err(AppError::from)?;
-        let found = pharmacy::lookup(&mut conn, &who, &c, Utc::now()).await;
+        let found = pharmacy::lookup(&mut conn, &who, &c, self.app.clock.now()).await;
         respond(found.map(|(r, refusal)| convert::card_holder(r, refusal)))
     }
 
@@ -108,7 +107,7 @@ impl PharmacyService for Ctx {
             account_only: false,
             expected_total: None,
         };
-        let found = pharmacy::pre_settle(&mut conn, &who, cmd, Utc::now()).await;
+        let found = pharmacy::pre_settle(&mut conn, &who, cmd, self.app.clock.now()).await;
         respond(found.map(|(s, _)| convert::settlement(s)))
     }
 

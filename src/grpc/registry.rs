@@ -18,7 +18,6 @@ use crate::service::{
     AppError, catalogue, institutions, persons, policies, regions, required_text, text,
 };
 use crate::store::catalogue::CatalogueRow;
-use chrono::Utc;
 use tonic::{Request, Response};
 
 mutating!(
@@ -32,10 +31,6 @@ mutating!(
     UpsertCatalogueRequest,
     PutPolicyRequest,
 );
-
-fn today() -> chrono::NaiveDate {
-    business_date(Utc::now())
-}
 
 /// Optional free text: "" = None.
 fn opt_text(field: &str, s: &str, max: usize) -> Result<Option<String>, AppError> {
@@ -159,7 +154,11 @@ impl RegistryService for Ctx {
     ) -> GrpcResult<Institution> {
         let (call, r) = self.call(req).await?;
         let out = crate::mutate!(self.app, &call, |conn, _now| {
-            let from = parse_date_or("valid_from", &r.valid_from, today())?;
+            let from = parse_date_or(
+                "valid_from",
+                &r.valid_from,
+                business_date(self.app.clock.now()),
+            )?;
             let cmd = institutions::Register {
                 code: InstitutionCode::parse("code", &r.code)?,
                 name: required_text("name", &r.name, 200)?,
@@ -395,7 +394,8 @@ impl RegistryService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let r = req.get_ref();
         let region = RegionCode::parse("region", &r.region).map_err(AppError::from)?;
-        let on = parse_date_or("on_date", &r.on_date, today()).map_err(AppError::from)?;
+        let on = parse_date_or("on_date", &r.on_date, business_date(self.app.clock.now()))
+            .map_err(AppError::from)?;
         respond(
             catalogue::get(&mut conn, &who, &region, &r.code, on)
                 .await
@@ -410,7 +410,8 @@ impl RegistryService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let r = req.get_ref();
         let region = RegionCode::parse("region", &r.region).map_err(AppError::from)?;
-        let on = parse_date_or("on_date", &r.on_date, today()).map_err(AppError::from)?;
+        let on = parse_date_or("on_date", &r.on_date, business_date(self.app.clock.now()))
+            .map_err(AppError::from)?;
         let query = text("query", &r.query, 100)?;
         let page = catalogue::search(
             &mut conn,
@@ -449,7 +450,8 @@ impl RegistryService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let r = req.get_ref();
         let region = RegionCode::parse("region", &r.region).map_err(AppError::from)?;
-        let on = parse_date_or("on_date", &r.on_date, today()).map_err(AppError::from)?;
+        let on = parse_date_or("on_date", &r.on_date, business_date(self.app.clock.now()))
+            .map_err(AppError::from)?;
         let version = (r.version > 0).then(|| i64::try_from(r.version).unwrap_or(i64::MAX));
         respond(
             policies::get(&mut conn, &who, &region, on, version)

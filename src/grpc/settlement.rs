@@ -13,7 +13,6 @@ use crate::service::settlement::visits::{self, Credential};
 use crate::service::settlement::{eligibility, query, reverse, settle};
 use crate::service::{AppError, required_text, text};
 use crate::store::settlement::SettlementFilter;
-use chrono::Utc;
 use tonic::{Request, Response};
 
 mutating!(
@@ -106,10 +105,6 @@ fn new_line(i: usize, l: &FeeLine) -> Result<NewLine, AppError> {
     })
 }
 
-fn today() -> chrono::NaiveDate {
-    business_date(Utc::now())
-}
-
 #[tonic::async_trait]
 impl SettlementService for Ctx {
     async fn check_eligibility(
@@ -123,7 +118,11 @@ impl SettlementService for Ctx {
                 credential(&r.credential)?,
                 InsuranceType::parse("insurance_type", r.insurance_type)?,
                 CareType::parse("care_type", r.care_type)?,
-                parse_date_or("service_date", &r.service_date, today())?,
+                parse_date_or(
+                    "service_date",
+                    &r.service_date,
+                    business_date(self.app.clock.now()),
+                )?,
             ))
         })()
         .map_err(AppError::from)?;
@@ -144,7 +143,11 @@ impl SettlementService for Ctx {
                 insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
                 care_type: CareType::parse("care_type", r.care_type)?,
                 diagnoses: diagnoses(&r.diagnoses, true)?,
-                begin_date: parse_date_or("begin_date", &r.begin_date, today())?,
+                begin_date: parse_date_or(
+                    "begin_date",
+                    &r.begin_date,
+                    business_date(self.app.clock.now()),
+                )?,
             };
             visits::open(conn, &call.principal, cmd, now)
                 .await
@@ -167,7 +170,7 @@ impl SettlementService for Ctx {
     async fn discharge_visit(&self, req: Request<DischargeVisitRequest>) -> GrpcResult<Visit> {
         let (call, r) = self.call(req).await?;
         let out = crate::mutate!(self.app, &call, |conn, _now| {
-            let end = parse_date_or("end_date", &r.end_date, today())?;
+            let end = parse_date_or("end_date", &r.end_date, business_date(self.app.clock.now()))?;
             let d = diagnoses(&r.diagnoses, false)?;
             visits::discharge(conn, &call.principal, &r.mdtrt_id, end, d)
                 .await
@@ -235,9 +238,15 @@ impl SettlementService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let r = req.get_ref();
         respond(
-            settle::pre_settle(&mut conn, &who, &r.mdtrt_id, r.use_account)
-                .await
-                .map(convert::settlement),
+            settle::pre_settle(
+                &mut conn,
+                &who,
+                &r.mdtrt_id,
+                r.use_account,
+                self.app.clock.now(),
+            )
+            .await
+            .map(convert::settlement),
         )
     }
 

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod catalogue;
+pub mod clock;
 pub mod error;
 pub mod filings;
 pub mod institutions;
@@ -23,6 +24,8 @@ use auth::{Principal, TokenCache};
 /// The application: the database and what is shared between calls.
 pub struct App {
     pub db: Db,
+    /// Business time: the system clock, moved only by tests.
+    pub clock: clock::Clock,
     tokens: TokenCache,
     swipes: std::sync::OnceLock<settlement::swipe_batch::Batcher>,
 }
@@ -31,6 +34,7 @@ impl App {
     pub fn new(db: Db) -> Self {
         App {
             db,
+            clock: clock::Clock::default(),
             tokens: TokenCache::default(),
             swipes: std::sync::OnceLock::new(),
         }
@@ -44,8 +48,9 @@ impl App {
     /// The group-commit queue of card swipes (its writers start on first use, inside the
     /// server's runtime).
     pub fn swipes(&self) -> &settlement::swipe_batch::Batcher {
-        self.swipes
-            .get_or_init(|| settlement::swipe_batch::Batcher::start(self.db.clone()))
+        self.swipes.get_or_init(|| {
+            settlement::swipe_batch::Batcher::start(self.db.clone(), self.clock.clone())
+        })
     }
 
     /// A connection for a read-only use case.

@@ -7,7 +7,7 @@ use super::error::{AppError, AppResult};
 use crate::domain::ids::RequestId;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
 use crate::store::{Conn, Db};
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 
 /// A mutating call as the service sees it.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl App {
         let mut conn = self.db.begin().await?;
         let principal = call.principal.key();
         // Microseconds: what both engines store, so an answer equals what is read back later.
-        let now = Utc::now().trunc_subsecs(6);
+        let now = self.clock.now();
         let claimed = access::claim_idempotent(
             &mut conn,
             &principal,

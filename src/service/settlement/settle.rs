@@ -302,9 +302,10 @@ pub async fn pre_settle(
     who: &Principal,
     mdtrt_id: &str,
     use_account: bool,
+    now: DateTime<Utc>,
 ) -> AppResult<SettlementRow> {
     let (visit, _, adj) = prepare(conn, who, mdtrt_id, use_account, false).await?;
-    row(&adj, "", Some(&visit.mdtrt_id), "", Utc::now())
+    row(&adj, "", Some(&visit.mdtrt_id), "", now)
 }
 
 /// Books an adjudicated settlement: journal (when money moves), the settlement row and the

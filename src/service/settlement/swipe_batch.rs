@@ -19,6 +19,7 @@ use crate::domain::money::Amount;
 use crate::domain::time::business_date;
 use crate::ledger;
 use crate::service::auth::Principal;
+use crate::service::clock::Clock;
 use crate::service::error::{AppError, AppResult};
 use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, replay_bytes};
 use crate::service::policies;
@@ -27,7 +28,7 @@ use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::{self, PurchaseLineRow};
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
 use crate::store::{Db, Engine, catalogue, journal, persons, registry};
-use chrono::{Datelike, SubsecRound, Utc};
+use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -55,7 +56,7 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the writers: one on SQLite (it has one writer anyway), two on PostgreSQL (their
     /// batches lock rows in the same global order, so they cannot deadlock each other).
-    pub fn start(db: Db) -> Batcher {
+    pub fn start(db: Db, clock: Clock) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let writers = match db.engine() {
@@ -63,7 +64,7 @@ impl Batcher {
             Engine::Postgres => 2,
         };
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), rx.clone()));
+            tokio::spawn(writer(db.clone(), clock.clone(), rx.clone()));
         }
         Batcher { tx }
     }
@@ -86,7 +87,7 @@ impl Batcher {
     }
 }
 
-async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn writer(db: Db, clock: Clock, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -100,17 +101,17 @@ async fn writer(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             jobs
         };
-        run(&db, jobs).await;
+        run(&db, &clock, jobs).await;
     }
 }
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole.
-async fn run(db: &Db, jobs: Vec<Job>) {
+async fn run(db: &Db, clock: &Clock, jobs: Vec<Job>) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(db, &jobs).await {
+        match book(db, clock, &jobs).await {
             Ok(outcome) => {
                 finish(db, jobs, outcome).await;
                 return;
@@ -128,7 +129,7 @@ async fn run(db: &Db, jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, vec![job])).await;
+                    Box::pin(run(db, clock, vec![job])).await;
                 }
                 return;
             }
@@ -210,10 +211,10 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 }
 
 /// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
-async fn book(db: &Db, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+async fn book(db: &Db, clock: &Clock, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
-    let now = Utc::now().trunc_subsecs(6);
+    let now = clock.now();
     let today = business_date(now);
     let mut out: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
     let mut w = Writes::default();
