@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/medsettle/v1/settlement.proto",
         "proto/medsettle/v1/pharmacy.proto",
         "proto/medsettle/v1/reconciliation.proto",
+        "proto/medsettle/v1/clearing.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;

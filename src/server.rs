@@ -1,6 +1,7 @@
 //! The gRPC server as a function of its listener and a shutdown signal.
 
 use crate::grpc::Ctx;
+use crate::proto::clearing_service_server::ClearingServiceServer;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
 use crate::proto::pharmacy_service_server::PharmacyServiceServer;
@@ -81,6 +82,7 @@ pub async fn run(
             ReconciliationServiceServer::new(ctx.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(ClearingServiceServer::new(ctx.clone()))
         .add_service(LedgerServiceServer::new(ctx))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

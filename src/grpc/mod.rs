@@ -1,6 +1,7 @@
 //! tonic adapters: authenticate, convert proto ⇄ domain, call one use case, map errors to a
 //! status (in exactly one place, `status`). No business rules here.
 
+pub mod clearing;
 pub mod convert;
 pub mod filing;
 pub mod ledger;

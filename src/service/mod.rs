@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod catalogue;
+pub mod clearing;
 pub mod clock;
 pub mod error;
 pub mod filings;

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod cache;
 pub mod catalogue;
+pub mod clearing;
 pub mod filings;
 pub mod journal;
 pub mod persons;
