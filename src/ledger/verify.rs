@@ -1,7 +1,7 @@
 //! Proves the books: trial balance zero, every transaction balanced, maintained balances equal
 //! to the journal, no personal account below zero.
 
-use crate::store::{Conn, StoreResult, journal, settlement};
+use crate::store::{Conn, StoreResult, clearing, journal, settlement};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,18 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
         "accumulators_match_settlements",
         &accumulators,
         "every accumulator equals the sum of its settlements and reversals",
+    ));
+    let lines = clearing::line_mismatches(conn, SHOW).await?;
+    checks.push(listed(
+        "statement_lines_match_settlements",
+        &lines,
+        "every statement line equals the settlement it points at",
+    ));
+    let unstated = clearing::unstated_settlements(conn, SHOW).await?;
+    checks.push(listed(
+        "closed_periods_fully_stated",
+        &unstated,
+        "every settlement of a closed period is on a statement",
     ));
     Ok(Report { checks })
 }

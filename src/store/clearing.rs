@@ -175,3 +175,19 @@ pub async fn dispute(
         .map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
+
+/// Statement lines that differ from the settlement they point at (or point at none).
+pub async fn line_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT l.setl_id FROM statement_line l LEFT JOIN settlement s ON s.setl_id = l.setl_id \
+               WHERE s.setl_id IS NULL OR l.medfee_fen <> s.medfee_fen OR l.fund_fen <> s.fund_fen \
+               OR l.acct_fen <> s.acct_fen ORDER BY l.setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Settlements of closed periods that no statement line carries.
+pub async fn unstated_settlements(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT s.setl_id FROM settlement s JOIN clearing_period p ON p.period = s.clearing_period \
+               LEFT JOIN statement_line l ON l.setl_id = s.setl_id WHERE l.setl_id IS NULL \
+               ORDER BY s.setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
