@@ -71,7 +71,7 @@ pub async fn period_counts(c: &mut Conn, period: &str) -> StoreResult<(i64, i64)
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(period).fetch_one(x).await)?)
 }
 
-/// A statement with its figures (amounts in fen).
+/// A statement with its figures (amounts in fen; sums over the undisputed lines).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StatementRow {
     pub statement_id: String,
@@ -93,9 +93,9 @@ pub struct StatementRow {
 
 const SUMMARY: &str = "SELECT s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
     s.status, s.confirmed_at, COUNT(l.setl_id) AS line_count, \
-    CAST(COALESCE(SUM(l.medfee_fen), 0) AS BIGINT) AS medfee_fen, \
-    CAST(COALESCE(SUM(l.fund_fen), 0) AS BIGINT) AS fund_fen, \
-    CAST(COALESCE(SUM(l.acct_fen), 0) AS BIGINT) AS acct_fen, \
+    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END), 0) AS BIGINT) AS medfee_fen, \
+    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END), 0) AS BIGINT) AS fund_fen, \
+    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END), 0) AS BIGINT) AS acct_fen, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 1 ELSE 0 END), 0) AS BIGINT) AS disputed_count, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END), 0) AS BIGINT) AS disputed_due_fen, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END), 0) AS BIGINT) AS due_fen \
