@@ -454,6 +454,7 @@ pub async fn reverse_by_request(
         original_request_id,
         request_id,
         "not_a_purchase",
+        "/medsettle.v1.PharmacyService/SettlePurchase",
         now,
     )
     .await?;

@@ -155,6 +155,7 @@ pub async fn reverse_by_request(
         original_request_id,
         request_id,
         "not_a_settlement",
+        "/medsettle.v1.SettlementService/Settle",
         now,
     )
     .await?;
@@ -163,19 +164,27 @@ pub async fn reverse_by_request(
 
 /// The 冲正 of a request id that booked nothing: closes the id, so that a late arrival of the
 /// original is refused as ALREADY_EXISTS. Closing twice is fine; an id that did something else
-/// is FAILED_PRECONDITION `rule`.
+/// is FAILED_PRECONDITION `rule`; an id whose booking call (`booking_rpc`) committed after the
+/// caller looked for its settlement is a transient conflict (the 冲正 runs again and finds it).
 pub async fn close_request_id(
     conn: &mut Conn,
     who: &Principal,
     original_request_id: &str,
     request_id: &str,
     rule: &'static str,
+    booking_rpc: &str,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
     let key = who.key();
     if let Some(first) = access::find_idempotent(conn, &key, original_request_id).await? {
         if first.rpc.starts_with(TOMBSTONE) {
             return Ok(());
+        }
+        if first.rpc == booking_rpc {
+            // The original committed between our two reads: run again and reverse it.
+            return Err(AppError::Retry(
+                "original request committed meanwhile".into(),
+            ));
         }
         return Err(AppError::precondition(
             rule,
