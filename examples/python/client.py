@@ -5,7 +5,8 @@ account, deposit, read the balance from the ledger and verify the books.
     pip install grpcio grpcio-tools
     python3 examples/python/client.py --target 127.0.0.1:50051 --token "$(cat operator.token)"
 
-Stubs are generated from proto/ into examples/python/gen/ on first use (grpc_tools ships protoc).
+Stubs are generated from proto/ into examples/python/gen/ (or $MEDSETTLE_STUBS_DIR) on first use
+(grpc_tools ships protoc).
 """
 import argparse
 import os
@@ -15,13 +16,14 @@ import uuid
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-GEN = HERE / "gen"
+# Where the generated stubs go (tests point it at a temporary folder of their own).
+GEN = pathlib.Path(os.environ.get("MEDSETTLE_STUBS_DIR", HERE / "gen"))
 
 
 def generate_stubs():
     from grpc_tools import protoc
 
-    GEN.mkdir(exist_ok=True)
+    GEN.mkdir(parents=True, exist_ok=True)
     protos = sorted(str(p.relative_to(ROOT / "proto")) for p in (ROOT / "proto").rglob("*.proto"))
     args = ["protoc", f"-I{ROOT / 'proto'}", f"--python_out={GEN}", f"--grpc_python_out={GEN}", *protos]
     if protoc.main(args) != 0:
