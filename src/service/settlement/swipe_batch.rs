@@ -101,7 +101,11 @@ async fn writer(db: Db, clock: Clock, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             }
             jobs
         };
-        run(&db, &clock, jobs).await;
+        // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
+        let batch = std::panic::AssertUnwindSafe(run(&db, &clock, jobs));
+        if futures::FutureExt::catch_unwind(batch).await.is_err() {
+            tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
+        }
     }
 }
 
