@@ -443,14 +443,26 @@ impl Recorder {
     }
 }
 
+/// The value at `per_mille` ‰ of the recorded samples (integer ranks: no floats in this crate).
+fn at_per_mille(h: &Histogram<u64>, per_mille: u64) -> u64 {
+    let rank = (h.len() * per_mille).div_ceil(1000).max(1);
+    let mut seen = 0u64;
+    for v in h.iter_recorded() {
+        seen += v.count_at_value();
+        if seen >= rank {
+            return v.value_iterated_to();
+        }
+    }
+    h.max()
+}
+
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    // value_at_percentile takes a percentile, not a float of ours: 50.0 etc. are hdrhistogram's API.
     Percentiles {
         count: h.len(),
-        p50_us: h.value_at_percentile(50.0),
-        p90_us: h.value_at_percentile(90.0),
-        p99_us: h.value_at_percentile(99.0),
-        p999_us: h.value_at_percentile(99.9),
+        p50_us: at_per_mille(h, 500),
+        p90_us: at_per_mille(h, 900),
+        p99_us: at_per_mille(h, 990),
+        p999_us: at_per_mille(h, 999),
         max_us: h.max(),
     }
 }
@@ -590,4 +602,19 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         swipes,
         hospital_flows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn integer_percentiles() {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        // 1000 samples 1..=1000: the 500th is 500, the 990th is 990, the 999th is 999.
+        assert_eq!(super::at_per_mille(&h, 500), 500);
+        assert_eq!(super::at_per_mille(&h, 990), 990);
+        assert_eq!(super::at_per_mille(&h, 999), 999);
+    }
 }
