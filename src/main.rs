@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use medsettle::domain::ids::{InstitutionCode, RegionCode};
 use medsettle::service::App;
 use medsettle::service::auth::{self, Grant};
+use medsettle::service::clearing::ClearingConfig;
 use medsettle::store::{Db, DbConfig};
 use std::sync::Arc;
 
@@ -62,7 +63,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "MEDSETTLE_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
+        #[command(flatten)]
+        clearing: ClearingArgs,
     },
+    /// Clearing from the command line (a gRPC client of a running server).
+    #[command(subcommand)]
+    Clearing(ClearingCommand),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage API tokens.
@@ -108,6 +114,66 @@ struct BenchArgs {
     json: Option<std::path::PathBuf>,
 }
 
+#[derive(Args)]
+struct ClearingArgs {
+    /// Days after a month close the home bureaus have to confirm their statements (1..90), when
+    /// ClosePeriod does not say.
+    #[arg(long, env = "MEDSETTLE_CONFIRM_DAYS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=90))]
+    confirm_days: u32,
+    /// What a statement still pending after the deadline becomes, when ClosePeriod does not say.
+    #[arg(
+        long,
+        env = "MEDSETTLE_DEADLINE_ACTION",
+        default_value = "auto-confirm"
+    )]
+    deadline_action: DeadlineAction,
+    /// Prepayment warning line: this percentage of a bureau's average monthly net payable.
+    #[arg(long, env = "MEDSETTLE_PREPAY_WARNING_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(0..=1000))]
+    prepay_warning_percent: u32,
+    /// How many netted periods (the current one included) the warning line averages over.
+    #[arg(long, env = "MEDSETTLE_PREPAY_WARNING_PERIODS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=24))]
+    prepay_warning_periods: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeadlineAction {
+    /// Confirm pending statements as they stand.
+    AutoConfirm,
+    /// Leave them pending, flagged overdue (operators may then confirm).
+    Flag,
+}
+
+#[derive(Subcommand)]
+enum ClearingCommand {
+    /// Export a period's statements, lines, net positions or transfer instructions (CSV, or an
+    /// aligned table with --format table) from a running server.
+    Export {
+        /// YYYYMM.
+        #[arg(long)]
+        period: String,
+        #[arg(long, default_value = "statements")]
+        kind: medsettle::cli::ExportKind,
+        #[arg(long, default_value = "csv")]
+        format: medsettle::cli::Format,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// The server.
+        #[arg(
+            long,
+            env = "MEDSETTLE_SERVER",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        server: String,
+        /// A bureau or operator token.
+        #[arg(long, env = "MEDSETTLE_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+}
+
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Issue a new token and print it (it is shown only once; only its hash is stored).
@@ -138,7 +204,17 @@ async fn main() -> anyhow::Result<()> {
         max_connections: cli.db.db_max_connections,
     };
     match cli.command {
-        Command::Serve { listen } => serve(&cfg, &listen).await,
+        Command::Serve { listen, clearing } => serve(&cfg, &listen, &clearing).await,
+        Command::Clearing(ClearingCommand::Export {
+            period,
+            kind,
+            format,
+            output,
+            server,
+            token,
+        }) => {
+            medsettle::cli::export(&server, &token, &period, kind, format, output.as_deref()).await
+        }
         Command::Migrate => {
             Db::open(&cfg).await?;
             println!("migrations applied");
@@ -162,13 +238,24 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(cfg: &DbConfig, listen: &str) -> anyhow::Result<()> {
+async fn serve(cfg: &DbConfig, listen: &str, clearing: &ClearingArgs) -> anyhow::Result<()> {
     let db = Db::open(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let app = Arc::new(App::new(db.clone()));
+    let clearing = ClearingConfig {
+        confirm_days: clearing.confirm_days,
+        deadline_action: match clearing.deadline_action {
+            DeadlineAction::AutoConfirm => medsettle::service::clearing::AUTO_CONFIRM,
+            DeadlineAction::Flag => medsettle::service::clearing::FLAG,
+        },
+        warning_share_bp: i64::from(clearing.prepay_warning_percent) * 100,
+        warning_periods: i64::from(clearing.prepay_warning_periods),
+    };
+    let app = Arc::new(App::new(db.clone()).with_clearing(clearing));
+    let timer = tokio::spawn(medsettle::service::clearing::deadline_timer(app.clone()));
     medsettle::server::run(listener, app, shutdown_signal()).await?;
+    timer.abort();
     db.close().await;
     Ok(())
 }

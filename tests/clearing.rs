@@ -128,6 +128,7 @@ fn close_req(period: &str, confirm_days: u32) -> proto::ClosePeriodRequest {
         request_id: rid(),
         period: period.into(),
         confirm_days,
+        deadline_action: 0,
     }
 }
 
@@ -734,6 +735,7 @@ async fn close_produces_statements(b: Backend) {
             confirm_deadline: String::new(),
             statements: 0,
             confirmed_statements: 0,
+            ..Default::default()
         }
     );
     assert!(statements(&s.c.op, &p).await.is_empty());

@@ -6,6 +6,7 @@ pub mod filing;
 pub mod ids;
 pub mod kinds;
 pub mod money;
+pub mod netting;
 pub mod policy;
 pub mod regions;
 pub mod time;

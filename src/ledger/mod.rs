@@ -33,6 +33,11 @@ pub enum Account {
     Institution(String),
     /// `prepay:{home}` a home bureau's prepayment held for clearing.
     Prepay(String),
+    /// `net:{bureau}` a bureau's position in netted, not yet settled clearing: netting moves
+    /// each statement's due:{home}->{treat} into net:{home} and fills advance:{treat} from
+    /// net:{treat}; draw-downs and recorded transfers bring every net account back to zero.
+    /// Positive = money it still has to pay; negative = money it is still to receive.
+    Net(String),
 }
 
 impl fmt::Display for Account {
@@ -47,6 +52,7 @@ impl fmt::Display for Account {
             Account::Advance(r) => write!(f, "advance:{r}"),
             Account::Institution(c) => write!(f, "inst:{c}"),
             Account::Prepay(r) => write!(f, "prepay:{r}"),
+            Account::Net(r) => write!(f, "net:{r}"),
         }
     }
 }

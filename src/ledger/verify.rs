@@ -85,7 +85,69 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
         &unstated,
         "every settlement of a closed period is on a statement",
     ));
+    let frozen = clearing::frozen_mismatches(conn, SHOW).await?;
+    checks.push(listed(
+        "statement_totals_match_lines",
+        &frozen,
+        "every confirmed statement's frozen figures equal the sums of its lines",
+    ));
+    let breaks = clearing_account_breaks(conn).await?;
+    checks.push(listed(
+        "clearing_accounts_match_unsettled",
+        &breaks,
+        "due:{home}->{treat} and advance:{treat} equal the settlements not yet netted; net:{bureau} equals its unrecorded transfers; prepay:{home} equals its maintained balance (≥ 0)",
+    ));
+    let states = clearing::period_state_breaks(conn, SHOW).await?;
+    checks.push(listed(
+        "period_states_consistent",
+        &states,
+        "confirmed periods have no pending statement; netted periods have transfers to record, settled ones none",
+    ));
     Ok(Report { checks })
+}
+
+/// Compares the clearing accounts of the journal with the clearing tables; returns the
+/// discrepancies as "account: journal X fen, expected Y fen".
+async fn clearing_account_breaks(conn: &mut Conn) -> StoreResult<Vec<String>> {
+    use std::collections::BTreeMap;
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for (h, t, fen) in clearing::settled_due(conn).await? {
+        *expected.entry(format!("due:{h}->{t}")).or_default() += fen;
+        *expected.entry(format!("advance:{t}")).or_default() -= fen;
+    }
+    for (h, t, fen) in clearing::netted_due(conn).await? {
+        *expected.entry(format!("due:{h}->{t}")).or_default() -= fen;
+        *expected.entry(format!("advance:{t}")).or_default() += fen;
+    }
+    for (r, fen) in clearing::unrecorded_by_region(conn).await? {
+        *expected.entry(format!("net:{r}")).or_default() += fen;
+    }
+    let mut negative = Vec::new();
+    for (r, fen) in clearing::prepay_accounts(conn).await? {
+        if fen < 0 {
+            negative.push(format!("prepay:{r}: maintained balance {fen} fen < 0"));
+        }
+        *expected.entry(format!("prepay:{r}")).or_default() += fen;
+    }
+    let mut journal: BTreeMap<String, i64> = BTreeMap::new();
+    for prefix in ["due:", "advance:", "net:", "prepay:"] {
+        journal.extend(journal::sums_with_prefix(conn, prefix).await?);
+    }
+    let mut out = negative;
+    let keys: std::collections::BTreeSet<&String> = expected.keys().chain(journal.keys()).collect();
+    for k in keys {
+        let (j, e) = (
+            journal.get(k).copied().unwrap_or(0),
+            expected.get(k).copied().unwrap_or(0),
+        );
+        if j != e {
+            out.push(format!("{k}: journal {j} fen, expected {e} fen"));
+            if out.len() >= SHOW as usize {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn listed<T: std::fmt::Debug>(name: &'static str, found: &[T], ok_detail: &str) -> Check {

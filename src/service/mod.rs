@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod catalogue;
 pub mod clearing;
+pub mod clearing_export;
 pub mod clock;
 pub mod error;
 pub mod filings;
@@ -27,6 +28,8 @@ pub struct App {
     pub db: Db,
     /// Business time: the system clock, moved only by tests.
     pub clock: clock::Clock,
+    /// Clearing settings (deadline rule, prepayment warning line).
+    pub clearing: clearing::ClearingConfig,
     tokens: TokenCache,
     swipes: std::sync::OnceLock<settlement::swipe_batch::Batcher>,
 }
@@ -36,9 +39,16 @@ impl App {
         App {
             db,
             clock: clock::Clock::default(),
+            clearing: clearing::ClearingConfig::default(),
             tokens: TokenCache::default(),
             swipes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The same application with other clearing settings.
+    pub fn with_clearing(mut self, cfg: clearing::ClearingConfig) -> Self {
+        self.clearing = cfg;
+        self
     }
 
     /// Resolves a bearer token to its principal.

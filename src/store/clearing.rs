@@ -12,20 +12,26 @@ pub struct PeriodRow {
     pub status: i64,
     pub closed_at: DateTime<Utc>,
     pub confirm_deadline: NaiveDate,
+    /// What a statement still pending after the deadline becomes: 1 auto-confirmed, 2 flagged.
+    pub deadline_action: i64,
+    pub netted_at: Option<DateTime<Utc>>,
+    pub settled_at: Option<DateTime<Utc>>,
 }
+
+const PERIOD_COLS: &str =
+    "period, status, closed_at, confirm_deadline, deadline_action, netted_at, settled_at";
 
 pub async fn get_period(c: &mut Conn, period: &str, lock: bool) -> StoreResult<Option<PeriodRow>> {
     let lock = if lock { c.for_update() } else { "" };
-    let sql = format!(
-        "SELECT period, status, closed_at, confirm_deadline FROM clearing_period WHERE period = $1{lock}"
-    );
+    let sql = format!("SELECT {PERIOD_COLS} FROM clearing_period WHERE period = $1{lock}");
     Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(period).fetch_optional(x).await)?)
 }
 
 pub async fn insert_period(c: &mut Conn, p: &PeriodRow) -> StoreResult<()> {
-    let sql = "INSERT INTO clearing_period (period, status, closed_at, confirm_deadline) VALUES ($1, $2, $3, $4)";
+    let sql = "INSERT INTO clearing_period (period, status, closed_at, confirm_deadline, deadline_action) \
+               VALUES ($1, $2, $3, $4, $5)";
     on_conn!(c, x => sqlx::query(sql).bind(&p.period).bind(p.status).bind(p.closed_at).bind(p.confirm_deadline)
-        .execute(x).await.map(|r| r.rows_affected()))?;
+        .bind(p.deadline_action).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -45,22 +51,49 @@ fn statement_id_sql() -> String {
     )
 }
 
-/// Produces the statements and lines of a period from its settlements (two set-based
-/// statements); returns the number of statements.
+/// Produces the statements and lines of a period (set-based; no row passes through Rust);
+/// returns the number of statements. Lines are the period's settlements and reversals, plus the
+/// disputed lines of earlier periods accepted since (carried copies pointing at their origin).
+/// A reversal or refund of a settlement whose line is disputed (pending) or rejected follows
+/// that dispute: it is stated but kept out of the figures, and shares the dispute's resolution.
 pub async fn generate_statements(c: &mut Conn, period: &str) -> StoreResult<u64> {
     let id = statement_id_sql();
     let sql = format!(
         "INSERT INTO statement (statement_id, period, home_region, treatment_region, clearing_type, status, confirmed_at) \
-         SELECT {id}, clearing_period, home_region, treatment_region, {CLR}, 1, NULL FROM settlement \
-         WHERE clearing_period = $1 GROUP BY clearing_period, home_region, treatment_region, {CLR}"
+         SELECT 'ST' || $1 || '-' || g.home || '-' || g.treat || '-' || CAST(g.clr AS TEXT), $1, g.home, g.treat, g.clr, 1, NULL \
+         FROM (SELECT home_region AS home, treatment_region AS treat, {CLR} AS clr FROM settlement \
+               WHERE clearing_period = $1 GROUP BY home_region, treatment_region, {CLR} \
+               UNION SELECT s.home_region, s.treatment_region, s.clearing_type FROM statement_line l \
+               JOIN statement s ON s.statement_id = l.statement_id \
+               WHERE l.dispute_state = 2 AND l.carried_into IS NULL) g"
     );
     let n = on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+    let follows = "o.dispute_state IN (1, 3)";
     let sql = format!(
-        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, dispute_reason) \
-         SELECT {id}, setl_id, reverses, medfee_fen, fund_fen, acct_fen, false, NULL FROM settlement \
-         WHERE clearing_period = $1"
+        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+         dispute_reason, dispute_state, follows) \
+         SELECT {id}, settlement.setl_id, settlement.reverses, settlement.medfee_fen, settlement.fund_fen, settlement.acct_fen, \
+         CASE WHEN {follows} THEN true ELSE false END, \
+         CASE WHEN {follows} THEN 'follows the dispute of ' || settlement.reverses ELSE NULL END, \
+         CASE WHEN {follows} THEN o.dispute_state ELSE 0 END, \
+         CASE WHEN {follows} THEN settlement.reverses ELSE NULL END \
+         FROM settlement LEFT JOIN statement_line o ON settlement.reverses IS NOT NULL \
+         AND o.setl_id = settlement.reverses AND o.carried_into IS NULL \
+         WHERE settlement.clearing_period = $1"
     );
     on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+    let sql = "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+         dispute_reason, dispute_state, carried_from) \
+         SELECT 'ST' || $1 || '-' || s.home_region || '-' || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT), \
+         l.setl_id, l.reverses, l.medfee_fen, l.fund_fen, l.acct_fen, false, NULL, 0, l.statement_id \
+         FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
+         WHERE l.dispute_state = 2 AND l.carried_into IS NULL";
+    on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+    let sql = "UPDATE statement_line SET carried_into = (SELECT 'ST' || $1 || '-' || s.home_region || '-' \
+         || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT) FROM statement s \
+         WHERE s.statement_id = statement_line.statement_id) \
+         WHERE dispute_state = 2 AND carried_into IS NULL";
+    on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
 
@@ -82,6 +115,10 @@ pub struct StatementRow {
     /// 1 pending, 2 confirmed.
     pub status: i64,
     pub confirmed_at: Option<DateTime<Utc>>,
+    /// Confirmed by the deadline rule rather than by the home bureau.
+    pub auto_confirmed: bool,
+    /// Still pending after the deadline (periods whose deadline rule flags).
+    pub overdue: bool,
     pub line_count: i64,
     pub medfee_fen: i64,
     pub fund_fen: i64,
@@ -91,20 +128,28 @@ pub struct StatementRow {
     pub due_fen: i64,
 }
 
-const SUMMARY: &str = "SELECT s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
-    s.status, s.confirmed_at, COUNT(l.setl_id) AS line_count, \
+/// Live figures of statements from their lines (a confirmed statement's frozen figures must be
+/// equal: verify checks).
+const FIGURES: &str = "COUNT(l.setl_id) AS line_count, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END), 0) AS BIGINT) AS medfee_fen, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END), 0) AS BIGINT) AS fund_fen, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END), 0) AS BIGINT) AS acct_fen, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 1 ELSE 0 END), 0) AS BIGINT) AS disputed_count, \
     CAST(COALESCE(SUM(CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END), 0) AS BIGINT) AS disputed_due_fen, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END), 0) AS BIGINT) AS due_fen \
-    FROM statement s LEFT JOIN statement_line l ON l.statement_id = s.statement_id";
+    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END), 0) AS BIGINT) AS due_fen";
+const SUMMARY_HEAD: &str = "SELECT s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
+    s.status, s.confirmed_at, s.auto_confirmed, s.overdue, ";
+const SUMMARY_FROM: &str =
+    " FROM statement s LEFT JOIN statement_line l ON l.statement_id = s.statement_id";
 const GROUP: &str = "GROUP BY s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
-    s.status, s.confirmed_at";
+    s.status, s.confirmed_at, s.auto_confirmed, s.overdue";
+
+fn summary() -> String {
+    format!("{SUMMARY_HEAD}{FIGURES}{SUMMARY_FROM}")
+}
 
 pub async fn get_statement(c: &mut Conn, statement_id: &str) -> StoreResult<Option<StatementRow>> {
-    let sql = format!("{SUMMARY} WHERE s.statement_id = $1 {GROUP}");
+    let sql = format!("{} WHERE s.statement_id = $1 {GROUP}", summary());
     Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).fetch_optional(x).await)?)
 }
 
@@ -124,8 +169,9 @@ pub async fn list_statements(
     limit: i64,
 ) -> StoreResult<Vec<StatementRow>> {
     let sql = format!(
-        "{SUMMARY} WHERE s.period = $1 AND ($2 = '' OR s.home_region = $2 OR s.treatment_region = $2) \
-         AND s.statement_id > $3 {GROUP} ORDER BY s.statement_id LIMIT $4"
+        "{} WHERE s.period = $1 AND ($2 = '' OR s.home_region = $2 OR s.treatment_region = $2) \
+         AND s.statement_id > $3 {GROUP} ORDER BY s.statement_id LIMIT $4",
+        summary()
     );
     Ok(
         on_conn!(c, x => sqlx::query_as(&sql).bind(period).bind(region).bind(after).bind(limit).fetch_all(x).await)?,
@@ -141,7 +187,17 @@ pub struct LineRow {
     pub acct_fen: i64,
     pub disputed: bool,
     pub dispute_reason: Option<String>,
+    /// 0 none, 1 disputed, 2 accepted, 3 rejected.
+    pub dispute_state: i64,
+    pub follows: Option<String>,
+    pub carried_from: Option<String>,
+    pub carried_into: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolution_note: Option<String>,
 }
+
+const LINE_COLS: &str = "setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, dispute_reason, \
+    dispute_state, follows, carried_from, carried_into, resolved_at, resolution_note";
 
 pub async fn lines(
     c: &mut Conn,
@@ -149,17 +205,88 @@ pub async fn lines(
     after: &str,
     limit: i64,
 ) -> StoreResult<Vec<LineRow>> {
-    let sql = "SELECT setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, dispute_reason \
-               FROM statement_line WHERE statement_id = $1 AND setl_id > $2 ORDER BY setl_id LIMIT $3";
+    let sql = format!(
+        "SELECT {LINE_COLS} FROM statement_line WHERE statement_id = $1 AND setl_id > $2 \
+         ORDER BY setl_id LIMIT $3"
+    );
     Ok(
-        on_conn!(c, x => sqlx::query_as(sql).bind(statement_id).bind(after).bind(limit).fetch_all(x).await)?,
+        on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(after).bind(limit).fetch_all(x).await)?,
     )
 }
 
+/// `SET` assignments freezing a statement's figures from its lines (correlated on `statement`).
+fn freeze_sets() -> String {
+    let f = |col: &str, expr: &str| {
+        format!(
+            "{col} = (SELECT CAST(COALESCE(SUM({expr}), 0) AS BIGINT) FROM statement_line l \
+             WHERE l.statement_id = statement.statement_id)"
+        )
+    };
+    [
+        f("f_line_count", "1"),
+        f(
+            "f_medfee_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END",
+        ),
+        f(
+            "f_fund_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END",
+        ),
+        f(
+            "f_acct_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END",
+        ),
+        f("f_disputed_count", "CASE WHEN l.disputed THEN 1 ELSE 0 END"),
+        f(
+            "f_disputed_due_fen",
+            "CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END",
+        ),
+        f(
+            "f_due_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END",
+        ),
+    ]
+    .join(", ")
+}
+
+/// Confirms a statement by its home bureau, freezing its figures.
 pub async fn confirm(c: &mut Conn, statement_id: &str, now: DateTime<Utc>) -> StoreResult<()> {
-    let sql = "UPDATE statement SET status = 2, confirmed_at = $2 WHERE statement_id = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    let sql = format!(
+        "UPDATE statement SET status = 2, confirmed_at = $2, overdue = false, {} WHERE statement_id = $1",
+        freeze_sets()
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(statement_id).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+/// Past the deadline: confirms every pending statement of the period (auto-confirmed, figures
+/// frozen); returns how many.
+pub async fn auto_confirm(c: &mut Conn, period: &str, now: DateTime<Utc>) -> StoreResult<u64> {
+    let sql = format!(
+        "UPDATE statement SET status = 2, confirmed_at = $2, auto_confirmed = true, overdue = false, {} \
+         WHERE period = $1 AND status = 1",
+        freeze_sets()
+    );
+    Ok(
+        on_conn!(c, x => sqlx::query(&sql).bind(period).bind(now).execute(x).await.map(|r| r.rows_affected()))?,
+    )
+}
+
+/// Past the deadline: flags every pending statement of the period; returns how many changed.
+pub async fn flag_overdue(c: &mut Conn, period: &str) -> StoreResult<u64> {
+    let sql =
+        "UPDATE statement SET overdue = true WHERE period = $1 AND status = 1 AND NOT overdue";
+    Ok(on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?)
+}
+
+/// Closed periods (status `status`) whose confirmation deadline is before `today`.
+pub async fn periods_past_deadline(
+    c: &mut Conn,
+    status: i64,
+    today: NaiveDate,
+) -> StoreResult<Vec<String>> {
+    let sql = "SELECT period FROM clearing_period WHERE status = $1 AND confirm_deadline < $2 ORDER BY period";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(status).bind(today).fetch_all(x).await)?)
 }
 
 /// Marks a line disputed; returns false when the statement has no such line.
@@ -169,7 +296,7 @@ pub async fn dispute(
     setl_id: &str,
     reason: &str,
 ) -> StoreResult<bool> {
-    let sql = "UPDATE statement_line SET disputed = true, dispute_reason = $3 \
+    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, dispute_reason = $3 \
                WHERE statement_id = $1 AND setl_id = $2";
     let n = on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(reason).execute(x).await
         .map(|r| r.rows_affected()))?;
@@ -190,4 +317,354 @@ pub async fn unstated_settlements(c: &mut Conn, limit: i64) -> StoreResult<Vec<S
                LEFT JOIN statement_line l ON l.setl_id = s.setl_id WHERE l.setl_id IS NULL \
                ORDER BY s.setl_id LIMIT $1";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// One line of a statement, locked for update.
+pub async fn get_line(
+    c: &mut Conn,
+    statement_id: &str,
+    setl_id: &str,
+) -> StoreResult<Option<LineRow>> {
+    let lock = c.for_update();
+    let sql = format!(
+        "SELECT {LINE_COLS} FROM statement_line WHERE statement_id = $1 AND setl_id = $2{lock}"
+    );
+    Ok(
+        on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(setl_id).fetch_optional(x).await)?,
+    )
+}
+
+/// Resolves a disputed line (state 2 accepted or 3 rejected) together with the reversals and
+/// refunds that follow its dispute; returns the number of lines resolved.
+pub async fn resolve(
+    c: &mut Conn,
+    statement_id: &str,
+    setl_id: &str,
+    state: i64,
+    note: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let sql = "UPDATE statement_line SET dispute_state = $3, resolution_note = $4, resolved_at = $5 \
+               WHERE dispute_state = 1 AND ((statement_id = $1 AND setl_id = $2) OR follows = $2)";
+    Ok(
+        on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(state).bind(note).bind(now)
+        .execute(x).await.map(|r| r.rows_affected()))?,
+    )
+}
+
+/// Lines of a period's statements in a given dispute state (paged by statement then setl_id),
+/// for operators and bureaus following disputes: (statement_id, line).
+pub async fn lines_in_state(
+    c: &mut Conn,
+    region: &str,
+    state: i64,
+    after: (&str, &str),
+    limit: i64,
+) -> StoreResult<Vec<(String, String, String)>> {
+    let sql = "SELECT l.statement_id, l.setl_id, COALESCE(l.dispute_reason, '') FROM statement_line l \
+               JOIN statement s ON s.statement_id = l.statement_id \
+               WHERE l.dispute_state = $1 AND ($2 = '' OR s.home_region = $2 OR s.treatment_region = $2) \
+               AND (l.statement_id > $3 OR (l.statement_id = $3 AND l.setl_id > $4)) \
+               ORDER BY l.statement_id, l.setl_id LIMIT $5";
+    Ok(
+        on_conn!(c, x => sqlx::query_as(sql).bind(state).bind(region).bind(after.0).bind(after.1).bind(limit)
+        .fetch_all(x).await)?,
+    )
+}
+
+// ------------------------------------------------------------------------------ netting
+
+/// The frozen figures of a period's confirmed statements: (home, treatment, due fen).
+pub async fn obligations(c: &mut Conn, period: &str) -> StoreResult<Vec<(String, String, i64)>> {
+    let sql = "SELECT home_region, treatment_region, CAST(COALESCE(f_due_fen, 0) AS BIGINT) FROM statement \
+               WHERE period = $1 AND status = 2 ORDER BY statement_id";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(period).fetch_all(x).await)?)
+}
+
+/// Periods before `period` that are closed or confirmed but not netted yet.
+pub async fn earlier_unnetted(c: &mut Conn, period: &str) -> StoreResult<Vec<String>> {
+    let sql =
+        "SELECT period FROM clearing_period WHERE period < $1 AND status IN (2, 3) ORDER BY period";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(period).fetch_all(x).await)?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NetPositionRow {
+    pub period: String,
+    pub region: String,
+    pub payable_fen: i64,
+    pub receivable_fen: i64,
+    pub net_fen: i64,
+    pub prepay_before_fen: i64,
+    pub prepay_drawn_fen: i64,
+    pub warning_line_fen: i64,
+}
+
+pub async fn insert_positions(c: &mut Conn, rows: &[NetPositionRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(super::chunk_rows(8)) {
+        let sql = format!(
+            "INSERT INTO net_position (period, region, payable_fen, receivable_fen, net_fen, \
+             prepay_before_fen, prepay_drawn_fen, warning_line_fen) VALUES {}",
+            super::values(c.engine(), chunk.len(), 8, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(&r.period).bind(&r.region).bind(r.payable_fen).bind(r.receivable_fen)
+                    .bind(r.net_fen).bind(r.prepay_before_fen).bind(r.prepay_drawn_fen).bind(r.warning_line_fen);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+pub async fn positions(c: &mut Conn, period: &str) -> StoreResult<Vec<NetPositionRow>> {
+    let sql = "SELECT period, region, payable_fen, receivable_fen, net_fen, prepay_before_fen, \
+               prepay_drawn_fen, warning_line_fen FROM net_position WHERE period = $1 ORDER BY region";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(period).fetch_all(x).await)?)
+}
+
+/// A region's payable (fen) in its latest netted periods before `period`, newest first.
+pub async fn recent_payables(
+    c: &mut Conn,
+    region: &str,
+    period: &str,
+    n: i64,
+) -> StoreResult<Vec<i64>> {
+    let sql = "SELECT CASE WHEN net_fen < 0 THEN -net_fen ELSE 0 END FROM net_position \
+               WHERE region = $1 AND period < $2 ORDER BY period DESC LIMIT $3";
+    Ok(
+        on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(period).bind(n).fetch_all(x).await)?,
+    )
+}
+
+/// The latest net position of a region (for its warning line).
+pub async fn latest_position(c: &mut Conn, region: &str) -> StoreResult<Option<NetPositionRow>> {
+    let sql = "SELECT period, region, payable_fen, receivable_fen, net_fen, prepay_before_fen, \
+               prepay_drawn_fen, warning_line_fen FROM net_position WHERE region = $1 \
+               ORDER BY period DESC LIMIT 1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).fetch_optional(x).await)?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InstructionRow {
+    pub instruction_id: String,
+    pub period: String,
+    pub seq: i64,
+    pub payer: String,
+    pub receiver: String,
+    pub amount_fen: i64,
+    pub prepay_fen: i64,
+    pub bank_fen: i64,
+    pub recorded_at: Option<DateTime<Utc>>,
+    pub bank_reference: Option<String>,
+    pub value_date: Option<NaiveDate>,
+    pub journal_id: Option<String>,
+}
+
+const INSTRUCTION_COLS: &str = "instruction_id, period, seq, payer, receiver, amount_fen, prepay_fen, \
+    bank_fen, recorded_at, bank_reference, value_date, journal_id";
+
+pub async fn insert_instructions(c: &mut Conn, rows: &[InstructionRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(super::chunk_rows(12)) {
+        let sql = format!(
+            "INSERT INTO transfer_instruction ({INSTRUCTION_COLS}) VALUES {}",
+            super::values(c.engine(), chunk.len(), 12, 1)
+        );
+        on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q.bind(&r.instruction_id).bind(&r.period).bind(r.seq).bind(&r.payer).bind(&r.receiver)
+                    .bind(r.amount_fen).bind(r.prepay_fen).bind(r.bank_fen).bind(r.recorded_at)
+                    .bind(&r.bank_reference).bind(r.value_date).bind(&r.journal_id);
+            }
+            q.execute(x).await.map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(())
+}
+
+pub async fn instructions(c: &mut Conn, period: &str) -> StoreResult<Vec<InstructionRow>> {
+    let sql = format!(
+        "SELECT {INSTRUCTION_COLS} FROM transfer_instruction WHERE period = $1 ORDER BY seq"
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(period).fetch_all(x).await)?)
+}
+
+pub async fn get_instruction(
+    c: &mut Conn,
+    instruction_id: &str,
+    lock: bool,
+) -> StoreResult<Option<InstructionRow>> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!(
+        "SELECT {INSTRUCTION_COLS} FROM transfer_instruction WHERE instruction_id = $1{lock}"
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(instruction_id).fetch_optional(x).await)?)
+}
+
+pub async fn record_transfer(
+    c: &mut Conn,
+    instruction_id: &str,
+    bank_reference: &str,
+    value_date: NaiveDate,
+    journal_id: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let sql = "UPDATE transfer_instruction SET recorded_at = $2, bank_reference = $3, value_date = $4, \
+               journal_id = $5 WHERE instruction_id = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(instruction_id).bind(now).bind(bank_reference).bind(value_date)
+        .bind(journal_id).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Instructions of a period whose bank part is still to be recorded.
+pub async fn unrecorded_count(c: &mut Conn, period: &str) -> StoreResult<i64> {
+    let sql = "SELECT COUNT(*) FROM transfer_instruction WHERE period = $1 AND bank_fen > 0 \
+               AND recorded_at IS NULL";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(period).fetch_one(x).await)?)
+}
+
+pub async fn set_netted(c: &mut Conn, period: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = "UPDATE clearing_period SET status = 4, netted_at = $2 WHERE period = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(period).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn set_settled(c: &mut Conn, period: &str, now: DateTime<Utc>) -> StoreResult<()> {
+    let sql = "UPDATE clearing_period SET status = 5, settled_at = $2 WHERE period = $1";
+    on_conn!(c, x => sqlx::query(sql).bind(period).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ prepayments
+
+/// A region's prepayment balance (fen), locked when `lock`; 0 when it never deposited.
+pub async fn prepay_balance(c: &mut Conn, region: &str, lock: bool) -> StoreResult<i64> {
+    let lock = if lock { c.for_update() } else { "" };
+    let sql = format!("SELECT balance_fen FROM prepayment_account WHERE region = $1{lock}");
+    let b: Option<i64> =
+        on_conn!(c, x => sqlx::query_scalar(&sql).bind(region).fetch_optional(x).await)?;
+    Ok(b.unwrap_or(0))
+}
+
+/// Adds `fen` (may be negative) to a region's prepayment balance, creating the row; returns the
+/// new balance. The CHECK constraint refuses a negative balance.
+pub async fn add_prepay(c: &mut Conn, region: &str, fen: i64) -> StoreResult<i64> {
+    let sql = "INSERT INTO prepayment_account (region, balance_fen) VALUES ($1, $2) \
+               ON CONFLICT (region) DO UPDATE SET balance_fen = prepayment_account.balance_fen + $2 \
+               RETURNING balance_fen";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(fen).fetch_one(x).await)?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DepositRow {
+    pub deposit_id: String,
+    pub region: String,
+    pub amount_fen: i64,
+    pub bank_reference: String,
+    pub value_date: NaiveDate,
+    pub journal_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_deposit(c: &mut Conn, d: &DepositRow) -> StoreResult<()> {
+    let sql = "INSERT INTO prepayment_deposit (deposit_id, region, amount_fen, bank_reference, value_date, \
+               journal_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    on_conn!(c, x => sqlx::query(sql).bind(&d.deposit_id).bind(&d.region).bind(d.amount_fen)
+        .bind(&d.bank_reference).bind(d.value_date).bind(&d.journal_id).bind(d.created_at)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ verify
+
+/// Confirmed statements whose frozen figures differ from their lines.
+pub async fn frozen_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = format!(
+        "SELECT q.statement_id FROM (SELECT s.statement_id, s.f_line_count, s.f_medfee_fen, s.f_fund_fen, \
+         s.f_acct_fen, s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen, {FIGURES}{SUMMARY_FROM} \
+         WHERE s.status = 2 GROUP BY s.statement_id, s.f_line_count, s.f_medfee_fen, s.f_fund_fen, s.f_acct_fen, \
+         s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen) q \
+         WHERE q.f_line_count IS NULL OR q.f_line_count <> q.line_count OR q.f_medfee_fen <> q.medfee_fen \
+         OR q.f_fund_fen <> q.fund_fen OR q.f_acct_fen <> q.acct_fen OR q.f_disputed_count <> q.disputed_count \
+         OR q.f_disputed_due_fen <> q.disputed_due_fen OR q.f_due_fen <> q.due_fen \
+         ORDER BY q.statement_id LIMIT $1"
+    );
+    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Per (home, treatment): Σ fund + account of every settlement and reversal (fen).
+pub async fn settled_due(c: &mut Conn) -> StoreResult<Vec<(String, String, i64)>> {
+    let sql = "SELECT home_region, treatment_region, CAST(SUM(fund_fen + acct_fen) AS BIGINT) FROM settlement \
+               GROUP BY home_region, treatment_region";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).fetch_all(x).await)?)
+}
+
+/// Per (home, treatment): Σ frozen due of the statements of netted or settled periods (fen).
+pub async fn netted_due(c: &mut Conn) -> StoreResult<Vec<(String, String, i64)>> {
+    let sql = "SELECT s.home_region, s.treatment_region, CAST(SUM(s.f_due_fen) AS BIGINT) FROM statement s \
+               JOIN clearing_period p ON p.period = s.period WHERE p.status >= 4 \
+               GROUP BY s.home_region, s.treatment_region";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).fetch_all(x).await)?)
+}
+
+/// Per region: Σ bank parts not yet recorded as payer minus as receiver (fen).
+pub async fn unrecorded_by_region(c: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+    let sql = "SELECT region, CAST(SUM(fen) AS BIGINT) FROM (\
+               SELECT payer AS region, bank_fen AS fen FROM transfer_instruction WHERE recorded_at IS NULL \
+               UNION ALL SELECT receiver, -bank_fen FROM transfer_instruction WHERE recorded_at IS NULL) u \
+               GROUP BY region";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).fetch_all(x).await)?)
+}
+
+pub async fn prepay_accounts(c: &mut Conn) -> StoreResult<Vec<(String, i64)>> {
+    let sql = "SELECT region, balance_fen FROM prepayment_account ORDER BY region";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).fetch_all(x).await)?)
+}
+
+/// Periods in a state other than what their instructions say: netted with nothing left to
+/// record, or settled with something unrecorded.
+pub async fn period_state_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT p.period FROM clearing_period p WHERE \
+               (p.status = 5 AND EXISTS (SELECT 1 FROM transfer_instruction t WHERE t.period = p.period \
+                AND t.bank_fen > 0 AND t.recorded_at IS NULL)) \
+               OR (p.status = 4 AND NOT EXISTS (SELECT 1 FROM transfer_instruction t WHERE t.period = p.period \
+                AND t.bank_fen > 0 AND t.recorded_at IS NULL)) \
+               OR (p.status >= 3 AND EXISTS (SELECT 1 FROM statement s WHERE s.period = p.period AND s.status = 1)) \
+               ORDER BY p.period LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Lines of a period's statements after (statement_id, setl_id), where `region` is a party
+/// ("" = all), for exports: (statement_id, line).
+pub async fn period_lines(
+    c: &mut Conn,
+    period: &str,
+    region: &str,
+    after: (&str, &str),
+    limit: i64,
+) -> StoreResult<Vec<(String, LineRow)>> {
+    let cols: String = LINE_COLS
+        .split(',')
+        .map(|c| format!("l.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT l.statement_id, {cols} FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
+         WHERE s.period = $1 AND ($2 = '' OR s.home_region = $2 OR s.treatment_region = $2) \
+         AND (l.statement_id > $3 OR (l.statement_id = $3 AND l.setl_id > $4)) \
+         ORDER BY l.statement_id, l.setl_id LIMIT $5"
+    );
+    let rows: Vec<ExportLine> = on_conn!(c, x => sqlx::query_as(&sql).bind(period).bind(region)
+        .bind(after.0).bind(after.1).bind(limit).fetch_all(x).await)?;
+    Ok(rows.into_iter().map(|r| (r.statement_id, r.line)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct ExportLine {
+    statement_id: String,
+    #[sqlx(flatten)]
+    line: LineRow,
 }

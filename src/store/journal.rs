@@ -33,6 +33,15 @@ pub async fn account_sum(c: &mut Conn, account: &str) -> StoreResult<(i64, i64)>
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(account).fetch_one(x).await)?)
 }
 
+/// (account, sum in fen) of every account whose name starts with `prefix` (e.g. "due:").
+pub async fn sums_with_prefix(c: &mut Conn, prefix: &str) -> StoreResult<Vec<(String, i64)>> {
+    let sql = "SELECT account, CAST(SUM(amount_fen) AS BIGINT) FROM journal_entry \
+               WHERE account LIKE $1 GROUP BY account ORDER BY account";
+    // Account prefixes are plain ("due:", "net:"): no LIKE wildcards to escape.
+    let pattern = format!("{prefix}%");
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(&pattern).fetch_all(x).await)?)
+}
+
 /// Transactions (oldest first) after `after`, optionally only those touching `account`.
 pub async fn list_txs(
     c: &mut Conn,
