@@ -11,23 +11,16 @@
 #[macro_use]
 mod common;
 
-use chrono::NaiveDate;
+use common::clearing_kit::*;
 use common::kit::*;
 use common::*;
-use medsettle::domain::ids::{InstitutionCode, RegionCode};
 use medsettle::proto;
-use medsettle::proto::clearing_service_client::ClearingServiceClient;
-use medsettle::proto::pharmacy_service_client::PharmacyServiceClient;
 use medsettle::service::auth::Grant;
 use proto::{
     CareType, ClearingType, DeductibleBasis, FilingType, InsuranceType, LevelScope, PeriodStatus,
     PersonCategory, ProvinceScope, SettlementKind, StatementStatus,
 };
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::Code;
 
 both_engines!(
     close_produces_statements,
@@ -60,190 +53,6 @@ mod dispute_leaves_figures {
 
 /// The Ordos pharmacy.
 const PH: &str = "P15060000001";
-/// A region that is party to nothing (北京市).
-const BEIJING: &str = "110000";
-
-// ------------------------------------------------------------------------------ clients
-
-/// Adds `authorization: Bearer <token>` to every request (the pattern of kit.rs).
-#[derive(Clone)]
-struct Auth(MetadataValue<Ascii>);
-
-impl Interceptor for Auth {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-type Clr = ClearingServiceClient<InterceptedService<Channel, Auth>>;
-type Pharm = PharmacyServiceClient<InterceptedService<Channel, Auth>>;
-
-async fn auth(ts: &TestServer, grant: Grant) -> Auth {
-    let token = ts.token(grant).await;
-    Auth(format!("Bearer {token}").parse().expect("ASCII token"))
-}
-
-fn bureau_grant(region: &str) -> Grant {
-    Grant::Bureau(RegionCode::parse("region", region).expect("region code"))
-}
-
-fn inst_grant(code: &str) -> Grant {
-    Grant::Institution(InstitutionCode::parse("code", code).expect("institution code"))
-}
-
-async fn clr_as(ts: &TestServer, grant: Grant) -> Clr {
-    ClearingServiceClient::with_interceptor(ts.channel.clone(), auth(ts, grant).await)
-}
-
-async fn pharm_as(ts: &TestServer, code: &str) -> Pharm {
-    PharmacyServiceClient::with_interceptor(ts.channel.clone(), auth(ts, inst_grant(code)).await)
-}
-
-/// ClearingService as every principal the tests need.
-struct Clients {
-    op: Clr,
-    wuhai: Clr,
-    ordos: Clr,
-    nx: Clr,
-    beijing: Clr,
-    hosp: Clr,
-}
-
-async fn clients(ts: &TestServer) -> Clients {
-    Clients {
-        op: clr_as(ts, Grant::Operator).await,
-        wuhai: clr_as(ts, bureau_grant(WUHAI)).await,
-        ordos: clr_as(ts, bureau_grant(ORDOS)).await,
-        nx: clr_as(ts, bureau_grant(SHIZUISHAN)).await,
-        beijing: clr_as(ts, bureau_grant(BEIJING)).await,
-        hosp: clr_as(ts, inst_grant(HOSP)).await,
-    }
-}
-
-// ------------------------------------------------------------------------------ calls
-
-fn close_req(period: &str, confirm_days: u32) -> proto::ClosePeriodRequest {
-    proto::ClosePeriodRequest {
-        request_id: rid(),
-        period: period.into(),
-        confirm_days,
-        deadline_action: 0,
-    }
-}
-
-async fn close(c: &Clr, period: &str, confirm_days: u32) -> proto::ClearingPeriod {
-    c.clone()
-        .close_period(close_req(period, confirm_days))
-        .await
-        .must()
-}
-
-async fn get_period(c: &Clr, period: &str) -> proto::ClearingPeriod {
-    c.clone()
-        .get_period(proto::GetPeriodRequest {
-            period: period.into(),
-        })
-        .await
-        .must()
-}
-
-fn list_req(period: &str, page_size: u32, page_token: &str) -> proto::ListStatementsRequest {
-    proto::ListStatementsRequest {
-        period: period.into(),
-        page_size,
-        page_token: page_token.into(),
-    }
-}
-
-/// Every statement of `period` `c` sees (one page of up to 1000).
-async fn statements(c: &Clr, period: &str) -> Vec<proto::Statement> {
-    let r = c
-        .clone()
-        .list_statements(list_req(period, 1000, ""))
-        .await
-        .must();
-    assert_eq!(r.next_page_token, "");
-    r.statements
-}
-
-fn get_req(id: &str, page_size: u32, page_token: &str) -> proto::GetStatementRequest {
-    proto::GetStatementRequest {
-        statement_id: id.into(),
-        page_size,
-        page_token: page_token.into(),
-    }
-}
-
-/// A statement with all its lines (one page of up to 1000).
-async fn statement(c: &Clr, id: &str) -> proto::Statement {
-    let s = c.clone().get_statement(get_req(id, 1000, "")).await.must();
-    assert_eq!(s.next_page_token, "");
-    s
-}
-
-fn confirm_req(id: &str) -> proto::ConfirmStatementRequest {
-    proto::ConfirmStatementRequest {
-        request_id: rid(),
-        statement_id: id.into(),
-    }
-}
-
-fn dispute_req(id: &str, lines: &[(&str, &str)]) -> proto::DisputeLinesRequest {
-    proto::DisputeLinesRequest {
-        request_id: rid(),
-        statement_id: id.into(),
-        lines: lines
-            .iter()
-            .map(|(setl_id, reason)| proto::DisputedLine {
-                setl_id: (*setl_id).into(),
-                reason: (*reason).into(),
-            })
-            .collect(),
-    }
-}
-
-// ------------------------------------------------------------------------------ time
-
-/// The server's business date (UTC+8).
-fn biz_today(ts: &TestServer) -> NaiveDate {
-    (ts.app.clock.now() + chrono::Duration::hours(8)).date_naive()
-}
-
-fn period_of(d: NaiveDate) -> String {
-    d.format("%Y%m").to_string()
-}
-
-fn first_of(period: &str) -> NaiveDate {
-    let y = period[..4].parse().expect("year");
-    let m = period[4..].parse().expect("month");
-    NaiveDate::from_ymd_opt(y, m, 1).expect("a month")
-}
-
-fn next_period(period: &str) -> String {
-    period_of(first_of(period) + chrono::Months::new(1))
-}
-
-fn prev_period(period: &str) -> String {
-    period_of(first_of(period) - chrono::Months::new(1))
-}
-
-/// Moves business time forward to `to` (no-op if already there or later).
-fn advance_to(ts: &TestServer, to: NaiveDate) {
-    let today = biz_today(ts);
-    if today < to {
-        ts.app
-            .clock
-            .advance(chrono::Duration::days((to - today).num_days()));
-    }
-    assert!(biz_today(ts) >= to);
-}
-
-/// Moves business time to the 2nd of the month after `period`: the first day it may close.
-fn advance_past(ts: &TestServer, period: &str) {
-    let second = first_of(&next_period(period)) + chrono::Days::new(1);
-    advance_to(ts, second);
-}
 
 // ------------------------------------------------------------------------------ the world
 
@@ -872,7 +681,7 @@ async fn close_validation_and_permissions(b: Backend) {
             .await
             .invalid("period");
         op.clone()
-            .list_statements(list_req(bad, 0, ""))
+            .list_statements(statements_req(bad, 0, ""))
             .await
             .invalid("period");
     }
@@ -1111,7 +920,7 @@ async fn list_and_get_permissions_and_paging(b: Backend) {
     assert_eq!(sum_of(&nx_view[0]), expected_pending(&s)[2]);
     s.c.hosp
         .clone()
-        .list_statements(list_req(&p, 0, ""))
+        .list_statements(statements_req(&p, 0, ""))
         .await
         .code_is(Code::PermissionDenied);
     // Another period: nothing.
@@ -1124,7 +933,7 @@ async fn list_and_get_permissions_and_paging(b: Backend) {
         let page =
             s.c.op
                 .clone()
-                .list_statements(list_req(&p, 1, &token))
+                .list_statements(statements_req(&p, 1, &token))
                 .await
                 .must();
         assert_eq!(page.statements.len(), 1);
@@ -1139,7 +948,7 @@ async fn list_and_get_permissions_and_paging(b: Backend) {
         let last =
             s.c.op
                 .clone()
-                .list_statements(list_req(&p, 1, &token))
+                .list_statements(statements_req(&p, 1, &token))
                 .await
                 .must();
         assert!(last.statements.is_empty());
@@ -1150,20 +959,20 @@ async fn list_and_get_permissions_and_paging(b: Backend) {
     let first =
         s.c.ordos
             .clone()
-            .list_statements(list_req(&p, 1, ""))
+            .list_statements(statements_req(&p, 1, ""))
             .await
             .must();
     assert_eq!(ids(&first.statements), [s.st_ordos_21()]);
     let second =
         s.c.ordos
             .clone()
-            .list_statements(list_req(&p, 1, &first.next_page_token))
+            .list_statements(statements_req(&p, 1, &first.next_page_token))
             .await
             .must();
     assert_eq!(ids(&second.statements), [s.st_ordos_41()]);
     s.c.op
         .clone()
-        .list_statements(list_req(&p, 1, "not a token"))
+        .list_statements(statements_req(&p, 1, "not a token"))
         .await
         .invalid("page_token");
 

@@ -34,6 +34,9 @@ pub const REFERRER: &str = "H15030000001";
 /// The catalogue's effective date and the reference policy's.
 pub const JAN1: &str = "2026-01-01";
 
+/// Beijing (no institutions in the kit world; a bureau that is party to nothing by default).
+pub const BEIJING: &str = "110000";
+
 // -------------------------------------------------------------- SettlementService clients
 
 /// Adds `authorization: Bearer <token>` to every request.

@@ -7,6 +7,7 @@
 //! variants.
 #![allow(dead_code)]
 
+pub mod clearing_kit;
 pub mod kit;
 
 use medsettle::domain::ids::{InstitutionCode, RegionCode, national_id_check_digit};
