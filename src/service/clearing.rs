@@ -666,7 +666,7 @@ pub async fn net(
     }
     for p in &positions {
         if p.prepay_drawn_fen > 0 {
-            clearing::add_prepay(conn, &p.region, -p.prepay_drawn_fen).await?;
+            clearing::draw_prepay(conn, &p.region, p.prepay_drawn_fen).await?;
         }
     }
     clearing::insert_positions(conn, &positions).await?;

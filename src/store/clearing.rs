@@ -549,11 +549,19 @@ pub async fn prepay_balance(c: &mut Conn, region: &str, lock: bool) -> StoreResu
     Ok(b.unwrap_or(0))
 }
 
-/// Adds `fen` (may be negative) to a region's prepayment balance, creating the row; returns the
-/// new balance. The CHECK constraint refuses a negative balance.
+/// Adds a deposit (`fen` > 0) to a region's prepayment balance, creating the row; returns the
+/// new balance.
 pub async fn add_prepay(c: &mut Conn, region: &str, fen: i64) -> StoreResult<i64> {
     let sql = "INSERT INTO prepayment_account (region, balance_fen) VALUES ($1, $2) \
                ON CONFLICT (region) DO UPDATE SET balance_fen = prepayment_account.balance_fen + $2 \
+               RETURNING balance_fen";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(fen).fetch_one(x).await)?)
+}
+
+/// Draws `fen` (> 0) from a region's prepayment (locked by the caller); the CHECK constraint
+/// refuses a negative balance. Returns the new balance.
+pub async fn draw_prepay(c: &mut Conn, region: &str, fen: i64) -> StoreResult<i64> {
+    let sql = "UPDATE prepayment_account SET balance_fen = balance_fen - $2 WHERE region = $1 \
                RETURNING balance_fen";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(fen).fetch_one(x).await)?)
 }

@@ -223,7 +223,7 @@ pub async fn netting(c: &Clr, period: &str) -> proto::Netting {
         .must()
 }
 
-pub fn deposit_req(
+pub fn deposit_prepay_req(
     region: &str,
     amount: &str,
     bank_reference: &str,
@@ -237,14 +237,14 @@ pub fn deposit_req(
     }
 }
 
-pub async fn deposit(
+pub async fn deposit_prepay(
     c: &Clr,
     region: &str,
     amount: &str,
     bank_reference: &str,
 ) -> proto::Prepayment {
     c.clone()
-        .deposit_prepayment(deposit_req(region, amount, bank_reference))
+        .deposit_prepayment(deposit_prepay_req(region, amount, bank_reference))
         .await
         .must()
 }
