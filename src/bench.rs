@@ -76,7 +76,7 @@ pub struct Percentiles {
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
-struct Auth(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Auth(MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -85,7 +85,10 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-fn with_token(channel: Channel, token: &str) -> anyhow::Result<InterceptedService<Channel, Auth>> {
+pub(crate) fn with_token(
+    channel: Channel,
+    token: &str,
+) -> anyhow::Result<InterceptedService<Channel, Auth>> {
     let value = format!("Bearer {token}")
         .parse()
         .context("token is not ASCII")?;
@@ -106,12 +109,12 @@ const PHARMACY: &str = "P15060000001";
 const HOSPITAL: &str = "H15060000001";
 const CATALOGUE_ITEMS: usize = 500;
 
-fn rid() -> String {
+pub(crate) fn rid() -> String {
     format!("b{:032x}", rand::random::<u128>())
 }
 
 /// A valid national ID for person number `i` (birth dates spread over 1950–1999).
-fn national_id(i: usize) -> String {
+pub(crate) fn national_id(i: usize) -> String {
     let year = 1950 + (i % 50);
     let day = 1 + (i / 50) % 28;
     let body = format!("150302{year}01{day:02}{:03}", i % 1000);

@@ -3,6 +3,7 @@
 //! Layers (data flows one way): `grpc` → `service` → (`domain`, `store`, `ledger`).
 
 pub mod bench;
+pub mod bench_close;
 pub mod cli;
 pub mod domain;
 pub mod grpc;

@@ -78,6 +78,18 @@ enum Command {
     /// file), seed a world over gRPC, drive swipes and hospital flows, print throughput and
     /// latency percentiles.
     Bench(BenchArgs),
+    /// Month-close benchmark: N synthetic settlements of one past month written straight into a
+    /// fresh database (default a fresh SQLite file), then ClosePeriod, every home bureau's
+    /// confirmation and NetPeriod timed over gRPC; JSON on stdout.
+    BenchClose {
+        /// Database for the run (must not hold period 202001 closed); default a fresh SQLite
+        /// file, removed afterwards.
+        #[arg(long = "bench-database-url")]
+        bench_database_url: Option<String>,
+        /// Synthetic settlements to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        settlements: u64,
+    },
     /// Verify the books (trial balance, balanced transactions, maintained balances); exits 1 on
     /// any failed check.
     Verify,
@@ -223,6 +235,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(t) => token(&cfg, t).await,
         Command::Verify => verify(&cfg).await,
         Command::Bench(b) => bench(&cfg, b).await,
+        Command::BenchClose {
+            bench_database_url,
+            settlements,
+        } => {
+            let r =
+                medsettle::bench_close::run(bench_database_url, cfg.max_connections, settlements)
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
     }
 }
 

@@ -477,6 +477,46 @@ async fn full_month(b: Backend) {
              {p},640200,2000.00,400.00,-1600.00,2000.00,1600.00,400.00,800.00,true\n"
         )
     );
+    // `medsettle clearing export` prints the same CSV, or an aligned table.
+    let token = ts.token(medsettle::service::auth::Grant::Operator).await;
+    let cli = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medsettle"))
+            .args(["clearing", "export", "--period", &p, "--kind", "transfers"])
+            .args([
+                "--format",
+                format,
+                "--server",
+                &format!("http://{}", ts.addr),
+            ])
+            .env("MEDSETTLE_TOKEN", &token)
+            .output()
+            .expect("run medsettle");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    assert_eq!(cli("csv"), export(&c.op, &p, ExportKind::Transfers).await);
+    let table = cli("table");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][0], "instruction_id", "{table}");
+    assert!(rows[1][0].chars().all(|ch| ch == '-'), "{table}");
+    let tr1_row = format!(
+        "TR{p}-001 {p} 1 110000 150300 2400.00 1000.00 1400.00 true BJ-20261220-77 2026-12-20"
+    );
+    assert_eq!(rows[2], tr1_row.split(' ').collect::<Vec<_>>(), "{table}");
+    // Columns line up: every row has its amount column ending at the same place.
+    let ends: Vec<usize> = table
+        .lines()
+        .skip(2)
+        .map(|l| l.find(".00").map_or(0, |i| i + 3))
+        .collect();
+    assert!(ends.iter().all(|e| *e == ends[0] && *e > 0), "{table}");
     let csv = export(&c.op, &p, ExportKind::Statements).await;
     assert_eq!(csv.lines().count(), 6, "{csv}");
     assert!(

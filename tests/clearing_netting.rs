@@ -41,56 +41,9 @@ both_engines!(
     netting_state_machine,
     prepayment_draw_down_and_warning,
     netting_visibility_and_export,
+    reversal_on_same_statement_follows_dispute,
+    accepted_line_is_not_carried_into_an_earlier_period,
 );
-
-// The BUG tests below assert the correct behaviour and fail today; they are #[ignore]d so CI
-// stays green. Run them with `cargo nextest run --test clearing_netting --run-ignored only`.
-//
-// BUG: disputing a settlement whose reversal is already on a statement (here the same
-// statement) leaves the reversal in the figures: the home bureau is credited the reversal
-// (−1000.00) while the settlement it reverses (+1000.00) is out of the figures, so the
-// treatment bureau is short by 1000.00; rejected, the pair never nets and
-// due:150300->150600 keeps 1000.00 for a settlement that was reversed.
-mod reversal_on_same_statement_follows_dispute {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "BUG: a reversal stated before its settlement is disputed stays in the figures"]
-    async fn sqlite() {
-        super::reversal_on_same_statement_follows_dispute(crate::common::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "BUG: a reversal stated before its settlement is disputed stays in the figures"]
-    async fn postgres() {
-        if crate::common::skip(crate::common::Backend::Postgres) {
-            return;
-        }
-        super::reversal_on_same_statement_follows_dispute(crate::common::Backend::Postgres).await;
-    }
-}
-
-// BUG: an accepted line joins whichever period closes next, even a month before the one it
-// came from: closing an earlier, never-closed month after the acceptance carries the line into
-// that earlier month's statements.
-mod accepted_line_is_not_carried_into_an_earlier_period {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "BUG: an accepted line is carried into an earlier month closed after it"]
-    async fn sqlite() {
-        super::accepted_line_is_not_carried_into_an_earlier_period(crate::common::Backend::Sqlite)
-            .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "BUG: an accepted line is carried into an earlier month closed after it"]
-    async fn postgres() {
-        if crate::common::skip(crate::common::Backend::Postgres) {
-            return;
-        }
-        super::accepted_line_is_not_carried_into_an_earlier_period(
-            crate::common::Backend::Postgres,
-        )
-        .await;
-    }
-}
 
 // ------------------------------------------------------------------------------ the world
 
@@ -833,6 +786,9 @@ async fn dispute_rejected_then_reversed_is_not_double_counted(b: Backend) {
                 dispute_reason: format!("follows the dispute of {}", s1.setl_id),
                 dispute_state: DisputeState::Rejected as i32,
                 follows: s1.setl_id.clone(),
+                // A follower of a resolved dispute carries its resolution.
+                resolution_note: "agreed, to be reversed".into(),
+                resolved_at: rejected.resolved_at.clone(),
                 ..line_of(&r1, "-1000.00")
             },
             line_of(&s3, "200.00"),

@@ -30,8 +30,13 @@ ALTER TABLE statement_line ADD COLUMN carried_into TEXT;
 ALTER TABLE statement_line ADD COLUMN resolved_at TEXT;
 ALTER TABLE statement_line ADD COLUMN resolution_note TEXT;
 UPDATE statement_line SET dispute_state = 1 WHERE disputed;
-CREATE INDEX ix_statement_line_setl ON statement_line (setl_id);
-CREATE INDEX ix_statement_line_pending_carry ON statement_line (dispute_state, carried_into);
+-- Partial indexes: a month close inserts millions of lines, and only the few disputed ones need
+-- finding (reversals following a dispute; accepted lines waiting to be carried).
+CREATE INDEX ix_statement_line_disputed ON statement_line (setl_id) WHERE dispute_state IN (1, 3);
+CREATE INDEX ix_statement_line_to_carry ON statement_line (statement_id)
+    WHERE dispute_state = 2 AND carried_into IS NULL;
+-- Reversal and refund lines by the settlement they reverse (a dispute takes them along).
+CREATE INDEX ix_statement_line_reverses ON statement_line (reverses) WHERE reverses IS NOT NULL;
 
 -- One row per bureau taking part in a period's netting. Amounts in fen.
 CREATE TABLE net_position (

@@ -408,6 +408,20 @@ pub async fn dispute(
                 format!("lines[{i}].setl_id: {setl_id} already follows a dispute or was resolved"),
             ));
         }
+        // Reversals and refunds of it already stated follow the dispute, so the statement does
+        // not credit a reversal of what it no longer charges. One already confirmed was cleared
+        // against the settlement: disputing the settlement now would count that credit twice.
+        for (st, rev, status) in clearing::undisputed_reversal_lines(conn, setl_id).await? {
+            if status != PENDING {
+                return Err(AppError::precondition(
+                    "reversal_already_cleared",
+                    format!(
+                        "lines[{i}].setl_id: {setl_id} was reversed by {rev}, already confirmed on {st}"
+                    ),
+                ));
+            }
+            clearing::make_follower(conn, &st, &rev, setl_id).await?;
+        }
         clearing::dispute(conn, statement_id, setl_id, reason).await?;
     }
     clearing::get_statement(conn, statement_id)

@@ -18,7 +18,7 @@ async fn check_account(conn: &mut Conn, who: &Principal, account: &str) -> AppRe
         Principal::Bureau { region } => {
             let (kind, rest) = account.split_once(':').unwrap_or((account, ""));
             match kind {
-                "bank" | "fund" | "advance" | "prepay" => rest == region,
+                "bank" | "fund" | "advance" | "prepay" | "net" | "ci" | "maf" => rest == region,
                 "due" => rest
                     .split_once("->")
                     .is_some_and(|(h, t)| h == region || t == region),

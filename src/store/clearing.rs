@@ -65,20 +65,20 @@ pub async fn generate_statements(c: &mut Conn, period: &str) -> StoreResult<u64>
                WHERE clearing_period = $1 GROUP BY home_region, treatment_region, {CLR} \
                UNION SELECT s.home_region, s.treatment_region, s.clearing_type FROM statement_line l \
                JOIN statement s ON s.statement_id = l.statement_id \
-               WHERE l.dispute_state = 2 AND l.carried_into IS NULL) g"
+               WHERE l.dispute_state = 2 AND l.carried_into IS NULL AND s.period < $1) g"
     );
     let n = on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
     let follows = "o.dispute_state IN (1, 3)";
     let sql = format!(
         "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
-         dispute_reason, dispute_state, follows) \
+         dispute_reason, dispute_state, follows, resolved_at, resolution_note) \
          SELECT {id}, settlement.setl_id, settlement.reverses, settlement.medfee_fen, settlement.fund_fen, settlement.acct_fen, \
          CASE WHEN {follows} THEN true ELSE false END, \
          CASE WHEN {follows} THEN 'follows the dispute of ' || settlement.reverses ELSE NULL END, \
          CASE WHEN {follows} THEN o.dispute_state ELSE 0 END, \
-         CASE WHEN {follows} THEN settlement.reverses ELSE NULL END \
-         FROM settlement LEFT JOIN statement_line o ON settlement.reverses IS NOT NULL \
-         AND o.setl_id = settlement.reverses AND o.carried_into IS NULL \
+         CASE WHEN {follows} THEN settlement.reverses ELSE NULL END, o.resolved_at, o.resolution_note \
+         FROM settlement LEFT JOIN (SELECT setl_id, dispute_state, resolved_at, resolution_note FROM statement_line \
+         WHERE dispute_state IN (1, 3)) o ON o.setl_id = settlement.reverses \
          WHERE settlement.clearing_period = $1"
     );
     on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
@@ -87,12 +87,13 @@ pub async fn generate_statements(c: &mut Conn, period: &str) -> StoreResult<u64>
          SELECT 'ST' || $1 || '-' || s.home_region || '-' || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT), \
          l.setl_id, l.reverses, l.medfee_fen, l.fund_fen, l.acct_fen, false, NULL, 0, l.statement_id \
          FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
-         WHERE l.dispute_state = 2 AND l.carried_into IS NULL";
+         WHERE l.dispute_state = 2 AND l.carried_into IS NULL AND s.period < $1";
     on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
     let sql = "UPDATE statement_line SET carried_into = (SELECT 'ST' || $1 || '-' || s.home_region || '-' \
          || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT) FROM statement s \
          WHERE s.statement_id = statement_line.statement_id) \
-         WHERE dispute_state = 2 AND carried_into IS NULL";
+         WHERE dispute_state = 2 AND carried_into IS NULL AND EXISTS (SELECT 1 FROM statement s \
+         WHERE s.statement_id = statement_line.statement_id AND s.period < $1)";
     on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(n)
 }
@@ -425,15 +426,17 @@ pub async fn positions(c: &mut Conn, period: &str) -> StoreResult<Vec<NetPositio
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(period).fetch_all(x).await)?)
 }
 
-/// A region's payable (fen) in its latest netted periods before `period`, newest first.
+/// A region's net payable (fen) in the latest netted periods before `period`, newest first (0
+/// for a period where it received or had no position).
 pub async fn recent_payables(
     c: &mut Conn,
     region: &str,
     period: &str,
     n: i64,
 ) -> StoreResult<Vec<i64>> {
-    let sql = "SELECT CASE WHEN net_fen < 0 THEN -net_fen ELSE 0 END FROM net_position \
-               WHERE region = $1 AND period < $2 ORDER BY period DESC LIMIT $3";
+    let sql = "SELECT CAST(CASE WHEN n.net_fen < 0 THEN -n.net_fen ELSE 0 END AS BIGINT) \
+               FROM clearing_period p LEFT JOIN net_position n ON n.period = p.period AND n.region = $1 \
+               WHERE p.status >= 4 AND p.period < $2 ORDER BY p.period DESC LIMIT $3";
     Ok(
         on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(period).bind(n).fetch_all(x).await)?,
     )
@@ -675,4 +678,30 @@ struct ExportLine {
     statement_id: String,
     #[sqlx(flatten)]
     line: LineRow,
+}
+
+/// Reversal and refund lines of `setl_id` not yet part of a dispute: (statement_id, setl_id,
+/// statement status).
+pub async fn undisputed_reversal_lines(
+    c: &mut Conn,
+    setl_id: &str,
+) -> StoreResult<Vec<(String, String, i64)>> {
+    let sql = "SELECT l.statement_id, l.setl_id, s.status FROM statement_line l \
+               JOIN statement s ON s.statement_id = l.statement_id \
+               WHERE l.reverses = $1 AND l.dispute_state = 0 ORDER BY l.statement_id, l.setl_id";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(setl_id).fetch_all(x).await)?)
+}
+
+/// Makes a reversal line follow the dispute of the line it reverses (kept out of the figures).
+pub async fn make_follower(
+    c: &mut Conn,
+    statement_id: &str,
+    setl_id: &str,
+    original: &str,
+) -> StoreResult<()> {
+    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, follows = $3, \
+               dispute_reason = 'follows the dispute of ' || $3 WHERE statement_id = $1 AND setl_id = $2";
+    on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(original).execute(x).await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
 }
