@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/medsettle/v1/pharmacy.proto",
         "proto/medsettle/v1/reconciliation.proto",
         "proto/medsettle/v1/clearing.proto",
+        "proto/medsettle/v1/events.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;

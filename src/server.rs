@@ -2,6 +2,7 @@
 
 use crate::grpc::Ctx;
 use crate::proto::clearing_service_server::ClearingServiceServer;
+use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
 use crate::proto::pharmacy_service_server::PharmacyServiceServer;
@@ -83,6 +84,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ClearingServiceServer::new(ctx.clone()))
+        .add_service(EventServiceServer::new(ctx.clone()))
         .add_service(LedgerServiceServer::new(ctx))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -18,6 +18,7 @@ use crate::ledger::{self, Account, Posting};
 use crate::store::clearing::{
     self, DepositRow, InstructionRow, LineRow, NetPositionRow, PeriodRow, StatementRow,
 };
+use crate::store::events::{self, EventRow, kind};
 use crate::store::{self, Conn, StoreError};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use std::collections::BTreeMap;
@@ -159,6 +160,17 @@ pub async fn close(
     if statements == 0 {
         clearing::set_period_status(conn, period_s, CONFIRMED).await?;
     }
+    let deadline = crate::domain::time::fmt_date(row.confirm_deadline);
+    events::insert(
+        conn,
+        &[EventRow::period(
+            kind::PERIOD_CLOSED,
+            period_s,
+            now,
+            format!("{statements} statements; confirm by {deadline}"),
+        )],
+    )
+    .await?;
     period(conn, period_s).await
 }
 
@@ -254,6 +266,15 @@ async fn apply_deadline(
         return Ok((Some(row), 0));
     }
     let changed = if row.deadline_action == AUTO_CONFIRM {
+        events::insert_for_statements(
+            conn,
+            kind::STATEMENT_CONFIRMED,
+            period_s,
+            "s.status = 1",
+            "auto-confirmed at the deadline",
+            now,
+        )
+        .await?;
         let n = clearing::auto_confirm(conn, period_s, now).await?;
         clearing::set_period_status(conn, period_s, CONFIRMED).await?;
         tracing::info!(
@@ -263,6 +284,15 @@ async fn apply_deadline(
         );
         n.max(1)
     } else {
+        events::insert_for_statements(
+            conn,
+            kind::STATEMENT_OVERDUE,
+            period_s,
+            "s.status = 1 AND NOT s.overdue",
+            "pending past the confirmation deadline",
+            now,
+        )
+        .await?;
         let n = clearing::flag_overdue(conn, period_s).await?;
         if n > 0 {
             tracing::warn!(
@@ -377,6 +407,25 @@ pub async fn confirm(
     if all == confirmed {
         clearing::set_period_status(conn, &s.period, CONFIRMED).await?;
     }
+    let by = if who.is_operator() {
+        "confirmed by an operator (overdue)"
+    } else {
+        "confirmed by the home bureau"
+    };
+    events::insert(
+        conn,
+        &[EventRow::between(
+            kind::STATEMENT_CONFIRMED,
+            &s.home_region,
+            &s.treatment_region,
+            statement_id,
+            &s.period,
+            s.due_fen,
+            now,
+            by.into(),
+        )],
+    )
+    .await?;
     clearing::get_statement(conn, statement_id)
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("statement {statement_id} vanished")))
@@ -424,9 +473,28 @@ pub async fn dispute(
         }
         clearing::dispute(conn, statement_id, setl_id, reason).await?;
     }
-    clearing::get_statement(conn, statement_id)
+    let s = clearing::get_statement(conn, statement_id)
         .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("statement {statement_id} vanished")))
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("statement {statement_id} vanished")))?;
+    events::insert(
+        conn,
+        &[EventRow::between(
+            kind::LINES_DISPUTED,
+            &s.home_region,
+            &s.treatment_region,
+            statement_id,
+            &s.period,
+            s.disputed_due_fen,
+            now,
+            format!(
+                "{} lines disputed now; {} in all",
+                lines.len(),
+                s.disputed_count
+            ),
+        )],
+    )
+    .await?;
+    Ok(s)
 }
 
 /// The treatment bureau (or an operator) resolves a disputed line: accepted → it joins the next
@@ -486,6 +554,23 @@ pub async fn resolve(
     }
     let state = if accept { ACCEPTED } else { REJECTED };
     let n = clearing::resolve(conn, statement_id, setl_id, state, note, now).await?;
+    events::insert(
+        conn,
+        &[EventRow::between(
+            kind::DISPUTE_RESOLVED,
+            &s.home_region,
+            &s.treatment_region,
+            setl_id,
+            &s.period,
+            line.fund_fen + line.acct_fen,
+            now,
+            format!(
+                "{} on {statement_id} ({n} lines): {note}",
+                if accept { "accepted" } else { "rejected" }
+            ),
+        )],
+    )
+    .await?;
     let line = clearing::get_line(conn, statement_id, setl_id)
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("line {setl_id} vanished")))?;
@@ -686,9 +771,26 @@ pub async fn net(
     clearing::insert_positions(conn, &positions).await?;
     clearing::insert_instructions(conn, &instructions).await?;
     clearing::set_netted(conn, period_s, now).await?;
+    let mut evs = vec![EventRow::period(
+        kind::PERIOD_NETTED,
+        period_s,
+        now,
+        format!(
+            "{} positions, {} instructions",
+            positions.len(),
+            instructions.len()
+        ),
+    )];
     if clearing::unrecorded_count(conn, period_s).await? == 0 {
         clearing::set_settled(conn, period_s, now).await?;
+        evs.push(EventRow::period(
+            kind::PERIOD_SETTLED,
+            period_s,
+            now,
+            "nothing to transfer by bank".into(),
+        ));
     }
+    events::insert(conn, &evs).await?;
     netting_of(conn, who, period_s).await
 }
 
@@ -754,9 +856,26 @@ pub async fn record_transfer(
         now,
     )
     .await?;
+    let mut evs = vec![EventRow::between(
+        kind::TRANSFER_RECORDED,
+        &ins.payer,
+        &ins.receiver,
+        instruction_id,
+        &ins.period,
+        ins.bank_fen,
+        now,
+        format!("bank reference {bank_reference}, value date {value_date}"),
+    )];
     if clearing::unrecorded_count(conn, &ins.period).await? == 0 {
         clearing::set_settled(conn, &ins.period, now).await?;
+        evs.push(EventRow::period(
+            kind::PERIOD_SETTLED,
+            &ins.period,
+            now,
+            "every transfer recorded".into(),
+        ));
     }
+    events::insert(conn, &evs).await?;
     let ins = clearing::get_instruction(conn, instruction_id, false)
         .await?
         .ok_or_else(missing)?;
@@ -842,6 +961,20 @@ pub async fn deposit_prepayment(
         created_at: now,
     };
     clearing::insert_deposit(conn, &deposit).await?;
+    events::insert(
+        conn,
+        &[EventRow::between(
+            kind::PREPAYMENT_DEPOSITED,
+            region,
+            region,
+            &deposit.deposit_id,
+            "",
+            amount_fen,
+            now,
+            format!("bank reference {bank_reference}"),
+        )],
+    )
+    .await?;
     let mut p = prepayment_of(conn, region, false).await?;
     p.deposit = Some(deposit);
     Ok(p)

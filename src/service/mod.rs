@@ -8,6 +8,7 @@ pub mod clearing;
 pub mod clearing_export;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod filings;
 pub mod institutions;
 pub mod ledger;

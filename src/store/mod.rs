@@ -7,6 +7,7 @@ pub mod access;
 pub mod cache;
 pub mod catalogue;
 pub mod clearing;
+pub mod events;
 pub mod filings;
 pub mod journal;
 pub mod persons;

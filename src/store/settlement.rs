@@ -205,6 +205,8 @@ pub async fn insert_settlement(c: &mut Conn, s: &SettlementRow) -> StoreResult<(
         .bind(s.balance_after_fen).bind(s.d_annual_ded_fen).bind(s.d_burden_fen)
         .bind(s.d_admissions).bind(s.line_count).bind(&s.explanation).bind(&s.journal_id)
         .bind(&s.request_id).execute(x).await.map(|r| r.rows_affected()))?;
+    // The event bureaus follow, in the same transaction.
+    super::events::insert(c, &[super::events::EventRow::settlement(s)]).await?;
     Ok(())
 }
 
@@ -493,5 +495,10 @@ pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreRe
             q.execute(x).await.map(|r| r.rows_affected())
         })?;
     }
+    let events: Vec<super::events::EventRow> = rows
+        .iter()
+        .map(super::events::EventRow::settlement)
+        .collect();
+    super::events::insert(c, &events).await?;
     Ok(())
 }
