@@ -8,6 +8,7 @@ pub mod cli;
 pub mod domain;
 pub mod grpc;
 pub mod ledger;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;

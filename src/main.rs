@@ -63,6 +63,10 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "MEDSETTLE_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
+        /// Serve Prometheus metrics (GET /metrics over HTTP) on this address, e.g.
+        /// 127.0.0.1:9464; off when not given.
+        #[arg(long, env = "MEDSETTLE_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         clearing: ClearingArgs,
     },
@@ -216,7 +220,11 @@ async fn main() -> anyhow::Result<()> {
         max_connections: cli.db.db_max_connections,
     };
     match cli.command {
-        Command::Serve { listen, clearing } => serve(&cfg, &listen, &clearing).await,
+        Command::Serve {
+            listen,
+            metrics_listen,
+            clearing,
+        } => serve(&cfg, &listen, metrics_listen.as_deref(), &clearing).await,
         Command::Clearing(ClearingCommand::Export {
             period,
             kind,
@@ -260,11 +268,24 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn serve(cfg: &DbConfig, listen: &str, clearing: &ClearingArgs) -> anyhow::Result<()> {
+async fn serve(
+    cfg: &DbConfig,
+    listen: &str,
+    metrics_listen: Option<&str>,
+    clearing: &ClearingArgs,
+) -> anyhow::Result<()> {
     let db = Db::open(cfg).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let clearing = ClearingConfig {
         confirm_days: clearing.confirm_days,
         deadline_action: match clearing.deadline_action {
@@ -276,10 +297,30 @@ async fn serve(cfg: &DbConfig, listen: &str, clearing: &ClearingArgs) -> anyhow:
     };
     let app = Arc::new(App::new(db.clone()).with_clearing(clearing));
     let timer = tokio::spawn(medsettle::service::clearing::deadline_timer(app.clone()));
-    medsettle::server::run(listener, app, shutdown_signal()).await?;
+    // The metrics server stops once the gRPC server has drained (or failed).
+    let (stop_metrics, mut metrics_stopped) = tokio::sync::watch::channel(());
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(medsettle::metrics::serve(
+            l,
+            app.metrics.clone(),
+            db.clone(),
+            async move {
+                let _ = metrics_stopped.changed().await;
+            },
+        ))
+    });
+    let served = medsettle::server::run(listener, app, shutdown_signal()).await;
+    drop(stop_metrics);
+    if let Some(m) = metrics {
+        match m.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "metrics server failed"),
+            Err(e) => tracing::error!(error = %e, "metrics server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     timer.abort();
     db.close().await;
-    Ok(())
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

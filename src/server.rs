@@ -31,6 +31,7 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = crate::metrics::RpcLayer::new(app.metrics.clone());
     let ctx = Ctx { app };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -63,6 +64,8 @@ pub async fn run(
                 request_id = tracing::field::Empty,
             )
         })
+        // Outermost: requests by RPC and status, latency (every response, including errors).
+        .layer(metrics)
         .layer(tower::util::MapRequestLayer::new(
             |mut req: http::Request<_>| {
                 let path = crate::grpc::RpcPath(req.uri().path().to_owned());

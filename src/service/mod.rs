@@ -31,6 +31,8 @@ pub struct App {
     pub clock: clock::Clock,
     /// Clearing settings (deadline rule, prepayment warning line).
     pub clearing: clearing::ClearingConfig,
+    /// The Prometheus metrics of this application (served by `metrics::serve`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     tokens: TokenCache,
     swipes: std::sync::OnceLock<settlement::swipe_batch::Batcher>,
 }
@@ -41,6 +43,7 @@ impl App {
             db,
             clock: clock::Clock::default(),
             clearing: clearing::ClearingConfig::default(),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
             tokens: TokenCache::default(),
             swipes: std::sync::OnceLock::new(),
         }
@@ -61,7 +64,11 @@ impl App {
     /// server's runtime).
     pub fn swipes(&self) -> &settlement::swipe_batch::Batcher {
         self.swipes.get_or_init(|| {
-            settlement::swipe_batch::Batcher::start(self.db.clone(), self.clock.clone())
+            settlement::swipe_batch::Batcher::start(
+                self.db.clone(),
+                self.clock.clone(),
+                self.metrics.clone(),
+            )
         })
     }
 

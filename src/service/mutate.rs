@@ -124,7 +124,12 @@ impl App {
         )
         .await?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;
+        let booked = conn.take_booked();
         conn.commit().await?;
+        // Only a committed transaction's settlements count (a retried attempt's never do).
+        for b in &booked {
+            self.metrics.booked(b);
+        }
         tracing::info!(outcome = "OK", "mutation committed");
         Ok(())
     }

@@ -215,39 +215,34 @@ pub async fn lines(
     )
 }
 
-/// `SET` assignments freezing a statement's figures from its lines (correlated on `statement`).
+/// The `SET` assignment freezing a statement's figures from its lines (correlated on
+/// `statement`): one row-valued subquery, so the lines are read once.
 fn freeze_sets() -> String {
-    let f = |col: &str, expr: &str| {
-        format!(
-            "{col} = (SELECT CAST(COALESCE(SUM({expr}), 0) AS BIGINT) FROM statement_line l \
-             WHERE l.statement_id = statement.statement_id)"
-        )
-    };
-    [
-        f("f_line_count", "1"),
-        f(
-            "f_medfee_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END",
-        ),
-        f(
-            "f_fund_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END",
-        ),
-        f(
-            "f_acct_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END",
-        ),
-        f("f_disputed_count", "CASE WHEN l.disputed THEN 1 ELSE 0 END"),
-        f(
+    let cols = [
+        ("f_line_count", "1"),
+        ("f_medfee_fen", "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END"),
+        ("f_fund_fen", "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END"),
+        ("f_acct_fen", "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END"),
+        ("f_disputed_count", "CASE WHEN l.disputed THEN 1 ELSE 0 END"),
+        (
             "f_disputed_due_fen",
             "CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END",
         ),
-        f(
+        (
             "f_due_fen",
             "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END",
         ),
-    ]
-    .join(", ")
+    ];
+    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
+    let sums: Vec<String> = cols
+        .iter()
+        .map(|(_, e)| format!("CAST(COALESCE(SUM({e}), 0) AS BIGINT)"))
+        .collect();
+    format!(
+        "({}) = (SELECT {} FROM statement_line l WHERE l.statement_id = statement.statement_id)",
+        names.join(", "),
+        sums.join(", ")
+    )
 }
 
 /// Confirms a statement by its home bureau, freezing its figures.

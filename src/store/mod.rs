@@ -191,6 +191,7 @@ impl Db {
         Ok(Conn {
             inner,
             caches: self.caches.clone(),
+            booked: Vec::new(),
         })
     }
 
@@ -203,6 +204,7 @@ impl Db {
         Ok(Conn {
             inner,
             caches: self.caches.clone(),
+            booked: Vec::new(),
         })
     }
 
@@ -211,6 +213,14 @@ impl Db {
         match &self.pool {
             Pool::Sqlite(p) => (p.size(), p.num_idle()),
             Pool::Postgres(p) => (p.size(), p.num_idle()),
+        }
+    }
+
+    /// The most connections the pool opens.
+    pub fn pool_max(&self) -> u32 {
+        match &self.pool {
+            Pool::Sqlite(p) => p.options().get_max_connections(),
+            Pool::Postgres(p) => p.options().get_max_connections(),
         }
     }
 
@@ -227,6 +237,8 @@ impl Db {
 pub struct Conn {
     inner: Inner,
     caches: Arc<Caches>,
+    /// Settlement rows booked in this transaction, counted by the metrics once it commits.
+    booked: Vec<crate::metrics::Booked>,
 }
 
 enum Inner {
@@ -262,6 +274,17 @@ impl Conn {
     /// The caches of this connection's database.
     pub fn caches(&self) -> Arc<Caches> {
         self.caches.clone()
+    }
+
+    /// Notes a settlement row booked in this transaction (the metrics count it after the commit,
+    /// see `App::finish_call`; a rolled-back transaction takes its notes with it).
+    pub fn note_booked(&mut self, b: crate::metrics::Booked) {
+        self.booked.push(b);
+    }
+
+    /// The settlement rows noted so far, taken out (to count once the commit succeeds).
+    pub fn take_booked(&mut self) -> Vec<crate::metrics::Booked> {
+        std::mem::take(&mut self.booked)
     }
 
     /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL locks the rows;

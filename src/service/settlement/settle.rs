@@ -328,6 +328,8 @@ pub async fn book(
         s.balance_after_fen = persons::account_balance(conn, &s.psn_no, false).await?;
     }
     settlement::insert_settlement(conn, &s).await?;
+    // Counted by the metrics once (if) the transaction commits.
+    conn.note_booked(crate::metrics::Booked::of(&s));
     settlement::add_to_accumulator(
         conn,
         &s.psn_no,

@@ -18,6 +18,7 @@ use crate::domain::ids::{RegionCode, RequestId};
 use crate::domain::money::Amount;
 use crate::domain::time::business_date;
 use crate::ledger;
+use crate::metrics::{Booked, Metrics};
 use crate::service::auth::Principal;
 use crate::service::clock::Clock;
 use crate::service::error::{AppError, AppResult};
@@ -56,7 +57,8 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the writers: one on SQLite (it has one writer anyway), two on PostgreSQL (their
     /// batches lock rows in the same global order, so they cannot deadlock each other).
-    pub fn start(db: Db, clock: Clock) -> Batcher {
+    /// Committed batches are counted in `metrics`.
+    pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         let writers = match db.engine() {
@@ -64,7 +66,12 @@ impl Batcher {
             Engine::Postgres => 2,
         };
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), clock.clone(), rx.clone()));
+            tokio::spawn(writer(
+                db.clone(),
+                clock.clone(),
+                metrics.clone(),
+                rx.clone(),
+            ));
         }
         Batcher { tx }
     }
@@ -87,7 +94,7 @@ impl Batcher {
     }
 }
 
-async fn writer(db: Db, clock: Clock, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -102,7 +109,7 @@ async fn writer(db: Db, clock: Clock, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let batch = std::panic::AssertUnwindSafe(run(&db, &clock, jobs));
+        let batch = std::panic::AssertUnwindSafe(run(&db, &clock, &metrics, jobs));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -111,11 +118,11 @@ async fn writer(db: Db, clock: Clock, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole.
-async fn run(db: &Db, clock: &Clock, jobs: Vec<Job>) {
+async fn run(db: &Db, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(db, clock, &jobs).await {
+        match book(db, clock, metrics, &jobs).await {
             Ok(outcome) => {
                 finish(db, jobs, outcome).await;
                 return;
@@ -133,7 +140,7 @@ async fn run(db: &Db, clock: &Clock, jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, clock, vec![job])).await;
+                    Box::pin(run(db, clock, metrics, vec![job])).await;
                 }
                 return;
             }
@@ -215,7 +222,8 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 }
 
 /// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
-async fn book(db: &Db, clock: &Clock, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+/// Counts the batch and its settlements in `metrics` once it has committed.
+async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
     let now = clock.now();
@@ -414,6 +422,10 @@ async fn book(db: &Db, clock: &Clock, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
     access::release_many(&mut conn, &w.released).await?;
     access::insert_audits(&mut conn, &w.audits).await?;
     conn.commit().await?;
+    metrics.swipe_batch(jobs.len());
+    for s in &w.settlements {
+        metrics.booked(&Booked::of(s));
+    }
     tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), "swipe batch committed");
     Ok(out
         .into_iter()
