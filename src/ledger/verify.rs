@@ -73,6 +73,12 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
         &accumulators,
         "every accumulator equals the sum of its settlements and reversals",
     ));
+    let orphans = clearing::orphan_lines(conn, SHOW).await?;
+    checks.push(listed(
+        "statement_lines_have_statements",
+        &orphans,
+        "every statement line belongs to a statement",
+    ));
     let lines = clearing::line_mismatches(conn, SHOW).await?;
     checks.push(listed(
         "statement_lines_match_settlements",

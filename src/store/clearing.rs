@@ -220,9 +220,18 @@ pub async fn lines(
 fn freeze_sets() -> String {
     let cols = [
         ("f_line_count", "1"),
-        ("f_medfee_fen", "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END"),
-        ("f_fund_fen", "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END"),
-        ("f_acct_fen", "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END"),
+        (
+            "f_medfee_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END",
+        ),
+        (
+            "f_fund_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END",
+        ),
+        (
+            "f_acct_fen",
+            "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END",
+        ),
         ("f_disputed_count", "CASE WHEN l.disputed THEN 1 ELSE 0 END"),
         (
             "f_disputed_due_fen",
@@ -297,6 +306,14 @@ pub async fn dispute(
     let n = on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(reason).execute(x).await
         .map(|r| r.rows_affected()))?;
     Ok(n == 1)
+}
+
+/// Statement lines whose statement does not exist.
+pub async fn orphan_lines(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT l.statement_id || '/' || l.setl_id FROM statement_line l \
+               LEFT JOIN statement s ON s.statement_id = l.statement_id WHERE s.statement_id IS NULL \
+               ORDER BY l.statement_id, l.setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
 }
 
 /// Statement lines that differ from the settlement they point at (or point at none).
