@@ -32,24 +32,8 @@ both_engines!(
     confirm_statements,
     concurrent_close_and_confirm,
     figures_are_deterministic,
+    dispute_leaves_figures,
 );
-
-// BUG: Statement.medfee_sumamt / fund_pay_sumamt / acct_pay still include disputed lines (the
-// store's SUMMARY sums every line); only `due` leaves them out.
-mod dispute_leaves_figures {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::dispute_leaves_figures(crate::common::Backend::Sqlite).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        if crate::common::skip(crate::common::Backend::Postgres) {
-            return;
-        }
-        super::dispute_leaves_figures(crate::common::Backend::Postgres).await;
-    }
-}
 
 /// The Ordos pharmacy.
 const PH: &str = "P15060000001";
