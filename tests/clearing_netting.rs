@@ -43,6 +43,7 @@ both_engines!(
     netting_visibility_and_export,
     reversal_on_same_statement_follows_dispute,
     accepted_line_is_not_carried_into_an_earlier_period,
+    dispute_refused_once_the_reversal_is_cleared,
 );
 
 // ------------------------------------------------------------------------------ the world
@@ -2842,5 +2843,46 @@ async fn accepted_line_is_not_carried_into_an_earlier_period(b: Backend) {
     let stq = statement(&w.c.op, &st(&q, WUHAI, ORDOS)).await;
     assert_eq!(stq.due, "1000.00");
     assert_eq!(line_on(&stq, &s1.setl_id).carried_from, sp);
+    verify_ok(&w.ts).await;
+}
+
+/// A settlement whose reversal was already confirmed on a later month's statement can no longer
+/// be disputed: the home bureau was credited the reversal, so taking the settlement out now
+/// would count that credit twice. P closes with the flag rule and stays pending (overdue);
+/// the reversal lands in P+1, which closes and is confirmed; then the dispute of s1 in P is
+/// refused with nothing written.
+async fn dispute_refused_once_the_reversal_is_cleared(b: Backend) {
+    let w = world3(b).await;
+    let p = w.p.clone();
+    let s1 = stay(&w.h, &w.wo[0], "1250.00", false).await;
+    landed(&[&s1], &p);
+    advance_past(&w.ts, &p);
+    w.c.op
+        .clone()
+        .close_period(close_with(&p, 1, DeadlineAction::Flag))
+        .await
+        .must();
+    let r1 = reverse(&w.h, &s1).await;
+    let q = next_period(&p);
+    landed(&[&r1], &q);
+    advance_past(&w.ts, &q);
+    close(&w.c.op, &q, 0).await;
+    let sq = st(&q, WUHAI, ORDOS);
+    confirm(&w.c.wuhai, &sq).await;
+    let sp = st(&p, WUHAI, ORDOS);
+    timer(&w.ts).await;
+    let before = statement(&w.c.op, &sp).await;
+    assert!(before.overdue, "P is pending past its deadline");
+    let err =
+        w.c.wuhai
+            .clone()
+            .dispute_lines(dispute_req(&sp, &[(s1.setl_id.as_str(), "never admitted")]))
+            .await
+            .expect_err("the reversal is already cleared");
+    assert_rule(&err, "reversal_already_cleared");
+    assert!(err.message().contains(&r1.setl_id), "{}", err.message());
+    assert_eq!(statement(&w.c.op, &sp).await, before, "nothing written");
+    // Confirmed as it stands, the pair nets to nothing owing.
+    confirm(&w.c.wuhai, &sp).await;
     verify_ok(&w.ts).await;
 }
