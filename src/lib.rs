@@ -7,6 +7,7 @@ pub mod bench_close;
 pub mod cli;
 pub mod domain;
 pub mod grpc;
+pub mod import;
 pub mod ledger;
 pub mod metrics;
 pub mod server;

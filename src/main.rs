@@ -73,6 +73,11 @@ enum Command {
     /// Clearing from the command line (a gRPC client of a running server).
     #[command(subcommand)]
     Clearing(ClearingCommand),
+    /// Import persons, catalogue items or institutions from a CSV file into a running server (a
+    /// gRPC client: batches of one transaction each, rejected rows reported by line, re-runs
+    /// idempotent); exits 1 when a row was rejected.
+    #[command(after_help = medsettle::import::help())]
+    Import(medsettle::import::ImportArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage API tokens.
@@ -234,6 +239,13 @@ async fn main() -> anyhow::Result<()> {
             token,
         }) => {
             medsettle::cli::export(&server, &token, &period, kind, format, output.as_deref()).await
+        }
+        Command::Import(args) => {
+            let summary = medsettle::import::run(args).await?;
+            if summary.rejected > 0 || summary.stopped.is_some() {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Migrate => {
             Db::open(&cfg).await?;

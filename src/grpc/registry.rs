@@ -13,7 +13,7 @@ use crate::domain::money::{Amount, Ratio, UnitPrice};
 use crate::domain::time::{business_date, parse_date, parse_date_or, parse_opt_date};
 use crate::proto::registry_service_server::RegistryService;
 use crate::proto::*;
-use crate::service::persons::Lookup;
+use crate::service::persons::{BatchItem, Lookup};
 use crate::service::{
     AppError, catalogue, institutions, persons, policies, regions, required_text, text,
 };
@@ -23,8 +23,10 @@ use tonic::{Request, Response};
 mutating!(
     CreateRegionRequest,
     RegisterInstitutionRequest,
+    RegisterInstitutionsRequest,
     UpdateInstitutionRequest,
     EnrolPersonRequest,
+    EnrolPersonsRequest,
     SetPersonStatusRequest,
     SetCardStatusRequest,
     DepositPersonalAccountRequest,
@@ -38,9 +40,10 @@ fn opt_text(field: &str, s: &str, max: usize) -> Result<Option<String>, AppError
     Ok(if t.is_empty() { None } else { Some(t) })
 }
 
-/// Parses a catalogue item of an upsert call.
-fn catalogue_row(i: usize, item: &CatalogueItem) -> Result<CatalogueRow, AppError> {
-    let f = |name: &str| format!("items[{i}].{name}");
+/// Parses and checks a catalogue item of an upsert call, its fields named `{prefix}{field}`
+/// ("items[3]." in UpsertCatalogue; `medsettle import catalogue` checks rows with "").
+pub fn catalogue_row(prefix: &str, item: &CatalogueItem) -> Result<CatalogueRow, AppError> {
+    let f = |name: &str| format!("{prefix}{name}");
     let code = item.code.as_str();
     if code.is_empty()
         || code.len() > 50
@@ -86,6 +89,104 @@ fn catalogue_row(i: usize, item: &CatalogueItem) -> Result<CatalogueRow, AppErro
         cap_micros,
         version: 0,
     })
+}
+
+/// An EnrolPerson request as a command (fields parsed, rules not yet checked).
+fn enrol_command(r: &EnrolPersonRequest) -> Result<persons::Enrol, AppError> {
+    let insurances = r
+        .insurances
+        .iter()
+        .enumerate()
+        .map(|(i, ins)| {
+            Ok((
+                InsuranceType::parse(
+                    &format!("insurances[{i}].insurance_type"),
+                    ins.insurance_type,
+                )?,
+                PersonCategory::parse(&format!("insurances[{i}].category"), ins.category)?,
+            ))
+        })
+        .collect::<DomainResult<Vec<_>>>()?;
+    Ok(persons::Enrol {
+        national_id: NationalId::parse("national_id", &r.national_id)?,
+        name: PersonName::parse("name", &r.name)?,
+        home_region: RegionCode::parse("home_region", &r.home_region)?,
+        insurances,
+        card_no: (!r.card_no.is_empty())
+            .then(|| CardNo::parse("card_no", &r.card_no))
+            .transpose()?,
+        evoucher: (!r.evoucher_token.is_empty())
+            .then(|| EVoucherToken::parse("evoucher_token", &r.evoucher_token))
+            .transpose()?,
+        assistance_recipient: r.assistance_recipient,
+        opening_balance: if r.opening_balance.is_empty() {
+            Amount::zero()
+        } else {
+            Amount::parse_non_negative("opening_balance", &r.opening_balance)?
+        },
+    })
+}
+
+/// A RegisterInstitution request as a command; valid_from "" is `today`.
+fn register_command(
+    r: &RegisterInstitutionRequest,
+    today: chrono::NaiveDate,
+) -> Result<institutions::Register, AppError> {
+    let valid_from = parse_date_or("valid_from", &r.valid_from, today)?;
+    Ok(institutions::Register {
+        code: InstitutionCode::parse("code", &r.code)?,
+        name: required_text("name", &r.name, 200)?,
+        region: RegionCode::parse("region", &r.region)?,
+        kind: InstitutionKind::parse("kind", r.kind)?,
+        level: r.level,
+        cross_region_enabled: r.cross_region_enabled,
+        valid_from,
+        valid_until: parse_opt_date("valid_until", &r.valid_until)?,
+    })
+}
+
+/// The answers of a batch call: one result per item, and the count of each outcome
+/// (created, already existing, rejected).
+fn batch_results(items: Vec<BatchItem>) -> (Vec<BatchItemResult>, [u32; 3]) {
+    let mut counts = [0u32; 3];
+    let results = items
+        .into_iter()
+        .map(|item| match item {
+            BatchItem::Created(key) => {
+                counts[0] += 1;
+                BatchItemResult {
+                    outcome: BatchItemOutcome::Created as i32,
+                    key,
+                    ..Default::default()
+                }
+            }
+            BatchItem::Exists { field, reason } => {
+                counts[1] += 1;
+                BatchItemResult {
+                    outcome: BatchItemOutcome::AlreadyExists as i32,
+                    field,
+                    reason,
+                    ..Default::default()
+                }
+            }
+            BatchItem::Rejected { field, error } => {
+                counts[2] += 1;
+                let code = error.code_name().to_owned();
+                let reason = match error {
+                    AppError::Invalid { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                BatchItemResult {
+                    outcome: BatchItemOutcome::Rejected as i32,
+                    key: String::new(),
+                    field,
+                    reason,
+                    code,
+                }
+            }
+        })
+        .collect();
+    (results, counts)
 }
 
 fn lookup(key: &Option<get_person_request::Key>) -> DomainResult<Lookup> {
@@ -154,24 +255,34 @@ impl RegistryService for Ctx {
     ) -> GrpcResult<Institution> {
         let (call, r) = self.call(req).await?;
         let out = crate::mutate!(self.app, &call, |conn, _now| {
-            let from = parse_date_or(
-                "valid_from",
-                &r.valid_from,
-                business_date(self.app.clock.now()),
-            )?;
-            let cmd = institutions::Register {
-                code: InstitutionCode::parse("code", &r.code)?,
-                name: required_text("name", &r.name, 200)?,
-                region: RegionCode::parse("region", &r.region)?,
-                kind: InstitutionKind::parse("kind", r.kind)?,
-                level: r.level,
-                cross_region_enabled: r.cross_region_enabled,
-                valid_from: from,
-                valid_until: parse_opt_date("valid_until", &r.valid_until)?,
-            };
+            let cmd = register_command(&r, business_date(self.app.clock.now()))?;
             institutions::register(conn, &call.principal, cmd)
                 .await
                 .map(convert::institution)
+        });
+        respond(out)
+    }
+
+    async fn register_institutions(
+        &self,
+        req: Request<RegisterInstitutionsRequest>,
+    ) -> GrpcResult<RegisterInstitutionsResponse> {
+        let (call, r) = self.call(req).await?;
+        let out = crate::mutate!(self.app, &call, |conn, _now| {
+            let today = business_date(self.app.clock.now());
+            let items = r
+                .institutions
+                .iter()
+                .map(|i| register_command(i, today))
+                .collect();
+            let outcomes = institutions::register_batch(conn, &call.principal, items).await?;
+            let (results, [created, already_existing, rejected]) = batch_results(outcomes);
+            Ok(RegisterInstitutionsResponse {
+                results,
+                created,
+                already_existing,
+                rejected,
+            })
         });
         respond(out)
     }
@@ -246,41 +357,29 @@ impl RegistryService for Ctx {
     async fn enrol_person(&self, req: Request<EnrolPersonRequest>) -> GrpcResult<Person> {
         let (call, r) = self.call(req).await?;
         let out = crate::mutate!(self.app, &call, |conn, now| {
-            let insurances = r
-                .insurances
-                .iter()
-                .enumerate()
-                .map(|(i, ins)| {
-                    Ok((
-                        InsuranceType::parse(
-                            &format!("insurances[{i}].insurance_type"),
-                            ins.insurance_type,
-                        )?,
-                        PersonCategory::parse(&format!("insurances[{i}].category"), ins.category)?,
-                    ))
-                })
-                .collect::<DomainResult<Vec<_>>>()?;
-            let cmd = persons::Enrol {
-                national_id: NationalId::parse("national_id", &r.national_id)?,
-                name: PersonName::parse("name", &r.name)?,
-                home_region: RegionCode::parse("home_region", &r.home_region)?,
-                insurances,
-                card_no: (!r.card_no.is_empty())
-                    .then(|| CardNo::parse("card_no", &r.card_no))
-                    .transpose()?,
-                evoucher: (!r.evoucher_token.is_empty())
-                    .then(|| EVoucherToken::parse("evoucher_token", &r.evoucher_token))
-                    .transpose()?,
-                assistance_recipient: r.assistance_recipient,
-                opening_balance: if r.opening_balance.is_empty() {
-                    Amount::zero()
-                } else {
-                    Amount::parse_non_negative("opening_balance", &r.opening_balance)?
-                },
-            };
+            let cmd = enrol_command(&r)?;
             persons::enrol(conn, &call.principal, cmd, now)
                 .await
                 .map(|p| convert::person(&call.principal, p))
+        });
+        respond(out)
+    }
+
+    async fn enrol_persons(
+        &self,
+        req: Request<EnrolPersonsRequest>,
+    ) -> GrpcResult<EnrolPersonsResponse> {
+        let (call, r) = self.call(req).await?;
+        let out = crate::mutate!(self.app, &call, |conn, now| {
+            let items = r.persons.iter().map(enrol_command).collect();
+            let outcomes = persons::enrol_batch(conn, &call.principal, items, now).await?;
+            let (results, [created, already_existing, rejected]) = batch_results(outcomes);
+            Ok(EnrolPersonsResponse {
+                results,
+                created,
+                already_existing,
+                rejected,
+            })
         });
         respond(out)
     }
@@ -374,7 +473,7 @@ impl RegistryService for Ctx {
                 .items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| catalogue_row(i, item))
+                .map(|(i, item)| catalogue_row(&format!("items[{i}]."), item))
                 .collect::<Result<Vec<_>, _>>()?;
             let (version, written) =
                 catalogue::upsert(conn, &call.principal, &region, rows).await?;

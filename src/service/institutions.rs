@@ -2,11 +2,12 @@
 
 use super::auth::Principal;
 use super::error::{AppError, AppResult, unique_as};
+use super::persons::{BatchItem, FirstUse, RegionsSeen};
 use super::{Page, page_after, regions};
 use crate::domain::ids::{InstitutionCode, RegionCode};
 use crate::domain::kinds::{InstitutionKind, InstitutionStatus};
 use crate::store::registry::{self, InstitutionRow};
-use crate::store::{self, Conn};
+use crate::store::{self, Conn, StoreError};
 use chrono::NaiveDate;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct Register {
     pub valid_until: Option<NaiveDate>,
 }
 
+/// Most institutions per batch registration (RegisterInstitutions).
+pub const MAX_BATCH: usize = 5_000;
+
 /// Register an institution: the bureau of its region, or an operator.
 pub async fn register(
     conn: &mut Conn,
@@ -29,6 +33,18 @@ pub async fn register(
     cmd: Register,
 ) -> AppResult<InstitutionRow> {
     who.require_region(cmd.region.as_str())?;
+    check(&cmd)?;
+    regions::get(conn, cmd.region.as_str()).await?;
+    let row = row(cmd);
+    registry::insert_institution(conn, &row)
+        .await
+        .map_err(|e| unique_as(e, "institution", already(&row.code)))?;
+    Ok(row)
+}
+
+/// The rules of a registration that need no database: the code's letter and province, the
+/// level, the validity dates.
+pub fn check(cmd: &Register) -> AppResult<()> {
     let expected = match cmd.kind {
         InstitutionKind::Hospital => 'H',
         InstitutionKind::Pharmacy => 'P',
@@ -57,9 +73,11 @@ pub async fn register(
             return Err(AppError::invalid("level", "pharmacies have no level: 0"));
         }
     }
-    check_validity(cmd.valid_from, cmd.valid_until)?;
-    regions::get(conn, cmd.region.as_str()).await?;
-    let row = InstitutionRow {
+    check_validity(cmd.valid_from, cmd.valid_until)
+}
+
+fn row(cmd: Register) -> InstitutionRow {
+    InstitutionRow {
         code: cmd.code.as_str().to_owned(),
         name: cmd.name,
         region: cmd.region.as_str().to_owned(),
@@ -69,17 +87,97 @@ pub async fn register(
         status: InstitutionStatus::Active.code(),
         valid_from: cmd.valid_from,
         valid_until: cmd.valid_until,
-    };
-    registry::insert_institution(conn, &row)
-        .await
-        .map_err(|e| {
-            unique_as(
-                e,
-                "institution",
-                format!("institution {} is already registered", row.code),
-            )
-        })?;
-    Ok(row)
+    }
+}
+
+fn already(code: &str) -> String {
+    format!("institution {code} is already registered")
+}
+
+/// Registers 1..[`MAX_BATCH`] institutions in the caller's transaction, each checked as
+/// [`register`] checks it (its region's bureau or an operator, the same rules, an existing
+/// region). An item that fails is Rejected and left out; one whose code is already registered
+/// is Exists, left unchanged; all the others are written together. A code given twice in the
+/// batch rejects the later item. Answers one outcome per item, in order; an error of the call
+/// itself (or of the database) writes nothing.
+pub async fn register_batch(
+    conn: &mut Conn,
+    who: &Principal,
+    items: Vec<AppResult<Register>>,
+) -> AppResult<Vec<BatchItem>> {
+    who.require_bureau_or_operator()?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(AppError::invalid(
+            "institutions",
+            format!("1..{MAX_BATCH} institutions per call"),
+        ));
+    }
+    let mut out: Vec<Option<BatchItem>> = items.iter().map(|_| None).collect();
+    let mut todo: Vec<(usize, Register)> = Vec::with_capacity(items.len());
+    let mut seen = RegionsSeen::default();
+    let mut first = FirstUse::default();
+    for (i, item) in items.into_iter().enumerate() {
+        let cmd = match item {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                out[i] = Some(BatchItem::rejected("", e));
+                continue;
+            }
+        };
+        if let Err(e) = who.require_region(cmd.region.as_str()) {
+            out[i] = Some(BatchItem::rejected("region", e));
+            continue;
+        }
+        if let Err(e) = check(&cmd) {
+            out[i] = Some(BatchItem::rejected("", e));
+            continue;
+        }
+        if let Err(e) = seen.check(conn, cmd.region.as_str()).await? {
+            out[i] = Some(BatchItem::rejected("region", e));
+            continue;
+        }
+        if let Some((column, j)) = first.claim(&[("code", Some(cmd.code.as_str()))], i) {
+            let e = AppError::invalid(column, format!("the same as item {j} of this call"));
+            out[i] = Some(BatchItem::rejected(column, e));
+            continue;
+        }
+        todo.push((i, cmd));
+    }
+    let codes: Vec<String> = todo
+        .iter()
+        .map(|(_, c)| c.code.as_str().to_owned())
+        .collect();
+    let existing: std::collections::HashSet<String> = registry::institutions_by_codes(conn, &codes)
+        .await?
+        .into_iter()
+        .map(|r| r.code)
+        .collect();
+    for (i, cmd) in todo {
+        if existing.contains(cmd.code.as_str()) {
+            out[i] = Some(BatchItem::Exists {
+                field: "code".into(),
+                reason: already(cmd.code.as_str()),
+            });
+            continue;
+        }
+        let row = row(cmd);
+        // Checked above in this transaction: a unique violation now means a concurrent
+        // registration; the whole batch runs again and sees it.
+        registry::insert_institution(conn, &row)
+            .await
+            .map_err(|e| match e {
+                StoreError::Unique { constraint } => AppError::Retry(format!(
+                    "a concurrent registration took a code of this batch ({constraint})"
+                )),
+                other => other.into(),
+            })?;
+        out[i] = Some(BatchItem::Created(row.code));
+    }
+    out.into_iter()
+        .map(|o| {
+            o.ok_or_else(|| AppError::Internal(anyhow::anyhow!("a batch item left unanswered")))
+        })
+        .collect()
 }
 
 fn check_validity(from: NaiveDate, until: Option<NaiveDate>) -> AppResult<()> {

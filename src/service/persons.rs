@@ -24,6 +24,9 @@ pub struct Enrol {
     pub opening_balance: Amount,
 }
 
+/// Most persons per batch enrolment (EnrolPersons).
+pub const MAX_BATCH: usize = 5_000;
+
 /// Enrol a person: their home-region bureau, or an operator. The opening personal-account
 /// balance is booked bank:{home} → pacct:{psn_no}.
 pub async fn enrol(
@@ -32,8 +35,16 @@ pub async fn enrol(
     cmd: Enrol,
     now: DateTime<Utc>,
 ) -> AppResult<PersonRecord> {
-    let home = cmd.home_region.as_str();
-    who.require_region(home)?;
+    who.require_region(cmd.home_region.as_str())?;
+    check(&cmd)?;
+    regions::get(conn, cmd.home_region.as_str()).await?;
+    let person = insert(conn, &cmd, now, person_unique).await?;
+    Ok(persons::record(conn, person).await?)
+}
+
+/// The rules of an enrolment that need no database: at least one insurance type, each once,
+/// with a category it allows; an opening balance only with a personal account.
+pub fn check(cmd: &Enrol) -> AppResult<()> {
     if cmd.insurances.is_empty() {
         return Err(AppError::invalid(
             "insurances",
@@ -54,14 +65,29 @@ pub async fn enrol(
             ));
         }
     }
-    let has_account = cmd.insurances.iter().any(|(t, _)| t.has_personal_account());
-    if !has_account && !cmd.opening_balance.is_zero() {
+    if !has_account(cmd) && !cmd.opening_balance.is_zero() {
         return Err(AppError::invalid(
             "opening_balance",
             "only employee-scheme (310) members have a personal account",
         ));
     }
-    regions::get(conn, home).await?;
+    Ok(())
+}
+
+fn has_account(cmd: &Enrol) -> bool {
+    cmd.insurances.iter().any(|(t, _)| t.has_personal_account())
+}
+
+/// Writes a checked enrolment into an existing home region: the person, their insurance
+/// types, their personal account and its opening balance. `taken` maps the failure to insert
+/// the person row (a national ID, card or e-voucher already taken is StoreError::Unique).
+async fn insert(
+    conn: &mut Conn,
+    cmd: &Enrol,
+    now: DateTime<Utc>,
+    taken: impl FnOnce(StoreError) -> AppError,
+) -> AppResult<PersonRow> {
+    let home = cmd.home_region.as_str();
     let psn_no = format!("{home}{:020}", rand::random::<u64>());
     let person = PersonRow {
         psn_no: psn_no.clone(),
@@ -77,7 +103,7 @@ pub async fn enrol(
     };
     persons::insert_person(conn, &person, now)
         .await
-        .map_err(person_unique)?;
+        .map_err(taken)?;
     for (t, c) in &cmd.insurances {
         let row = InsuranceRow {
             psn_no: psn_no.clone(),
@@ -87,7 +113,7 @@ pub async fn enrol(
         };
         persons::insert_insurance(conn, &row).await?;
     }
-    if has_account {
+    if has_account(cmd) {
         persons::insert_account(conn, &psn_no).await?;
         if !cmd.opening_balance.is_zero() {
             let posting = Posting::new("opening_balance", &psn_no, business_date(now)).transfer(
@@ -98,18 +124,241 @@ pub async fn enrol(
             ledger::post(conn, &posting, now).await?;
         }
     }
-    Ok(persons::record(conn, person).await?)
+    Ok(person)
+}
+
+/// What became of one item of a batch call (EnrolPersons, RegisterInstitutions).
+#[derive(Debug)]
+pub enum BatchItem {
+    /// Written by this call; the new key (psn_no, institution code).
+    Created(String),
+    /// Already there (same national ID, same institution code) and left unchanged.
+    Exists { field: String, reason: String },
+    /// Refused, nothing written for it: the item's field at fault and the error the
+    /// single-item call would have answered with.
+    Rejected { field: String, error: AppError },
+}
+
+impl BatchItem {
+    /// A refusal; an INVALID_ARGUMENT names its own field, any other error is put on `field`.
+    pub fn rejected(field: &str, error: AppError) -> BatchItem {
+        let field = match &error {
+            AppError::Invalid { field, .. } => field.clone(),
+            _ => field.to_owned(),
+        };
+        BatchItem::Rejected { field, error }
+    }
+}
+
+/// The first item of a batch that used each value of a unique column.
+#[derive(Default)]
+pub struct FirstUse(std::collections::HashMap<(&'static str, String), usize>);
+
+impl FirstUse {
+    /// The first of `values` (column, value) that an earlier item used, with that item's index;
+    /// when there is none, the values are claimed for `item`.
+    pub fn claim(
+        &mut self,
+        values: &[(&'static str, Option<&str>)],
+        item: usize,
+    ) -> Option<(&'static str, usize)> {
+        for (column, value) in values {
+            if let Some(v) = value
+                && let Some(j) = self.0.get(&(*column, (*v).to_owned()))
+            {
+                return Some((column, *j));
+            }
+        }
+        for (column, value) in values {
+            if let Some(v) = value {
+                self.0.insert((column, (*v).to_owned()), item);
+            }
+        }
+        None
+    }
+}
+
+/// Whether a region is registered, asked once per batch: Err(the NOT_FOUND answer) if not.
+#[derive(Default)]
+pub struct RegionsSeen(std::collections::HashMap<String, Option<String>>);
+
+impl RegionsSeen {
+    pub async fn check(&mut self, conn: &mut Conn, code: &str) -> AppResult<Result<(), AppError>> {
+        let missing = match self.0.get(code) {
+            Some(m) => m.clone(),
+            None => {
+                let m = match regions::get(conn, code).await {
+                    Ok(_) => None,
+                    Err(AppError::NotFound(m)) => Some(m),
+                    Err(e) => return Err(e),
+                };
+                self.0.insert(code.to_owned(), m.clone());
+                m
+            }
+        };
+        Ok(match missing {
+            None => Ok(()),
+            Some(m) => Err(AppError::NotFound(m)),
+        })
+    }
+}
+
+/// Enrols 1..[`MAX_BATCH`] persons in the caller's transaction, each checked as [`enrol`]
+/// checks it (the home bureau or an operator, the same rules, an existing home region). An
+/// item that fails is Rejected and left out; one whose national ID is already enrolled is
+/// Exists, left unchanged; all the others are written together. A national ID, card or
+/// e-voucher given twice in the batch rejects the later item. Answers one outcome per item, in
+/// order; an error of the call itself (or of the database) writes nothing.
+pub async fn enrol_batch(
+    conn: &mut Conn,
+    who: &Principal,
+    items: Vec<AppResult<Enrol>>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<BatchItem>> {
+    who.require_bureau_or_operator()?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(AppError::invalid(
+            "persons",
+            format!("1..{MAX_BATCH} persons per call"),
+        ));
+    }
+    let mut out: Vec<Option<BatchItem>> = items.iter().map(|_| None).collect();
+    let mut todo: Vec<(usize, Enrol)> = Vec::with_capacity(items.len());
+    let mut seen = RegionsSeen::default();
+    let mut first = FirstUse::default();
+    for (i, item) in items.into_iter().enumerate() {
+        let cmd = match item {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                out[i] = Some(BatchItem::rejected("", e));
+                continue;
+            }
+        };
+        let home = cmd.home_region.as_str().to_owned();
+        if let Err(e) = who.require_region(&home) {
+            out[i] = Some(BatchItem::rejected("home_region", e));
+            continue;
+        }
+        if let Err(e) = check(&cmd) {
+            out[i] = Some(BatchItem::rejected("", e));
+            continue;
+        }
+        if let Err(e) = seen.check(conn, &home).await? {
+            out[i] = Some(BatchItem::rejected("home_region", e));
+            continue;
+        }
+        let unique = [
+            ("national_id", Some(cmd.national_id.as_str())),
+            ("card_no", cmd.card_no.as_ref().map(|c| c.as_str())),
+            ("evoucher_token", cmd.evoucher.as_ref().map(|e| e.as_str())),
+        ];
+        if let Some((column, j)) = first.claim(&unique, i) {
+            let e = AppError::invalid(column, format!("the same as item {j} of this call"));
+            out[i] = Some(BatchItem::rejected(column, e));
+            continue;
+        }
+        todo.push((i, cmd));
+    }
+    // Already enrolled (by national ID): left as they are. Cards and e-vouchers held by other
+    // persons: refused as EnrolPerson refuses them.
+    let mut fresh = Vec::with_capacity(todo.len());
+    for (i, cmd) in todo {
+        let found =
+            persons::find_person(conn, PersonKey::NationalId, cmd.national_id.as_str(), false)
+                .await?;
+        if found.is_some() {
+            out[i] = Some(BatchItem::Exists {
+                field: "national_id".into(),
+                reason: taken("national_id"),
+            });
+        } else {
+            fresh.push((i, cmd));
+        }
+    }
+    let cards: Vec<String> = fresh
+        .iter()
+        .filter_map(|(_, c)| c.card_no.as_ref().map(|c| c.as_str().to_owned()))
+        .collect();
+    let evouchers: Vec<String> = fresh
+        .iter()
+        .filter_map(|(_, c)| c.evoucher.as_ref().map(|e| e.as_str().to_owned()))
+        .collect();
+    let holders = persons::find_by_credentials(conn, &cards, &evouchers, false).await?;
+    let taken_cards: std::collections::HashSet<&str> = holders
+        .iter()
+        .filter_map(|p| p.card_no.as_deref())
+        .collect();
+    let taken_evouchers: std::collections::HashSet<&str> = holders
+        .iter()
+        .filter_map(|p| p.evoucher_token.as_deref())
+        .collect();
+    for (i, cmd) in fresh {
+        if cmd
+            .card_no
+            .as_ref()
+            .is_some_and(|c| taken_cards.contains(c.as_str()))
+        {
+            let e = AppError::AlreadyExists(taken("card_no"));
+            out[i] = Some(BatchItem::rejected("card_no", e));
+            continue;
+        }
+        if cmd
+            .evoucher
+            .as_ref()
+            .is_some_and(|e| taken_evouchers.contains(e.as_str()))
+        {
+            let e = AppError::AlreadyExists(taken("evoucher_token"));
+            out[i] = Some(BatchItem::rejected("evoucher_token", e));
+            continue;
+        }
+        // Checked above in this transaction: a unique violation now means a concurrent
+        // enrolment took the value; the whole batch runs again and sees it.
+        let person = insert(conn, &cmd, now, |e| match e {
+            StoreError::Unique { constraint } => AppError::Retry(format!(
+                "a concurrent enrolment took a unique value ({constraint})"
+            )),
+            other => other.into(),
+        })
+        .await?;
+        out[i] = Some(BatchItem::Created(person.psn_no));
+    }
+    out.into_iter()
+        .map(|o| {
+            o.ok_or_else(|| AppError::Internal(anyhow::anyhow!("a batch item left unanswered")))
+        })
+        .collect()
+}
+
+/// A person's unique values: (request field, text of its constraint, what a taken one answers).
+const UNIQUE: [(&str, &str, &str); 3] = [
+    (
+        "national_id",
+        "national_id",
+        "a person with this national ID is already enrolled",
+    ),
+    (
+        "card_no",
+        "card_no",
+        "this card number belongs to another person",
+    ),
+    (
+        "evoucher_token",
+        "evoucher",
+        "this e-voucher token belongs to another person",
+    ),
+];
+
+/// What a taken unique `field` of a person answers.
+fn taken(field: &str) -> String {
+    UNIQUE
+        .iter()
+        .find(|(f, _, _)| *f == field)
+        .map_or("already taken", |(_, _, what)| what)
+        .to_owned()
 }
 
 fn person_unique(e: StoreError) -> AppError {
-    for (column, what) in [
-        (
-            "national_id",
-            "a person with this national ID is already enrolled",
-        ),
-        ("card_no", "this card number belongs to another person"),
-        ("evoucher", "this e-voucher token belongs to another person"),
-    ] {
+    for (_, column, what) in UNIQUE {
         if matches!(&e, StoreError::Unique { constraint } if constraint.contains(column)) {
             return AppError::AlreadyExists(what.into());
         }
