@@ -102,6 +102,10 @@ enum Command {
     /// Verify the books (trial balance, balanced transactions, maintained balances); exits 1 on
     /// any failed check.
     Verify,
+    /// See it work in a minute: seed a small realistic world and walk through eligibility,
+    /// settlements, pharmacy swipes, a reversal, a refund, a month's clearing and verify,
+    /// printing tables (default: an in-process server on a fresh temporary SQLite file).
+    Demo(medsettle::demo::DemoArgs),
 }
 
 #[derive(Args)]
@@ -254,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(t) => token(&cfg, t).await,
         Command::Verify => verify(&cfg).await,
+        Command::Demo(args) => medsettle::demo::run(args, cfg.max_connections).await,
         Command::Bench(b) => bench(&cfg, b).await,
         Command::BenchClose {
             bench_database_url,
