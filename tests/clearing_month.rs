@@ -50,38 +50,12 @@ use common::kit::*;
 use common::*;
 use medsettle::proto;
 use proto::{
-    CareType, DeductibleBasis, DisputeState, ExportKind, FilingType, InsuranceType, LevelScope,
-    PeriodStatus, PersonCategory, ProvinceScope, StatementStatus,
+    CareType, DisputeState, ExportKind, FilingType, InsuranceType, PeriodStatus, StatementStatus,
 };
 
 both_engines!(full_month);
 
 const WUHAI_H: &str = REFERRER;
-
-/// Employees, inpatient, any level and province, 0.80, no deductible, no cap; filing required.
-fn policy() -> proto::PolicyBody {
-    proto::PolicyBody {
-        rules: vec![proto::PolicyRule {
-            insurance_type: InsuranceType::Employee as i32,
-            category: PersonCategory::Active as i32,
-            care_type: CareType::Inpatient as i32,
-            level: LevelScope::Any as i32,
-            province_scope: ProvinceScope::Any as i32,
-            deductible_basis: DeductibleBasis::PerAdmission as i32,
-            deductible: "0.00".into(),
-            repeat_admission_deductible: String::new(),
-            ratio: "0.80".into(),
-            annual_cap: String::new(),
-            critical_illness: None,
-            assistance: None,
-        }],
-        filing_reductions: vec![],
-        unfiled_allowed: false,
-        unfiled_reduction: None,
-        account_pays_class_c: false,
-        pharmacy_national: false,
-    }
-}
 
 /// Enrols an employee of `home` (no account money) and files long-term residence in `dest`.
 async fn patient(bureau: &Caller, home: &str, area: &str, seq: u32, dest: &str) -> Psn {
@@ -171,7 +145,7 @@ async fn full_month(b: Backend) {
         (&w.nx, SHIZUISHAN),
         (&beijing, BEIJING),
     ] {
-        put_policy(bureau, region, JAN1, policy()).await;
+        put_policy(bureau, region, JAN1, inpatient_policy("0.80")).await;
     }
     let pa = patient(&w.wuhai, WUHAI, "150302", 1, ORDOS).await;
     let pb = patient(&w.wuhai, WUHAI, "150302", 2, SHIZUISHAN).await;

@@ -15,10 +15,7 @@ use common::*;
 use medsettle::proto;
 use medsettle::proto::event_service_client::EventServiceClient;
 use medsettle::service::auth::Grant;
-use proto::{
-    CareType, DeductibleBasis, EventKind, FilingType, InsuranceType, LevelScope, PersonCategory,
-    ProvinceScope,
-};
+use proto::{CareType, EventKind, FilingType, InsuranceType};
 use std::time::Duration;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -40,30 +37,6 @@ async fn events_as(ts: &TestServer, grant: Grant) -> Ev {
     )
 }
 
-fn policy() -> proto::PolicyBody {
-    proto::PolicyBody {
-        rules: vec![proto::PolicyRule {
-            insurance_type: InsuranceType::Employee as i32,
-            category: PersonCategory::Active as i32,
-            care_type: CareType::Inpatient as i32,
-            level: LevelScope::Any as i32,
-            province_scope: ProvinceScope::Any as i32,
-            deductible_basis: DeductibleBasis::PerAdmission as i32,
-            deductible: "0.00".into(),
-            repeat_admission_deductible: String::new(),
-            ratio: "0.80".into(),
-            annual_cap: String::new(),
-            critical_illness: None,
-            assistance: None,
-        }],
-        filing_reductions: vec![],
-        unfiled_allowed: false,
-        unfiled_reduction: None,
-        account_pays_class_c: false,
-        pharmacy_national: false,
-    }
-}
-
 struct W {
     ts: TestServer,
     w: World,
@@ -73,7 +46,7 @@ struct W {
 async fn setup(b: Backend, patients: u32) -> W {
     let ts = TestServer::start(b).await;
     let w = world(&ts).await;
-    put_policy(&w.wuhai, WUHAI, JAN1, policy()).await;
+    put_policy(&w.wuhai, WUHAI, JAN1, inpatient_policy("0.80")).await;
     let mut ps = Vec::new();
     for i in 1..=patients {
         let p = wuhai_employee(&w, i, "0.00").await;

@@ -178,6 +178,32 @@ pub async fn put_policy(
         .must()
 }
 
+/// Employees (active), inpatient at any level and province: `ratio`, no deductible, no cap;
+/// treatment needs a filing; the account may not pay class C.
+pub fn inpatient_policy(ratio: &str) -> proto::PolicyBody {
+    proto::PolicyBody {
+        rules: vec![proto::PolicyRule {
+            insurance_type: InsuranceType::Employee as i32,
+            category: proto::PersonCategory::Active as i32,
+            care_type: CareType::Inpatient as i32,
+            level: proto::LevelScope::Any as i32,
+            province_scope: proto::ProvinceScope::Any as i32,
+            deductible_basis: proto::DeductibleBasis::PerAdmission as i32,
+            deductible: "0.00".into(),
+            repeat_admission_deductible: String::new(),
+            ratio: ratio.into(),
+            annual_cap: String::new(),
+            critical_illness: None,
+            assistance: None,
+        }],
+        filing_reductions: vec![],
+        unfiled_allowed: false,
+        unfiled_reduction: None,
+        account_pays_class_c: false,
+        pharmacy_national: false,
+    }
+}
+
 pub fn minus_points(p: &str) -> Option<proto::Reduction> {
     Some(proto::Reduction {
         kind: Some(proto::reduction::Kind::MinusPoints(p.into())),
