@@ -105,7 +105,7 @@ fn line_pb(l: LineRow) -> StatementLine {
 
 fn position_pb(p: NetPositionRow) -> NetPosition {
     let a = |fen| Amount::from_fen(fen).to_string();
-    let after = p.prepay_before_fen - p.prepay_drawn_fen;
+    let (after, top_up) = (p.prepay_after_fen(), p.top_up());
     NetPosition {
         region: p.region,
         payable: a(p.payable_fen),
@@ -115,7 +115,7 @@ fn position_pb(p: NetPositionRow) -> NetPosition {
         prepay_drawn: a(p.prepay_drawn_fen),
         prepay_after: a(after),
         warning_line: a(p.warning_line_fen),
-        top_up: after < p.warning_line_fen,
+        top_up,
     }
 }
 

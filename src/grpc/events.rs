@@ -16,11 +16,7 @@ fn event_pb(s: &StoredEvent) -> Event {
     let a = |fen| Amount::from_fen(fen).to_string();
     let e = &s.event;
     Event {
-        cursor: crate::store::events::Cursor {
-            k1: s.k1,
-            k2: s.k2.clone(),
-        }
-        .encode(),
+        cursor: s.cursor().encode(),
         kind: i32::try_from(e.kind).unwrap_or(0),
         occurred_at: e.occurred_at.to_rfc3339(),
         home_region: e.home_region.clone(),
@@ -69,10 +65,7 @@ impl EventService for Ctx {
                 };
                 let caught_up = (page.len() as i64) < events::PAGE;
                 for s in &page {
-                    cursor = crate::store::events::Cursor {
-                        k1: s.k1,
-                        k2: s.k2.clone(),
-                    };
+                    cursor = s.cursor();
                     if !kinds.is_empty() && !kinds.contains(&s.event.kind) {
                         continue;
                     }

@@ -361,13 +361,10 @@ async fn pending_for_home(
     now: DateTime<Utc>,
 ) -> AppResult<StatementRow> {
     let missing = || AppError::not_found(format!("statement {statement_id} does not exist"));
-    clearing::lock_statement(conn, statement_id)
+    let (_, period_s) = clearing::lock_statement(conn, statement_id)
         .await?
         .ok_or_else(missing)?;
-    let s = clearing::get_statement(conn, statement_id)
-        .await?
-        .ok_or_else(missing)?;
-    enforce_deadline(conn, &s.period, now).await?;
+    enforce_deadline(conn, &period_s, now).await?;
     let s = clearing::get_statement(conn, statement_id)
         .await?
         .ok_or_else(missing)?;

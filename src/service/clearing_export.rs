@@ -213,7 +213,6 @@ pub async fn page(
 }
 
 fn position_row(out: &mut String, p: &NetPositionRow) {
-    let after = p.prepay_before_fen - p.prepay_drawn_fen;
     row(
         out,
         &[
@@ -224,9 +223,9 @@ fn position_row(out: &mut String, p: &NetPositionRow) {
             &yuan(p.net_fen),
             &yuan(p.prepay_before_fen),
             &yuan(p.prepay_drawn_fen),
-            &yuan(after),
+            &yuan(p.prepay_after_fen()),
             &yuan(p.warning_line_fen),
-            &(after < p.warning_line_fen).to_string(),
+            &p.top_up().to_string(),
         ],
     );
 }

@@ -154,11 +154,15 @@ pub async fn get_statement(c: &mut Conn, statement_id: &str) -> StoreResult<Opti
     Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).fetch_optional(x).await)?)
 }
 
-/// Locks a statement's row (inside a write transaction); returns its status, if it exists.
-pub async fn lock_statement(c: &mut Conn, statement_id: &str) -> StoreResult<Option<i64>> {
+/// Locks a statement's row (inside a write transaction); returns (status, period), if it
+/// exists.
+pub async fn lock_statement(
+    c: &mut Conn,
+    statement_id: &str,
+) -> StoreResult<Option<(i64, String)>> {
     let lock = c.for_update();
-    let sql = format!("SELECT status FROM statement WHERE statement_id = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(statement_id).fetch_optional(x).await)?)
+    let sql = format!("SELECT status, period FROM statement WHERE statement_id = $1{lock}");
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).fetch_optional(x).await)?)
 }
 
 /// Statements of a period after `after` in id order; `region` "" = all, else where it is a party.
@@ -411,6 +415,18 @@ pub struct NetPositionRow {
     pub prepay_before_fen: i64,
     pub prepay_drawn_fen: i64,
     pub warning_line_fen: i64,
+}
+
+impl NetPositionRow {
+    /// The prepayment left after this period's draw-down.
+    pub fn prepay_after_fen(&self) -> i64 {
+        self.prepay_before_fen - self.prepay_drawn_fen
+    }
+
+    /// The prepayment left is under the warning line: the bureau should top up.
+    pub fn top_up(&self) -> bool {
+        self.prepay_after_fen() < self.warning_line_fen
+    }
 }
 
 pub async fn insert_positions(c: &mut Conn, rows: &[NetPositionRow]) -> StoreResult<()> {

@@ -188,6 +188,16 @@ pub struct StoredEvent {
     pub event: EventRow,
 }
 
+impl StoredEvent {
+    /// The stream position just after this event.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            k1: self.k1,
+            k2: self.k2.clone(),
+        }
+    }
+}
+
 /// Events after `after` in commit order that `region` may see ("" = all), at most `limit`.
 pub async fn after(
     c: &mut Conn,
