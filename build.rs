@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/medsettle/v1/events.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds migrations/: a new migration must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("medsettle_descriptor.bin"), fds.encode_to_vec())?;

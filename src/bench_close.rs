@@ -3,9 +3,12 @@
 //! six regions through the API, writes N synthetic settlements of one past month straight into
 //! the settlement table with set-based SQL (a generated series: six home and five treatment
 //! regions per home, outpatient / inpatient / pharmacy, every 100th row the reversal of the
-//! row before), then times over gRPC: ClosePeriod (statements and lines, set-based), every home
-//! bureau confirming its statements (figures frozen), and NetPeriod. It reports the times, the
-//! rows produced, and the process's peak resident memory, as JSON.
+//! row before), then times over gRPC: ClosePeriod (statements with their figures, one set-based
+//! aggregate over the month's settlements; lines are the settlements themselves), reading the
+//! first two pages of a statement's lines, disputing one line, every home bureau confirming
+//! its statements (figures frozen), and NetPeriod. It checks that the statements state every
+//! settlement, and reports the times, the rows, and the process's peak resident memory, as
+//! JSON.
 //!
 //! The synthetic settlements have no journal transactions (only clearing reads them), so run
 //! it on a throwaway database: `verify` on it would rightly fail.
@@ -36,7 +39,14 @@ pub struct CloseResult {
     pub seed_ms: u64,
     pub close_ms: u64,
     pub statements: u64,
+    /// Settlements stated per second of close.
     pub lines_per_s: u64,
+    /// Σ line_count over the statements (must equal `settlements`).
+    pub lines_stated: u64,
+    /// GetStatement of the first statement, first two pages of 1000 lines.
+    pub lines_pages_ms: u64,
+    /// DisputeLines of one line of the first statement.
+    pub dispute_ms: u64,
     pub confirm_all_ms: u64,
     pub net_ms: u64,
     pub instructions: usize,
@@ -210,6 +220,61 @@ pub async fn run(
             .into_inner();
         let close_ms = ms(t);
 
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = clr
+                .list_statements(pb::ListStatementsRequest {
+                    period: PERIOD.into(),
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                })
+                .await?
+                .into_inner();
+            all.extend(page.statements);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        let lines_stated: u64 = all.iter().map(|s| s.line_count).sum();
+        if lines_stated != settlements {
+            anyhow::bail!("statements state {lines_stated} lines for {settlements} settlements");
+        }
+        let first = all.first().context("no statement")?;
+        let t = Instant::now();
+        let mut page_token = String::new();
+        let mut disputed = String::new();
+        for _ in 0..2 {
+            let got = clr
+                .get_statement(pb::GetStatementRequest {
+                    statement_id: first.statement_id.clone(),
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                })
+                .await?
+                .into_inner();
+            if let Some(l) = got.lines.last() {
+                disputed.clone_from(&l.setl_id);
+            }
+            page_token = got.next_page_token;
+        }
+        let lines_pages_ms = ms(t);
+        let region = crate::domain::ids::RegionCode::parse("region", &first.home_region)?;
+        let (_, token) = auth::issue(&db, &Grant::Bureau(region), "bench-close").await?;
+        let t = Instant::now();
+        ClearingServiceClient::new(with_token(channel.clone(), &token)?)
+            .dispute_lines(pb::DisputeLinesRequest {
+                request_id: rid(),
+                statement_id: first.statement_id.clone(),
+                lines: vec![pb::DisputedLine {
+                    setl_id: disputed,
+                    reason: "bench: one disputed line".into(),
+                }],
+            })
+            .await?;
+        let dispute_ms = ms(t);
+
         let t = Instant::now();
         for code in REGIONS {
             let region = crate::domain::ids::RegionCode::parse("region", code)?;
@@ -260,6 +325,9 @@ pub async fn run(
             close_ms,
             statements: u64::from(closed.statements),
             lines_per_s: settlements * 1000 / close_ms.max(1),
+            lines_stated,
+            lines_pages_ms,
+            dispute_ms,
             confirm_all_ms,
             net_ms,
             instructions: netting.instructions.len(),

@@ -33,6 +33,7 @@ both_engines!(
     concurrent_close_and_confirm,
     figures_are_deterministic,
     dispute_leaves_figures,
+    verify_catches_tampered_statements,
 );
 
 /// The Ordos pharmacy.
@@ -1437,4 +1438,103 @@ async fn figures_are_deterministic(b: Backend) {
             figures(&statement(&two.c.op, &id).await)
         );
     }
+}
+
+/// Runs one statement straight on the database (the server's own pool), as a tamperer would.
+async fn tamper(ts: &TestServer, sql: &str) {
+    let mut conn = ts.db.begin().await.expect("begin");
+    let n = medsettle::on_conn!(&mut conn, x => sqlx::query(sql).execute(x).await.map(|r| r.rows_affected()))
+        .expect("tamper statement");
+    assert_eq!(n, 1, "{sql} must change one row");
+    conn.commit().await.expect("commit");
+}
+
+/// The checks of LedgerService/Verify that fail: (name, detail).
+async fn broken(ts: &TestServer) -> Vec<(String, String)> {
+    let v = ts
+        .operator()
+        .await
+        .led()
+        .verify(proto::VerifyRequest {})
+        .await
+        .must();
+    v.checks
+        .into_iter()
+        .filter(|c| !c.ok)
+        .map(|c| (c.name, c.detail))
+        .collect()
+}
+
+/// Statement lines are derived from settlements (only disputes, followers and carried copies
+/// are stored): verify recomputes each statement's base figures from the settlements of its
+/// month and parties, and checks stored lines against their settlements. Tampering with
+/// either is named; undoing it makes verify clean again.
+async fn verify_catches_tampered_statements(b: Backend) {
+    let s = closed(b).await;
+    verify_ok(&s.ts).await;
+    let id = s.st_ordos_21();
+    // The statement's fund sum (943.99) moved by one fen.
+    tamper(
+        &s.ts,
+        &format!("UPDATE statement SET b_fund_fen = b_fund_fen + 1 WHERE statement_id = '{id}'"),
+    )
+    .await;
+    let got = broken(&s.ts).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "statement_totals_match_settlements");
+    assert!(got[0].1.contains(&id), "{got:?}");
+    tamper(
+        &s.ts,
+        &format!("UPDATE statement SET b_fund_fen = b_fund_fen - 1 WHERE statement_id = '{id}'"),
+    )
+    .await;
+    verify_ok(&s.ts).await;
+    // A settlement moved into the closed month under other parties: its statement's count no
+    // longer matches, and the new parties have settlements but no statement.
+    tamper(
+        &s.ts,
+        &format!(
+            "UPDATE settlement SET treatment_region = '152900' WHERE setl_id = '{}'",
+            s.s4.setl_id
+        ),
+    )
+    .await;
+    let got = broken(&s.ts).await;
+    let base = got
+        .iter()
+        .find(|c| c.0 == "statement_totals_match_settlements")
+        .expect("base check");
+    assert!(base.1.contains(&s.st_nx_21()), "{got:?}");
+    assert!(
+        base.1.contains(&format!("ST{}-150300-152900-21", s.p)),
+        "{got:?}"
+    );
+    tamper(
+        &s.ts,
+        &format!(
+            "UPDATE settlement SET treatment_region = '640200' WHERE setl_id = '{}'",
+            s.s4.setl_id
+        ),
+    )
+    .await;
+    verify_ok(&s.ts).await;
+    // A disputed line is stored: its amounts must stay those of its settlement.
+    s.c.wuhai
+        .clone()
+        .dispute_lines(dispute_req(&id, &[(s.s2.setl_id.as_str(), "not admitted")]))
+        .await
+        .must();
+    verify_ok(&s.ts).await;
+    tamper(
+        &s.ts,
+        &format!(
+            "UPDATE statement_line SET fund_fen = fund_fen - 100 WHERE statement_id = '{id}' AND setl_id = '{}'",
+            s.s2.setl_id
+        ),
+    )
+    .await;
+    let got = broken(&s.ts).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "statement_lines_match_settlements");
+    assert!(got[0].1.contains(&s.s2.setl_id), "{got:?}");
 }

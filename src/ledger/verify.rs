@@ -77,25 +77,25 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
     checks.push(listed(
         "statement_lines_have_statements",
         &orphans,
-        "every statement line belongs to a statement",
+        "every stored statement line (dispute, follower, carried copy) belongs to a statement",
     ));
     let lines = clearing::line_mismatches(conn, SHOW).await?;
     checks.push(listed(
         "statement_lines_match_settlements",
         &lines,
-        "every statement line equals the settlement it points at",
+        "every stored statement line equals the settlement it points at, and a settlement's own line is on its statement",
     ));
-    let unstated = clearing::unstated_settlements(conn, SHOW).await?;
+    let base = clearing::base_mismatches(conn, SHOW).await?;
     checks.push(listed(
-        "closed_periods_fully_stated",
-        &unstated,
-        "every settlement of a closed period is on a statement",
+        "statement_totals_match_settlements",
+        &base,
+        "every statement's count and sums equal the settlements of its month and parties, and every settlement of a closed month has its statement",
     ));
     let frozen = clearing::frozen_mismatches(conn, SHOW).await?;
     checks.push(listed(
         "statement_totals_match_lines",
         &frozen,
-        "every confirmed statement's frozen figures equal the sums of its lines",
+        "every confirmed statement's frozen figures equal its lines (its settlements adjusted by disputes and carried lines)",
     ));
     let breaks = clearing_account_breaks(conn).await?;
     checks.push(listed(

@@ -466,9 +466,10 @@ pub async fn dispute(
                     ),
                 ));
             }
-            clearing::make_follower(conn, &st, &rev, setl_id).await?;
+            let why = format!("follows the dispute of {setl_id}");
+            clearing::mark_disputed(conn, &st, &rev, &why, Some(setl_id)).await?;
         }
-        clearing::dispute(conn, statement_id, setl_id, reason).await?;
+        clearing::mark_disputed(conn, statement_id, setl_id, reason, None).await?;
     }
     let s = clearing::get_statement(conn, statement_id)
         .await?

@@ -44,51 +44,76 @@ pub async fn set_period_status(c: &mut Conn, period: &str, status: i64) -> Store
 /// The clearing type (NHSA clr_type) of a settlement's care type, in SQL.
 const CLR: &str = "CASE care_type WHEN 1 THEN 11 WHEN 2 THEN 21 WHEN 3 THEN 41 ELSE 51 END";
 
-/// The deterministic statement id of a settlement row, in SQL.
-fn statement_id_sql() -> String {
+/// The care type whose settlements a statement of `clearing_type` states (the inverse of CLR).
+fn care_type_of(clearing_type: i64) -> i64 {
+    match clearing_type {
+        11 => 1,
+        21 => 2,
+        41 => 3,
+        _ => 4,
+    }
+}
+
+/// The deterministic statement id of a settlement row (columns prefixed by `t`, e.g. "st."),
+/// in SQL.
+fn statement_id_sql(t: &str) -> String {
+    let clr = CLR.replace("care_type", &format!("{t}care_type"));
     format!(
-        "'ST' || clearing_period || '-' || home_region || '-' || treatment_region || '-' || CAST({CLR} AS TEXT)"
+        "'ST' || {t}clearing_period || '-' || {t}home_region || '-' || {t}treatment_region || '-' || CAST({clr} AS TEXT)"
     )
 }
 
-/// Produces the statements and lines of a period (set-based; no row passes through Rust);
-/// returns the number of statements. Lines are the period's settlements and reversals, plus the
-/// disputed lines of earlier periods accepted since (carried copies pointing at their origin).
-/// A reversal or refund of a settlement whose line is disputed (pending) or rejected follows
-/// that dispute: it is stated but kept out of the figures, and shares the dispute's resolution.
+/// Produces the statements of a period (set-based; no row passes through Rust); returns how
+/// many. A statement's lines are the period's settlements and reversals for its parties: they
+/// are not copied, the close stores their base figures (one GROUP BY over the period's
+/// settlements, which no longer change: later reversals land in the open month). Stored lines
+/// are the exceptions: reversals and refunds of a settlement whose line is disputed (pending)
+/// or rejected follow that dispute (stated but kept out of the figures, sharing the dispute's
+/// resolution), and disputed lines of earlier periods accepted since are carried in as copies
+/// pointing at their origin.
 pub async fn generate_statements(c: &mut Conn, period: &str) -> StoreResult<u64> {
-    let id = statement_id_sql();
+    // The inner grouping follows the period index's order (no sort); the outer one maps care
+    // types to clearing types over a few dozen rows.
     let sql = format!(
-        "INSERT INTO statement (statement_id, period, home_region, treatment_region, clearing_type, status, confirmed_at) \
-         SELECT 'ST' || $1 || '-' || g.home || '-' || g.treat || '-' || CAST(g.clr AS TEXT), $1, g.home, g.treat, g.clr, 1, NULL \
-         FROM (SELECT home_region AS home, treatment_region AS treat, {CLR} AS clr FROM settlement \
-               WHERE clearing_period = $1 GROUP BY home_region, treatment_region, {CLR} \
-               UNION SELECT s.home_region, s.treatment_region, s.clearing_type FROM statement_line l \
-               JOIN statement s ON s.statement_id = l.statement_id \
-               WHERE l.dispute_state = 2 AND l.carried_into IS NULL AND s.period < $1) g"
+        "INSERT INTO statement (statement_id, period, home_region, treatment_region, clearing_type, status, confirmed_at, \
+         b_line_count, b_medfee_fen, b_fund_fen, b_acct_fen) \
+         SELECT 'ST' || $1 || '-' || home_region || '-' || treatment_region || '-' || CAST({CLR} AS TEXT), $1, \
+         home_region, treatment_region, {CLR}, 1, NULL, CAST(SUM(n) AS BIGINT), CAST(SUM(m) AS BIGINT), \
+         CAST(SUM(f) AS BIGINT), CAST(SUM(a) AS BIGINT) \
+         FROM (SELECT home_region, treatment_region, care_type, COUNT(*) AS n, SUM(medfee_fen) AS m, \
+         SUM(fund_fen) AS f, SUM(acct_fen) AS a FROM settlement WHERE clearing_period = $1 \
+         GROUP BY home_region, treatment_region, care_type) g \
+         GROUP BY home_region, treatment_region, {CLR}"
     );
-    let n = on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
-    let follows = "o.dispute_state IN (1, 3)";
+    let mut n = on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+    let to_carry = "FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
+                    WHERE l.dispute_state = 2 AND l.carried_into IS NULL AND s.period < $1";
+    let new_id = "'ST' || $1 || '-' || s.home_region || '-' || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT)";
+    // Parties with only carried lines this month.
+    let sql = format!(
+        "INSERT INTO statement (statement_id, period, home_region, treatment_region, clearing_type, status) \
+         SELECT DISTINCT {new_id}, $1, s.home_region, s.treatment_region, s.clearing_type, 1 {to_carry} \
+         AND NOT EXISTS (SELECT 1 FROM statement x WHERE x.statement_id = {new_id})"
+    );
+    n += on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+    // Followers: driven from the few lines in dispute to their reversals in this month.
+    let id = statement_id_sql("st.");
     let sql = format!(
         "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
          dispute_reason, dispute_state, follows, resolved_at, resolution_note) \
-         SELECT {id}, settlement.setl_id, settlement.reverses, settlement.medfee_fen, settlement.fund_fen, settlement.acct_fen, \
-         CASE WHEN {follows} THEN true ELSE false END, \
-         CASE WHEN {follows} THEN 'follows the dispute of ' || settlement.reverses ELSE NULL END, \
-         CASE WHEN {follows} THEN o.dispute_state ELSE 0 END, \
-         CASE WHEN {follows} THEN settlement.reverses ELSE NULL END, o.resolved_at, o.resolution_note \
-         FROM settlement LEFT JOIN (SELECT setl_id, dispute_state, resolved_at, resolution_note FROM statement_line \
-         WHERE dispute_state IN (1, 3)) o ON o.setl_id = settlement.reverses \
-         WHERE settlement.clearing_period = $1"
+         SELECT {id}, st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, st.acct_fen, true, \
+         'follows the dispute of ' || st.reverses, o.dispute_state, st.reverses, o.resolved_at, o.resolution_note \
+         FROM statement_line o JOIN settlement st ON st.reverses = o.setl_id \
+         WHERE o.dispute_state IN (1, 3) AND st.clearing_period = $1"
     );
     on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
-    let sql = "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+    let sql = format!(
+        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
          dispute_reason, dispute_state, carried_from) \
-         SELECT 'ST' || $1 || '-' || s.home_region || '-' || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT), \
-         l.setl_id, l.reverses, l.medfee_fen, l.fund_fen, l.acct_fen, false, NULL, 0, l.statement_id \
-         FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
-         WHERE l.dispute_state = 2 AND l.carried_into IS NULL AND s.period < $1";
-    on_conn!(c, x => sqlx::query(sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
+         SELECT {new_id}, l.setl_id, l.reverses, l.medfee_fen, l.fund_fen, l.acct_fen, false, NULL, 0, l.statement_id \
+         {to_carry}"
+    );
+    on_conn!(c, x => sqlx::query(&sql).bind(period).execute(x).await.map(|r| r.rows_affected()))?;
     let sql = "UPDATE statement_line SET carried_into = (SELECT 'ST' || $1 || '-' || s.home_region || '-' \
          || s.treatment_region || '-' || CAST(s.clearing_type AS TEXT) FROM statement s \
          WHERE s.statement_id = statement_line.statement_id) \
@@ -129,24 +154,73 @@ pub struct StatementRow {
     pub due_fen: i64,
 }
 
-/// Live figures of statements from their lines (a confirmed statement's frozen figures must be
-/// equal: verify checks).
-const FIGURES: &str = "COUNT(l.setl_id) AS line_count, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END), 0) AS BIGINT) AS medfee_fen, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END), 0) AS BIGINT) AS fund_fen, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END), 0) AS BIGINT) AS acct_fen, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 1 ELSE 0 END), 0) AS BIGINT) AS disputed_count, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END), 0) AS BIGINT) AS disputed_due_fen, \
-    CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END), 0) AS BIGINT) AS due_fen";
+/// A statement's live figures as (name, SQL aggregate over its stored lines `l`): the base
+/// figures of its settlements (`{s}.b_*`, stored at close) adjusted by the stored lines —
+/// an override (a settlement of the statement in or following a dispute) leaves the figures,
+/// a carried copy joins them unless disputed; disputed lines are counted apart. A confirmed
+/// statement freezes these (verify checks the frozen figures and the base figures).
+fn figures(s: &str) -> [(&'static str, String); 7] {
+    let adj = |x: &str| {
+        format!(
+            "(CASE WHEN l.disputed THEN 0 ELSE {x} END) - (CASE WHEN l.carried_from IS NULL THEN {x} ELSE 0 END)"
+        )
+    };
+    let total = |base: String, e: String| format!("CAST({base} + COALESCE(SUM({e}), 0) AS BIGINT)");
+    [
+        (
+            "line_count",
+            format!("CAST({s}.b_line_count + COUNT(l.carried_from) AS BIGINT)"),
+        ),
+        (
+            "medfee_fen",
+            total(format!("{s}.b_medfee_fen"), adj("l.medfee_fen")),
+        ),
+        ("fund_fen", total(format!("{s}.b_fund_fen"), adj("l.fund_fen"))),
+        ("acct_fen", total(format!("{s}.b_acct_fen"), adj("l.acct_fen"))),
+        (
+            "disputed_count",
+            "CAST(COALESCE(SUM(CASE WHEN l.disputed THEN 1 ELSE 0 END), 0) AS BIGINT)".into(),
+        ),
+        (
+            "disputed_due_fen",
+            "CAST(COALESCE(SUM(CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END), 0) AS BIGINT)"
+                .into(),
+        ),
+        (
+            "due_fen",
+            total(
+                format!("{s}.b_fund_fen + {s}.b_acct_fen"),
+                adj("(l.fund_fen + l.acct_fen)"),
+            ),
+        ),
+    ]
+}
+
+/// The live figures of `s` as a select list (`expr AS name, …`).
+fn figures_select() -> String {
+    figures("s")
+        .iter()
+        .map(|(name, e)| format!("{e} AS {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A statement's live amount due (fund + account, fen) as a scalar subquery on `{s}`, for
+/// statements read without grouping (events).
+pub fn live_due_sql(s: &str) -> String {
+    let [.., (_, due)] = figures(s);
+    format!("(SELECT {due} FROM statement_line l WHERE l.statement_id = {s}.statement_id)")
+}
+
 const SUMMARY_HEAD: &str = "SELECT s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
     s.status, s.confirmed_at, s.auto_confirmed, s.overdue, ";
 const SUMMARY_FROM: &str =
     " FROM statement s LEFT JOIN statement_line l ON l.statement_id = s.statement_id";
 const GROUP: &str = "GROUP BY s.statement_id, s.period, s.home_region, s.treatment_region, s.clearing_type, \
-    s.status, s.confirmed_at, s.auto_confirmed, s.overdue";
+    s.status, s.confirmed_at, s.auto_confirmed, s.overdue, s.b_line_count, s.b_medfee_fen, s.b_fund_fen, s.b_acct_fen";
 
 fn summary() -> String {
-    format!("{SUMMARY_HEAD}{FIGURES}{SUMMARY_FROM}")
+    format!("{SUMMARY_HEAD}{}{SUMMARY_FROM}", figures_select())
 }
 
 pub async fn get_statement(c: &mut Conn, statement_id: &str) -> StoreResult<Option<StatementRow>> {
@@ -204,57 +278,55 @@ pub struct LineRow {
 const LINE_COLS: &str = "setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, dispute_reason, \
     dispute_state, follows, carried_from, carried_into, resolved_at, resolution_note";
 
+/// A settlement `st` as a line of statement `$sid`, with its stored state `l` if any.
+const DERIVED_COLS: &str = "st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, st.acct_fen, \
+    COALESCE(l.disputed, false) AS disputed, l.dispute_reason, COALESCE(l.dispute_state, 0) AS dispute_state, \
+    l.follows, l.carried_from, l.carried_into, l.resolved_at, l.resolution_note";
+
+/// The parties of a statement: (period, home, treatment, clearing type).
+type StatementKey = (String, String, String, i64);
+
+async fn statement_key(c: &mut Conn, statement_id: &str) -> StoreResult<Option<StatementKey>> {
+    let sql = "SELECT period, home_region, treatment_region, clearing_type FROM statement WHERE statement_id = $1";
+    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(statement_id).fetch_optional(x).await)?)
+}
+
+/// A statement's lines after `after` in setl_id order: its settlements (read in order from the
+/// period index) with their stored state, and the lines carried into it.
 pub async fn lines(
     c: &mut Conn,
     statement_id: &str,
     after: &str,
     limit: i64,
 ) -> StoreResult<Vec<LineRow>> {
+    let Some((period, home, treat, clr)) = statement_key(c, statement_id).await? else {
+        return Ok(Vec::new());
+    };
     let sql = format!(
-        "SELECT {LINE_COLS} FROM statement_line WHERE statement_id = $1 AND setl_id > $2 \
-         ORDER BY setl_id LIMIT $3"
+        "SELECT * FROM (SELECT * FROM (SELECT {DERIVED_COLS} FROM settlement st \
+         LEFT JOIN statement_line l ON l.statement_id = $1 AND l.setl_id = st.setl_id \
+         WHERE st.clearing_period = $2 AND st.home_region = $3 AND st.treatment_region = $4 AND st.care_type = $5 \
+         AND st.setl_id > $6 ORDER BY st.setl_id LIMIT $7) b \
+         UNION ALL SELECT * FROM (SELECT {LINE_COLS} FROM statement_line \
+         WHERE statement_id = $1 AND carried_from IS NOT NULL AND setl_id > $6 ORDER BY setl_id LIMIT $7) k) u \
+         ORDER BY setl_id LIMIT $7"
     );
     Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(after).bind(limit).fetch_all(x).await)?,
+        on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(&period).bind(&home).bind(&treat)
+        .bind(care_type_of(clr)).bind(after).bind(limit).fetch_all(x).await)?,
     )
 }
 
-/// The `SET` assignment freezing a statement's figures from its lines (correlated on
-/// `statement`): one row-valued subquery, so the lines are read once.
+/// The `SET` assignment freezing a statement's figures (correlated on `statement`): one
+/// row-valued subquery over its stored lines.
 fn freeze_sets() -> String {
-    let cols = [
-        ("f_line_count", "1"),
-        (
-            "f_medfee_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.medfee_fen END",
-        ),
-        (
-            "f_fund_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen END",
-        ),
-        (
-            "f_acct_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.acct_fen END",
-        ),
-        ("f_disputed_count", "CASE WHEN l.disputed THEN 1 ELSE 0 END"),
-        (
-            "f_disputed_due_fen",
-            "CASE WHEN l.disputed THEN l.fund_fen + l.acct_fen ELSE 0 END",
-        ),
-        (
-            "f_due_fen",
-            "CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END",
-        ),
-    ];
-    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
-    let sums: Vec<String> = cols
-        .iter()
-        .map(|(_, e)| format!("CAST(COALESCE(SUM({e}), 0) AS BIGINT)"))
-        .collect();
+    let f = figures("statement");
+    let names: Vec<String> = f.iter().map(|(name, _)| format!("f_{name}")).collect();
+    let exprs: Vec<&str> = f.iter().map(|(_, e)| e.as_str()).collect();
     format!(
         "({}) = (SELECT {} FROM statement_line l WHERE l.statement_id = statement.statement_id)",
         names.join(", "),
-        sums.join(", ")
+        exprs.join(", ")
     )
 }
 
@@ -298,45 +370,37 @@ pub async fn periods_past_deadline(
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(status).bind(today).fetch_all(x).await)?)
 }
 
-/// Marks a line disputed; returns false when the statement has no such line.
-pub async fn dispute(
+/// Puts a line of a statement in dispute (state 1): a stored line (carried copy) is updated, a
+/// settlement of the statement gets its stored override. `follows`: the settlement whose
+/// dispute a reversal or refund follows. Returns false when the statement has no such line.
+pub async fn mark_disputed(
     c: &mut Conn,
     statement_id: &str,
     setl_id: &str,
     reason: &str,
+    follows: Option<&str>,
 ) -> StoreResult<bool> {
-    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, dispute_reason = $3 \
+    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, dispute_reason = $3, follows = $4 \
                WHERE statement_id = $1 AND setl_id = $2";
-    let n = on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(reason).execute(x).await
-        .map(|r| r.rows_affected()))?;
+    let n = on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(reason).bind(follows)
+        .execute(x).await.map(|r| r.rows_affected()))?;
+    if n == 1 {
+        return Ok(true);
+    }
+    let sql = format!(
+        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+         dispute_reason, dispute_state, follows) \
+         SELECT s.statement_id, st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, st.acct_fen, true, $3, 1, $4 \
+         FROM statement s JOIN settlement st ON st.setl_id = $2 AND {} = s.statement_id \
+         WHERE s.statement_id = $1",
+        statement_id_sql("st.")
+    );
+    let n = on_conn!(c, x => sqlx::query(&sql).bind(statement_id).bind(setl_id).bind(reason).bind(follows)
+        .execute(x).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
 }
 
-/// Statement lines whose statement does not exist.
-pub async fn orphan_lines(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
-    let sql = "SELECT l.statement_id || '/' || l.setl_id FROM statement_line l \
-               LEFT JOIN statement s ON s.statement_id = l.statement_id WHERE s.statement_id IS NULL \
-               ORDER BY l.statement_id, l.setl_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
-}
-
-/// Statement lines that differ from the settlement they point at (or point at none).
-pub async fn line_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
-    let sql = "SELECT l.setl_id FROM statement_line l LEFT JOIN settlement s ON s.setl_id = l.setl_id \
-               WHERE s.setl_id IS NULL OR l.medfee_fen <> s.medfee_fen OR l.fund_fen <> s.fund_fen \
-               OR l.acct_fen <> s.acct_fen ORDER BY l.setl_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
-}
-
-/// Settlements of closed periods that no statement line carries.
-pub async fn unstated_settlements(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
-    let sql = "SELECT s.setl_id FROM settlement s JOIN clearing_period p ON p.period = s.clearing_period \
-               LEFT JOIN statement_line l ON l.setl_id = s.setl_id WHERE l.setl_id IS NULL \
-               ORDER BY s.setl_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
-}
-
-/// One line of a statement, locked for update.
+/// One line of a statement (a stored one locked for update).
 pub async fn get_line(
     c: &mut Conn,
     statement_id: &str,
@@ -345,6 +409,17 @@ pub async fn get_line(
     let lock = c.for_update();
     let sql = format!(
         "SELECT {LINE_COLS} FROM statement_line WHERE statement_id = $1 AND setl_id = $2{lock}"
+    );
+    let stored: Option<LineRow> = on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(setl_id)
+        .fetch_optional(x).await)?;
+    if stored.is_some() {
+        return Ok(stored);
+    }
+    let sql = format!(
+        "SELECT {DERIVED_COLS} FROM statement s JOIN settlement st ON st.setl_id = $2 AND {} = s.statement_id \
+         LEFT JOIN statement_line l ON l.statement_id = s.statement_id AND l.setl_id = st.setl_id \
+         WHERE s.statement_id = $1",
+        statement_id_sql("st.")
     );
     Ok(
         on_conn!(c, x => sqlx::query_as(&sql).bind(statement_id).bind(setl_id).fetch_optional(x).await)?,
@@ -370,7 +445,8 @@ pub async fn resolve(
 }
 
 /// Lines of a period's statements in a given dispute state (paged by statement then setl_id),
-/// for operators and bureaus following disputes: (statement_id, line).
+/// for operators and bureaus following disputes: (statement_id, line). Lines in a dispute are
+/// always stored.
 pub async fn lines_in_state(
     c: &mut Conn,
     region: &str,
@@ -619,17 +695,55 @@ pub async fn insert_deposit(c: &mut Conn, d: &DepositRow) -> StoreResult<()> {
 
 // ------------------------------------------------------------------------------ verify
 
-/// Confirmed statements whose frozen figures differ from their lines.
+/// Confirmed statements whose frozen figures differ from their live figures.
 pub async fn frozen_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
     let sql = format!(
         "SELECT q.statement_id FROM (SELECT s.statement_id, s.f_line_count, s.f_medfee_fen, s.f_fund_fen, \
-         s.f_acct_fen, s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen, {FIGURES}{SUMMARY_FROM} \
+         s.f_acct_fen, s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen, {}{SUMMARY_FROM} \
          WHERE s.status = 2 GROUP BY s.statement_id, s.f_line_count, s.f_medfee_fen, s.f_fund_fen, s.f_acct_fen, \
-         s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen) q \
+         s.f_disputed_count, s.f_disputed_due_fen, s.f_due_fen, s.b_line_count, s.b_medfee_fen, s.b_fund_fen, \
+         s.b_acct_fen) q \
          WHERE q.f_line_count IS NULL OR q.f_line_count <> q.line_count OR q.f_medfee_fen <> q.medfee_fen \
          OR q.f_fund_fen <> q.fund_fen OR q.f_acct_fen <> q.acct_fen OR q.f_disputed_count <> q.disputed_count \
          OR q.f_disputed_due_fen <> q.disputed_due_fen OR q.f_due_fen <> q.due_fen \
-         ORDER BY q.statement_id LIMIT $1"
+         ORDER BY q.statement_id LIMIT $1",
+        figures_select()
+    );
+    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Statements whose base figures differ from the settlements of their period and parties,
+/// and parties of a closed period with settlements but no statement (recomputed from the
+/// settlements: one pass over those of closed periods).
+pub async fn base_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = format!(
+        "SELECT u.sid FROM (SELECT {} AS sid, 1 AS n, st.medfee_fen AS m, st.fund_fen AS f, st.acct_fen AS a \
+         FROM settlement st JOIN clearing_period p ON p.period = st.clearing_period \
+         UNION ALL SELECT statement_id, -b_line_count, -b_medfee_fen, -b_fund_fen, -b_acct_fen FROM statement) u \
+         GROUP BY u.sid HAVING SUM(u.n) <> 0 OR SUM(u.m) <> 0 OR SUM(u.f) <> 0 OR SUM(u.a) <> 0 \
+         ORDER BY u.sid LIMIT $1",
+        statement_id_sql("st.")
+    );
+    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Stored statement lines whose statement does not exist.
+pub async fn orphan_lines(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = "SELECT l.statement_id || '/' || l.setl_id FROM statement_line l \
+               LEFT JOIN statement s ON s.statement_id = l.statement_id WHERE s.statement_id IS NULL \
+               ORDER BY l.statement_id, l.setl_id LIMIT $1";
+    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+}
+
+/// Stored statement lines that differ from the settlement they point at (or point at none),
+/// and overrides on a statement other than their settlement's.
+pub async fn line_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let sql = format!(
+        "SELECT l.statement_id || '/' || l.setl_id FROM statement_line l LEFT JOIN settlement st ON st.setl_id = l.setl_id \
+         WHERE st.setl_id IS NULL OR l.medfee_fen <> st.medfee_fen OR l.fund_fen <> st.fund_fen \
+         OR l.acct_fen <> st.acct_fen OR (l.carried_from IS NULL AND l.statement_id <> {}) \
+         ORDER BY l.statement_id, l.setl_id LIMIT $1",
+        statement_id_sql("st.")
     );
     Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(limit).fetch_all(x).await)?)
 }
@@ -677,7 +791,8 @@ pub async fn period_state_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<St
 }
 
 /// Lines of a period's statements after (statement_id, setl_id), where `region` is a party
-/// ("" = all), for exports: (statement_id, line).
+/// ("" = all), for exports: (statement_id, line). Statement by statement, each read in order
+/// from the period index.
 pub async fn period_lines(
     c: &mut Conn,
     period: &str,
@@ -685,51 +800,39 @@ pub async fn period_lines(
     after: (&str, &str),
     limit: i64,
 ) -> StoreResult<Vec<(String, LineRow)>> {
-    let cols: String = LINE_COLS
-        .split(',')
-        .map(|c| format!("l.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "SELECT l.statement_id, {cols} FROM statement_line l JOIN statement s ON s.statement_id = l.statement_id \
-         WHERE s.period = $1 AND ($2 = '' OR s.home_region = $2 OR s.treatment_region = $2) \
-         AND (l.statement_id > $3 OR (l.statement_id = $3 AND l.setl_id > $4)) \
-         ORDER BY l.statement_id, l.setl_id LIMIT $5"
-    );
-    let rows: Vec<ExportLine> = on_conn!(c, x => sqlx::query_as(&sql).bind(period).bind(region)
-        .bind(after.0).bind(after.1).bind(limit).fetch_all(x).await)?;
-    Ok(rows.into_iter().map(|r| (r.statement_id, r.line)).collect())
+    let sql = "SELECT statement_id FROM statement WHERE period = $1 \
+               AND ($2 = '' OR home_region = $2 OR treatment_region = $2) AND statement_id >= $3 \
+               ORDER BY statement_id";
+    let ids: Vec<String> = on_conn!(c, x => sqlx::query_scalar(sql).bind(period).bind(region).bind(after.0)
+        .fetch_all(x).await)?;
+    let mut out = Vec::new();
+    for id in ids {
+        let left = limit - out.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        let from = if id == after.0 { after.1 } else { "" };
+        let rows = lines(c, &id, from, left).await?;
+        out.extend(rows.into_iter().map(|l| (id.clone(), l)));
+    }
+    Ok(out)
 }
 
-#[derive(sqlx::FromRow)]
-struct ExportLine {
-    statement_id: String,
-    #[sqlx(flatten)]
-    line: LineRow,
-}
-
-/// Reversal and refund lines of `setl_id` not yet part of a dispute: (statement_id, setl_id,
-/// statement status).
+/// Lines of reversals and refunds of `setl_id` not yet part of a dispute, on any statement:
+/// (statement_id, setl_id, statement status). Settlements of closed months are lines of their
+/// statement unless stored with a state; carried copies are stored.
 pub async fn undisputed_reversal_lines(
     c: &mut Conn,
     setl_id: &str,
 ) -> StoreResult<Vec<(String, String, i64)>> {
-    let sql = "SELECT l.statement_id, l.setl_id, s.status FROM statement_line l \
-               JOIN statement s ON s.statement_id = l.statement_id \
-               WHERE l.reverses = $1 AND l.dispute_state = 0 ORDER BY l.statement_id, l.setl_id";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(setl_id).fetch_all(x).await)?)
-}
-
-/// Makes a reversal line follow the dispute of the line it reverses (kept out of the figures).
-pub async fn make_follower(
-    c: &mut Conn,
-    statement_id: &str,
-    setl_id: &str,
-    original: &str,
-) -> StoreResult<()> {
-    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, follows = $3, \
-               dispute_reason = 'follows the dispute of ' || $3 WHERE statement_id = $1 AND setl_id = $2";
-    on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(original).execute(x).await
-        .map(|r| r.rows_affected()))?;
-    Ok(())
+    let sql = format!(
+        "SELECT s.statement_id, st.setl_id, s.status FROM settlement st JOIN statement s ON s.statement_id = {} \
+         WHERE st.reverses = $1 AND NOT EXISTS (SELECT 1 FROM statement_line l \
+         WHERE l.statement_id = s.statement_id AND l.setl_id = st.setl_id) \
+         UNION ALL SELECT l.statement_id, l.setl_id, s.status FROM statement_line l \
+         JOIN statement s ON s.statement_id = l.statement_id \
+         WHERE l.reverses = $1 AND l.dispute_state = 0 ORDER BY 1, 2",
+        statement_id_sql("st.")
+    );
+    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_all(x).await)?)
 }

@@ -140,9 +140,8 @@ pub async fn insert_for_statements(
     let sql = format!(
         "INSERT INTO event ({COLS}) SELECT 'E' || $2 || '-' || CAST($5 AS TEXT) || '-' || s.statement_id, $5, $3, \
          s.home_region, s.treatment_region, s.statement_id, s.period, \
-         CAST(COALESCE((SELECT SUM(CASE WHEN l.disputed THEN 0 ELSE l.fund_fen + l.acct_fen END) \
-         FROM statement_line l WHERE l.statement_id = s.statement_id), 0) AS BIGINT), '', '', 0, 0, 0, $4 \
-         FROM statement s WHERE s.period = $1 AND {filter}"
+         {}, '', '', 0, 0, 0, $4 FROM statement s WHERE s.period = $1 AND {filter}",
+        super::clearing::live_due_sql("s")
     );
     let stamp = super::new_id("", at);
     Ok(
