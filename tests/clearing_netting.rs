@@ -44,6 +44,7 @@ both_engines!(
     reversal_on_same_statement_follows_dispute,
     accepted_line_is_not_carried_into_an_earlier_period,
     dispute_refused_once_the_reversal_is_cleared,
+    upgrade_to_derived_lines_keeps_statements,
 );
 
 // ------------------------------------------------------------------------------ the world
@@ -2884,5 +2885,120 @@ async fn dispute_refused_once_the_reversal_is_cleared(b: Backend) {
     assert_eq!(statement(&w.c.op, &sp).await, before, "nothing written");
     // Confirmed as it stands, the pair nets to nothing owing.
     confirm(&w.c.wuhai, &sp).await;
+    verify_ok(&w.ts).await;
+}
+
+/// Every statement of `periods` as an operator reads it: figures and all its lines.
+async fn snapshot(c: &Clr, periods: &[&str]) -> Vec<(Fig, Vec<proto::StatementLine>)> {
+    let mut out = Vec::new();
+    for p in periods {
+        for s in statements(c, p).await {
+            let full = statement(c, &s.statement_id).await;
+            out.push((fig(&full), sorted(full.lines)));
+        }
+    }
+    out
+}
+
+/// Runs SQL statements straight on the server's database, in one transaction.
+async fn raw(ts: &TestServer, sqls: &[&str]) {
+    let mut conn = ts.db.begin().await.expect("begin");
+    for sql in sqls {
+        medsettle::on_conn!(&mut conn, x => sqlx::query(sql).execute(x).await.map(|r| r.rows_affected()))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    conn.commit().await.expect("commit");
+}
+
+/// A database written before migration 0007 stored every settlement of a closed month as a
+/// statement line. Built here by the real server (a dispute accepted and carried into the next
+/// month, a reversal, plain lines), then put back into that older shape (every settlement of a
+/// closed month copied as a line, no base figures, the 0007 migration unrecorded); applying
+/// the migrations again must give every statement the same figures and lines, store only the
+/// exceptions, and pass verify.
+async fn upgrade_to_derived_lines_keeps_statements(b: Backend) {
+    let w = world3(b).await;
+    let p = w.p.clone();
+    let q = next_period(&p);
+    // P: s1 1250.00 (due 1000.00), s2 500.00 with account (due 500.00), s4 at Shizuishan.
+    let s1 = stay(&w.h, &w.wo[0], "1250.00", false).await;
+    let s2 = stay(&w.h, &w.wo[1], "500.00", true).await;
+    let s4 = stay(&w.nx_h, &w.wn, "200.00", false).await;
+    advance_past(&w.ts, &p);
+    assert_eq!(close(&w.c.op, &p, 0).await.statements, 2);
+    let sp = st(&p, WUHAI, ORDOS);
+    dispute(
+        &w.c.wuhai,
+        &sp,
+        &[(s1.setl_id.as_str(), "patient not admitted")],
+    )
+    .await;
+    resolve(&w.c.ordos, &sp, &s1.setl_id, true, "records found").await;
+    confirm(&w.c.wuhai, &sp).await;
+    // Q: s3, and the reversal of s2 (it lands in Q, pointing at s2); s1 is carried into Q.
+    let s3 = stay(&w.h, &w.wo[2], "100.00", false).await;
+    let r2 = reverse(&w.h, &s2).await;
+    advance_past(&w.ts, &q);
+    close(&w.c.op, &q, 0).await;
+    verify_ok(&w.ts).await;
+    let before = snapshot(&w.c.op, &[&p, &q]).await;
+    let sq = st(&q, WUHAI, ORDOS);
+    assert_eq!(
+        before.iter().map(|(_, l)| l.len()).collect::<Vec<_>>(),
+        [2, 1, 3],
+        "{sp}: s1 (disputed) + s2; P at Shizuishan: s4 ({}); {sq}: s3 ({}) + r2 ({}) + s1 carried",
+        s4.setl_id,
+        s3.setl_id,
+        r2.setl_id
+    );
+
+    // Back to the pre-0007 shape.
+    let id = "'ST' || st.clearing_period || '-' || st.home_region || '-' || st.treatment_region || '-' || \
+              CAST(CASE st.care_type WHEN 1 THEN 11 WHEN 2 THEN 21 WHEN 3 THEN 41 ELSE 51 END AS TEXT)";
+    let copy = format!(
+        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+         dispute_reason, dispute_state) SELECT {id}, st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, \
+         st.acct_fen, false, NULL, 0 FROM settlement st JOIN clearing_period cp ON cp.period = st.clearing_period \
+         WHERE NOT EXISTS (SELECT 1 FROM statement_line l WHERE l.setl_id = st.setl_id AND l.carried_from IS NULL)"
+    );
+    raw(
+        &w.ts,
+        &[
+            &copy,
+            "DROP INDEX ix_settlement_reverses",
+            "DROP INDEX ix_statement_line_follows",
+            "DROP INDEX ix_settlement_period",
+            "CREATE INDEX ix_settlement_period ON settlement (clearing_period, home_region, treatment_region, care_type)",
+            "ALTER TABLE statement DROP COLUMN b_line_count",
+            "ALTER TABLE statement DROP COLUMN b_medfee_fen",
+            "ALTER TABLE statement DROP COLUMN b_fund_fen",
+            "ALTER TABLE statement DROP COLUMN b_acct_fen",
+            "DELETE FROM _sqlx_migrations WHERE version = 7",
+        ],
+    )
+    .await;
+    w.ts.db.migrate().await.expect("migrating to derived lines");
+
+    assert_eq!(snapshot(&w.c.op, &[&p, &q]).await, before);
+    let mut conn = w.ts.db.begin().await.expect("begin");
+    let stored: Vec<(String, String, i64)> = medsettle::on_conn!(&mut conn, x => sqlx::query_as(
+        "SELECT statement_id, setl_id, dispute_state FROM statement_line ORDER BY statement_id, setl_id",
+    )
+    .fetch_all(x)
+    .await)
+    .expect("stored lines");
+    conn.commit().await.expect("commit");
+    assert_eq!(
+        stored,
+        [
+            (
+                sp.clone(),
+                s1.setl_id.clone(),
+                DisputeState::Accepted as i64
+            ),
+            (sq.clone(), s1.setl_id.clone(), 0),
+        ],
+        "only the disputed line and its carried copy stay stored"
+    );
     verify_ok(&w.ts).await;
 }
