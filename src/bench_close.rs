@@ -13,7 +13,7 @@
 //! The synthetic settlements have no journal transactions (only clearing reads them), so run
 //! it on a throwaway database: `verify` on it would rightly fail.
 
-use crate::bench::{national_id, rid, with_token};
+use crate::bench::{Auth, national_id, rid, with_token};
 use crate::proto::clearing_service_client::ClearingServiceClient;
 use crate::proto::registry_service_client::RegistryServiceClient;
 use crate::proto::{self as pb};
@@ -24,6 +24,7 @@ use anyhow::Context;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// The month the synthetic settlements belong to.
@@ -115,6 +116,29 @@ fn generate_sql(engine: Engine, from: u64, to: u64) -> String {
         pi = pad("i"),
         pj = pad("j"),
     )
+}
+
+/// Every statement of the month the client may read (all pages).
+async fn statements(
+    client: &mut ClearingServiceClient<InterceptedService<Channel, Auth>>,
+) -> anyhow::Result<Vec<pb::Statement>> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_statements(pb::ListStatementsRequest {
+                period: PERIOD.into(),
+                page_size: 1000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.statements);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// Runs the close benchmark; `database_url` None = a fresh SQLite file in the temp directory.
@@ -220,23 +244,7 @@ pub async fn run(
             .into_inner();
         let close_ms = ms(t);
 
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = clr
-                .list_statements(pb::ListStatementsRequest {
-                    period: PERIOD.into(),
-                    page_size: 1000,
-                    page_token: page_token.clone(),
-                })
-                .await?
-                .into_inner();
-            all.extend(page.statements);
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
+        let all = statements(&mut clr).await?;
         let lines_stated: u64 = all.iter().map(|s| s.line_count).sum();
         if lines_stated != settlements {
             anyhow::bail!("statements state {lines_stated} lines for {settlements} settlements");
@@ -280,28 +288,15 @@ pub async fn run(
             let region = crate::domain::ids::RegionCode::parse("region", code)?;
             let (_, token) = auth::issue(&db, &Grant::Bureau(region), "bench-close").await?;
             let mut bureau = ClearingServiceClient::new(with_token(channel.clone(), &token)?);
-            let mut page_token = String::new();
-            loop {
-                let page = bureau
-                    .list_statements(pb::ListStatementsRequest {
-                        period: PERIOD.into(),
-                        page_size: 1000,
-                        page_token: page_token.clone(),
-                    })
-                    .await?
-                    .into_inner();
-                for s in page.statements.iter().filter(|s| s.home_region == code) {
+            for s in statements(&mut bureau).await? {
+                if s.home_region == code {
                     bureau
                         .confirm_statement(pb::ConfirmStatementRequest {
                             request_id: rid(),
-                            statement_id: s.statement_id.clone(),
+                            statement_id: s.statement_id,
                         })
                         .await?;
                 }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
             }
         }
         let confirm_all_ms = ms(t);
