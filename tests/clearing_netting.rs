@@ -2900,16 +2900,6 @@ async fn snapshot(c: &Clr, periods: &[&str]) -> Vec<(Fig, Vec<proto::StatementLi
     out
 }
 
-/// Runs SQL statements straight on the server's database, in one transaction.
-async fn raw(ts: &TestServer, sqls: &[&str]) {
-    let mut conn = ts.db.begin().await.expect("begin");
-    for sql in sqls {
-        medsettle::on_conn!(&mut conn, x => sqlx::query(sql).execute(x).await.map(|r| r.rows_affected()))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    conn.commit().await.expect("commit");
-}
-
 /// A database written before migration 0007 stored every settlement of a closed month as a
 /// statement line. Built here by the real server (a dispute accepted and carried into the next
 /// month, a reversal, plain lines), then put back into that older shape (every settlement of a
@@ -2961,7 +2951,7 @@ async fn upgrade_to_derived_lines_keeps_statements(b: Backend) {
          st.acct_fen, false, NULL, 0 FROM settlement st JOIN clearing_period cp ON cp.period = st.clearing_period \
          WHERE NOT EXISTS (SELECT 1 FROM statement_line l WHERE l.setl_id = st.setl_id AND l.carried_from IS NULL)"
     );
-    raw(
+    raw_sql(
         &w.ts,
         &[
             &copy,

@@ -633,6 +633,20 @@ pub async fn balance(c: &Caller, account: &str) -> proto::Balance {
         .must()
 }
 
+/// Runs SQL statements straight on the server's database, in one transaction (as a tamperer or
+/// an older version of medsettle would); returns the rows each one changed.
+pub async fn raw_sql(ts: &TestServer, sqls: &[&str]) -> Vec<u64> {
+    let mut conn = ts.db.begin().await.expect("begin");
+    let mut changed = Vec::new();
+    for sql in sqls {
+        let n = medsettle::on_conn!(&mut conn, x => sqlx::query(sql).execute(x).await.map(|r| r.rows_affected()))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        changed.push(n);
+    }
+    conn.commit().await.expect("commit");
+    changed
+}
+
 /// LedgerService/Verify as a fresh operator: every check must pass.
 pub async fn verify_ok(ts: &TestServer) {
     let op = ts.operator().await;
