@@ -1042,6 +1042,19 @@ async fn visits_and_permissions(b: Backend) {
         VisitStatus::Cancelled as i32
     );
 
+    // An admission dated after today (UTC+8) is refused, naming the field (two days ahead: the
+    // test's "today" and the server's cannot straddle a midnight apart).
+    let later = today + chrono::Days::new(2);
+    let s = try_open(
+        &w.h,
+        &p.national_id,
+        InsuranceType::Employee,
+        CareType::Inpatient,
+        &ymd(later),
+    )
+    .await
+    .code_is(Code::InvalidArgument);
+    assert_eq!(violated_fields(&s), ["begin_date"]);
     // This policy has no outpatient rule: an outpatient registration is refused at the door.
     refused(
         try_open(

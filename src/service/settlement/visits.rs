@@ -111,6 +111,13 @@ pub async fn open(
             "pharmacy purchases use PharmacyService",
         ));
     }
+    let today = crate::domain::time::business_date(now);
+    if cmd.begin_date > today {
+        return Err(AppError::invalid(
+            "begin_date",
+            format!("must not be after today ({today}, UTC+8)"),
+        ));
+    }
     let institution = calling_institution(conn, who).await?;
     let person = person_by_credential(conn, &cmd.credential, false).await?;
     let ctx = context::resolve(
