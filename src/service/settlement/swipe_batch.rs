@@ -30,7 +30,7 @@ use crate::store::access::{self, Answer, AuditRow};
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::{self, PurchaseLineRow};
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{Db, Engine, catalogue, journal, persons, registry};
+use crate::store::{Db, Engine, Writer, catalogue, journal, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,17 +63,37 @@ impl Batcher {
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let writers = match db.engine() {
-            Engine::Sqlite => 1,
-            Engine::Postgres => 2,
-        };
-        for _ in 0..writers {
-            tokio::spawn(writer(
-                db.clone(),
-                clock.clone(),
-                metrics.clone(),
-                rx.clone(),
-            ));
+        match db.engine() {
+            Engine::Sqlite => {
+                let writer = writer(db.clone(), clock, metrics, rx);
+                // Its own thread: a batch waits on the database a dozen times, and each wake-up
+                // queued behind hundreds of gRPC tasks on the shared workers cost milliseconds.
+                // (SQLite connections run on threads of their own, bound to no runtime.)
+                let spawned = std::thread::Builder::new()
+                    .name("swipe-writer".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(writer),
+                            Err(e) => tracing::error!(error = %e, "cannot start the swipe writer"),
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the swipe writer thread");
+                }
+            }
+            Engine::Postgres => {
+                for _ in 0..2 {
+                    tokio::spawn(writer(
+                        db.clone(),
+                        clock.clone(),
+                        metrics.clone(),
+                        rx.clone(),
+                    ));
+                }
+            }
         }
         Batcher { tx }
     }
@@ -97,6 +117,7 @@ impl Batcher {
 }
 
 async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let wdb = db.writer();
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -111,7 +132,7 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let batch = std::panic::AssertUnwindSafe(run(&db, &clock, &metrics, jobs));
+        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, jobs));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -120,11 +141,11 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole.
-async fn run(db: &Db, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
+async fn run(db: &Db, wdb: &Writer, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(db, clock, metrics, &jobs).await {
+        match book(wdb, clock, metrics, &jobs).await {
             Ok(outcome) => {
                 finish(db, jobs, outcome).await;
                 return;
@@ -142,7 +163,7 @@ async fn run(db: &Db, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, clock, metrics, vec![job])).await;
+                    Box::pin(run(db, wdb, clock, metrics, vec![job])).await;
                 }
                 return;
             }
@@ -224,7 +245,12 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 
 /// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
 /// Counts the batch and its settlements in `metrics` once it has committed.
-async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+async fn book(
+    db: &Writer,
+    clock: &Clock,
+    metrics: &Metrics,
+    jobs: &[Job],
+) -> AppResult<Vec<Outcome>> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
     let now = clock.now();
