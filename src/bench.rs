@@ -5,6 +5,10 @@
 //! hospital flows either at a fixed concurrency (closed loop) or at a fixed offered rate (open
 //! loop, latency measured from the intended send time, so a stall is not hidden), and reports
 //! throughput and latency percentiles (HdrHistogram), optionally as JSON.
+//!
+//! With `--server-process` the server runs as a child `medsettle serve` instead, so the two
+//! processes' CPU time can be told apart (read from /proc for the measured window): the
+//! server's own cost per swipe, without the load generator's share of the cores.
 
 use crate::domain::ids::{InstitutionCode, national_id_check_digit};
 use crate::proto::pharmacy_service_client::PharmacyServiceClient;
@@ -47,6 +51,17 @@ pub struct BenchConfig {
     pub hospital_percent: u8,
     /// gRPC connections the clients spread over.
     pub connections: usize,
+    /// Where the server runs.
+    pub server: ServerMode,
+}
+
+/// Where the measured server runs.
+#[derive(Debug, Clone)]
+pub enum ServerMode {
+    /// In this process, sharing the runtime with the load generator.
+    InProcess,
+    /// A child process: this executable's `serve` subcommand.
+    Child(std::path::PathBuf),
 }
 
 /// The measured outcome.
@@ -61,6 +76,14 @@ pub struct BenchResult {
     pub throughput_per_s: u64,
     pub swipes: Percentiles,
     pub hospital_flows: Percentiles,
+    /// "in-process" or "child process".
+    pub server: String,
+    /// CPU time (user + system, ms) over the measured window: the server process (None when it
+    /// runs in-process) and this process (the load generator, plus the server when in-process).
+    pub server_cpu_ms: Option<u64>,
+    pub bench_cpu_ms: Option<u64>,
+    /// Server CPU time per swipe (µs), when the server is a child process.
+    pub server_cpu_us_per_op: Option<u64>,
 }
 
 /// Latency percentiles in microseconds.
@@ -497,16 +520,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
     })
     .await?;
     let engine = format!("{:?}", db.engine());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(
-        listener,
-        Arc::new(App::new(db.clone())),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start(&cfg.server, &db, &url, cfg.db_max_connections).await?;
+    let addr = server.addr;
     let mut channels = Vec::new();
     for _ in 0..cfg.connections.max(1) {
         channels.push(
@@ -520,13 +535,15 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
 
     let deadline = Instant::now() + cfg.warmup + cfg.duration;
     let measure_from = Instant::now() + cfg.warmup;
-    {
+    let cpu_at_start = {
         let rec = rec.clone();
+        let child = server.pid();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             rec.recording.store(true, Ordering::Relaxed);
-        });
-    }
+            (cpu_ms(None), child.and_then(|p| cpu_ms(Some(p))))
+        })
+    };
     match cfg.load {
         Load::Concurrency(n) => {
             let mut workers = Vec::new();
@@ -571,8 +588,10 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
             while tasks.join_next().await.is_some() {}
         }
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    let (bench_cpu_0, server_cpu_0) = cpu_at_start.await?;
+    let (bench_cpu_1, server_cpu_1) = (cpu_ms(None), server.pid().and_then(|p| cpu_ms(Some(p))));
+    let server_kind = server.kind().to_owned();
+    server.stop().await?;
     db.close().await;
     if cfg.database_url.is_none() {
         let _ = std::fs::remove_dir_all(&temp_dir);
@@ -592,6 +611,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         .map(|h| percentiles(&h))
         .unwrap_or_default();
     let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let server_cpu_ms = spent(server_cpu_0, server_cpu_1);
     Ok(BenchResult {
         engine,
         load: match cfg.load {
@@ -604,7 +625,169 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         throughput_per_s: completed.saturating_mul(1000) / duration_ms,
         swipes,
         hospital_flows,
+        server: server_kind,
+        server_cpu_ms,
+        bench_cpu_ms: spent(bench_cpu_0, bench_cpu_1),
+        server_cpu_us_per_op: server_cpu_ms
+            .filter(|_| completed > 0)
+            .map(|ms| ms.saturating_mul(1000) / completed),
     })
+}
+
+/// The server under measurement: a task of this process or a child process.
+struct Server {
+    addr: std::net::SocketAddr,
+    running: Running,
+}
+
+enum Running {
+    InProcess {
+        stop: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    },
+    Child(ChildServer),
+}
+
+impl Server {
+    async fn start(
+        mode: &ServerMode,
+        db: &Db,
+        url: &str,
+        max_connections: u32,
+    ) -> anyhow::Result<Server> {
+        match mode {
+            ServerMode::InProcess => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let addr = listener.local_addr()?;
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(crate::server::run(
+                    listener,
+                    Arc::new(App::new(db.clone())),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ));
+                Ok(Server {
+                    addr,
+                    running: Running::InProcess { stop, task },
+                })
+            }
+            ServerMode::Child(exe) => {
+                // A free port, released for the child to bind (the gap is a few milliseconds).
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                let child = std::process::Command::new(exe)
+                    .arg("--database-url")
+                    .arg(url)
+                    .arg("--db-max-connections")
+                    .arg(max_connections.to_string())
+                    .arg("serve")
+                    .arg("--listen")
+                    .arg(addr.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {} serve", exe.display()))?;
+                let mut child = ChildServer(Some(child));
+                child.wait_listening(addr).await?;
+                Ok(Server {
+                    addr,
+                    running: Running::Child(child),
+                })
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.running {
+            Running::InProcess { .. } => "in-process",
+            Running::Child(_) => "child process",
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::InProcess { .. } => None,
+            Running::Child(c) => c.0.as_ref().map(std::process::Child::id),
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self.running {
+            Running::InProcess { stop, task } => {
+                let _ = stop.send(());
+                task.await?
+            }
+            Running::Child(mut c) => c.stop().await,
+        }
+    }
+}
+
+/// A child `medsettle serve`; killed if dropped while still running (e.g. the bench failed).
+struct ChildServer(Option<std::process::Child>);
+
+impl ChildServer {
+    async fn wait_listening(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        for _ in 0..600 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.0.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                self.0 = None;
+                anyhow::bail!("the server process exited before listening: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the server process did not listen on {addr} within 30 s")
+    }
+
+    /// SIGTERM (the server drains and closes its database), then waits up to 30 s.
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut c) = self.0.take() else {
+            return Ok(());
+        };
+        let term = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        if term.is_ok_and(|s| s.success()) {
+            for _ in 0..600 {
+                if let Some(status) = c.try_wait()? {
+                    anyhow::ensure!(status.success(), "the server process ended with {status}");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        c.kill()?;
+        c.wait()?;
+        anyhow::bail!("the server process did not stop on SIGTERM; killed")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) in ms of this process (None) or of process `pid`, from
+/// /proc/PID/stat (Linux; clock ticks of 1/100 s, the USER_HZ of every Linux ABI); None where
+/// it cannot be read.
+fn cpu_ms(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) * 10)
 }
 
 #[cfg(test)]

@@ -137,6 +137,10 @@ struct BenchArgs {
     /// Also write the result as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run the server as a child process (`medsettle serve`) rather than in this process, and
+    /// report each process's CPU time.
+    #[arg(long)]
+    server_process: bool,
 }
 
 #[derive(Args)]
@@ -424,7 +428,7 @@ async fn verify(cfg: &DbConfig) -> anyhow::Result<()> {
 }
 
 async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
-    use medsettle::bench::{BenchConfig, Load};
+    use medsettle::bench::{BenchConfig, Load, ServerMode};
     let config = BenchConfig {
         database_url: b.bench_database_url,
         db_max_connections: cfg.max_connections,
@@ -434,6 +438,12 @@ async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
         duration: std::time::Duration::from_secs(b.seconds),
         hospital_percent: b.hospital_percent.min(100),
         connections: b.connections,
+        server: if b.server_process {
+            let exe = std::env::current_exe().context("finding this executable")?;
+            ServerMode::Child(exe)
+        } else {
+            ServerMode::InProcess
+        },
     };
     let result = medsettle::bench::run(config).await?;
     let json = serde_json::to_string_pretty(&result)?;

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// The encoded descriptor set of proto/ (for server reflection).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -53,6 +53,9 @@ pub async fn run(
         .build_v1alpha()?;
 
     tracing::info!(addr = %listener.local_addr()?, "serving gRPC");
+    // No Nagle delay: an answer's HTTP/2 frames leave at once (a listener handed in does not get
+    // the builder's TCP_NODELAY default).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .timeout(Duration::from_secs(60))
@@ -89,7 +92,7 @@ pub async fn run(
         .add_service(ClearingServiceServer::new(ctx.clone()))
         .add_service(EventServiceServer::new(ctx.clone()))
         .add_service(LedgerServiceServer::new(ctx))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     tracing::info!("server stopped");
     Ok(())

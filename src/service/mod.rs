@@ -60,8 +60,8 @@ impl App {
         auth::authenticate(&self.db, &self.tokens, token).await
     }
 
-    /// The group-commit queue of card swipes (its writers start on first use, inside the
-    /// server's runtime).
+    /// The group-commit queue of card swipes (its writers start on first use: on PostgreSQL
+    /// inside the server's runtime, on SQLite on a thread of their own).
     pub fn swipes(&self) -> &settlement::swipe_batch::Batcher {
         self.swipes.get_or_init(|| {
             settlement::swipe_batch::Batcher::start(

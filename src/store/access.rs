@@ -144,34 +144,42 @@ pub async fn list_audit(
     )
 }
 
-/// A request id to claim: (principal, request id, rpc, payload hash).
-pub type Claim = (String, String, String, Vec<u8>);
+/// The first answer under a request id, stored once the call it answers has run.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub principal: String,
+    pub request_id: String,
+    pub rpc: String,
+    pub payload_hash: Vec<u8>,
+    pub response: Vec<u8>,
+}
 
-/// Claims many request ids at once; returns the (principal, request id) pairs this call claimed
-/// (the others were taken already).
-pub async fn claim_many(
+/// Stores many first answers in one statement per chunk, skipping request ids already stored
+/// (a concurrent call got there first); returns how many were stored. Callers insert in key
+/// order, so two writers on PostgreSQL wait for each other's keys in one order (no deadlock).
+pub async fn insert_answers(
     c: &mut Conn,
-    claims: &[Claim],
+    rows: &[Answer],
     now: DateTime<Utc>,
-) -> StoreResult<std::collections::HashSet<(String, String)>> {
-    let mut claimed = std::collections::HashSet::new();
-    for chunk in claims.chunks(super::chunk_rows(6)) {
+) -> StoreResult<usize> {
+    let mut stored = 0;
+    for chunk in rows.chunks(super::chunk_rows(6)) {
         let sql = format!(
             "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, created_at) \
-             VALUES {} ON CONFLICT (principal, request_id) DO NOTHING RETURNING principal, request_id",
+             VALUES {} ON CONFLICT (principal, request_id) DO NOTHING",
             super::values(c.engine(), chunk.len(), 6, 1)
         );
-        let empty: &[u8] = &[];
-        let rows: Vec<(String, String)> = on_conn!(c, x => {
-            let mut q = sqlx::query_as(&sql);
-            for (p, r, rpc, h) in chunk {
-                q = q.bind(p).bind(r).bind(rpc).bind(h.as_slice()).bind(empty).bind(now);
+        let n = on_conn!(c, x => {
+            let mut q = sqlx::query(&sql);
+            for a in chunk {
+                q = q.bind(&a.principal).bind(&a.request_id).bind(&a.rpc)
+                    .bind(a.payload_hash.as_slice()).bind(a.response.as_slice()).bind(now);
             }
-            q.fetch_all(x).await
+            q.execute(x).await.map(|r| r.rows_affected())
         })?;
-        claimed.extend(rows);
+        stored += usize::try_from(n).unwrap_or(usize::MAX);
     }
-    Ok(claimed)
+    Ok(stored)
 }
 
 #[derive(sqlx::FromRow)]
@@ -212,43 +220,6 @@ pub async fn find_many(
         }));
     }
     Ok(out)
-}
-
-/// Stores the answers of many claimed request ids: (principal, request id, response).
-pub async fn complete_many(c: &mut Conn, rows: &[(String, String, Vec<u8>)]) -> StoreResult<()> {
-    for chunk in rows.chunks(super::chunk_rows(3)) {
-        let sql = format!(
-            "UPDATE idempotency SET response = v.column3 FROM (VALUES {}) AS v \
-             WHERE idempotency.principal = v.column1 AND idempotency.request_id = v.column2",
-            super::values(c.engine(), chunk.len(), 3, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for (p, r, resp) in chunk {
-                q = q.bind(p).bind(r).bind(resp.as_slice());
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(())
-}
-
-/// Releases claims of calls that failed.
-pub async fn release_many(c: &mut Conn, keys: &[(String, String)]) -> StoreResult<()> {
-    for chunk in keys.chunks(super::chunk_rows(2)) {
-        let sql = format!(
-            "DELETE FROM idempotency WHERE (principal, request_id) IN ({})",
-            super::values(c.engine(), chunk.len(), 2, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for (p, r) in chunk {
-                q = q.bind(p).bind(r);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
-    Ok(())
 }
 
 pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {

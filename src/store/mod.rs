@@ -173,6 +173,14 @@ impl Db {
         Ok(())
     }
 
+    /// A writer that keeps its own connection (see [`Writer`]).
+    pub fn writer(&self) -> Writer {
+        Writer {
+            db: self.clone(),
+            kept: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
     pub fn engine(&self) -> Engine {
         match self.pool {
             Pool::Sqlite(_) => Engine::Sqlite,
@@ -232,6 +240,63 @@ impl Db {
     }
 }
 
+/// One long-lived writer's transactions (the swipe batcher's). On SQLite its connection is kept
+/// from one transaction to the next, outside the pool: its page cache stays warm (SQLite drops a
+/// connection's cache whenever another connection wrote since it last ran, and the pool hands
+/// its idle connections out in turn), and no pool round trips (a ping on release, another on
+/// acquire) stand between two transactions. On PostgreSQL transactions come from the pool.
+pub struct Writer {
+    db: Db,
+    /// The SQLite connection between two transactions; None before the first, or after a
+    /// transaction that did not end cleanly (its connection was closed, which rolls it back).
+    kept: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
+}
+
+impl Writer {
+    /// Starts a write transaction, like [`Db::begin`].
+    pub async fn begin(&self) -> StoreResult<Conn> {
+        use sqlx::ConnectOptions;
+        let Pool::Sqlite(pool) = &self.db.pool else {
+            return self.db.begin().await;
+        };
+        let kept = self.kept.lock().ok().and_then(|mut k| k.take());
+        let mut conn = match kept {
+            Some(c) => c,
+            None => pool.connect_options().connect().await?,
+        };
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
+        Ok(Conn {
+            inner: Inner::SqliteKept(Kept {
+                conn,
+                home: self.kept.clone(),
+            }),
+            caches: self.db.caches.clone(),
+            booked: Vec::new(),
+        })
+    }
+}
+
+/// A write transaction on a [`Writer`]'s connection, begun with BEGIN IMMEDIATE. Dropped
+/// unfinished, the connection closes (SQLite rolls the transaction back) and the writer opens
+/// another.
+struct Kept {
+    conn: SqliteConnection,
+    home: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
+}
+
+impl Kept {
+    /// Ends the transaction (`COMMIT` or `ROLLBACK`) and hands the connection back to its
+    /// writer; on failure the connection is closed instead.
+    async fn end(self, sql: &str) -> StoreResult<()> {
+        let Kept { mut conn, home } = self;
+        sqlx::query(sql).execute(&mut conn).await?;
+        if let Ok(mut home) = home.lock() {
+            *home = Some(conn);
+        }
+        Ok(())
+    }
+}
+
 /// A connection: inside a transaction (from [`Db::begin`]) or not (from [`Db::read`]), with its
 /// database's caches.
 pub struct Conn {
@@ -246,6 +311,7 @@ enum Inner {
     PgTx(Transaction<'static, Postgres>),
     Sqlite(PoolConnection<Sqlite>),
     Pg(PoolConnection<Postgres>),
+    SqliteKept(Kept),
 }
 
 /// The engine-specific connection behind a [`Conn`].
@@ -261,12 +327,13 @@ impl Conn {
             Inner::PgTx(t) => Raw::Pg(t),
             Inner::Sqlite(c) => Raw::Sqlite(c),
             Inner::Pg(c) => Raw::Pg(c),
+            Inner::SqliteKept(k) => Raw::Sqlite(&mut k.conn),
         }
     }
 
     pub fn engine(&self) -> Engine {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::Sqlite(_) => Engine::Sqlite,
+            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) => Engine::Sqlite,
             Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
         }
     }
@@ -301,6 +368,7 @@ impl Conn {
         match self.inner {
             Inner::SqliteTx(t) => t.commit().await?,
             Inner::PgTx(t) => t.commit().await?,
+            Inner::SqliteKept(k) => k.end("COMMIT").await?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
@@ -311,6 +379,7 @@ impl Conn {
         match self.inner {
             Inner::SqliteTx(t) => t.rollback().await?,
             Inner::PgTx(t) => t.rollback().await?,
+            Inner::SqliteKept(k) => k.end("ROLLBACK").await?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())

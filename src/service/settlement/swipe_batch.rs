@@ -1,12 +1,14 @@
 //! Group commit for card swipes. Concurrent SettlePurchase calls queue here; a writer takes
 //! everything queued (up to `MAX_BATCH`) and books it in ONE database transaction with set-based
-//! SQL: one statement claims every request id, one loads every person (locked in psn_no order),
-//! one every accumulator, one every balance; adjudication runs in memory in arrival order (so
-//! two swipes of one person in a batch see each other); one statement each then writes the
-//! settlements, lines, journal, accumulators, balances, answers and audit records; one commit
-//! (one fsync) answers them all. A request that breaks a rule fails alone: its claim is
-//! released and only its audit record is written. A batch the database refuses as a whole is
-//! retried, then split into single requests, so one bad request never fails the others.
+//! SQL: one statement finds the stored answers of every request id (those calls are replays),
+//! one loads every person (locked in psn_no order), one every accumulator, one every balance;
+//! adjudication runs in memory in arrival order (so two swipes of one person in a batch see each
+//! other); one statement each then writes the settlements, lines, journal, accumulators,
+//! balances, answers (the idempotency rows) and audit records; one commit (one fsync) answers
+//! them all. A request that breaks a rule fails alone: only its audit record is written. A
+//! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
+//! replays. A batch the database refuses as a whole is retried, then split into single
+//! requests, so one bad request never fails the others.
 
 use super::context::{pharmacy_context, pharmacy_precheck};
 use super::pharmacy::{Swipe, price};
@@ -24,11 +26,11 @@ use crate::service::clock::Clock;
 use crate::service::error::{AppError, AppResult};
 use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, replay_bytes};
 use crate::service::policies;
-use crate::store::access::{self, AuditRow, Claim};
+use crate::store::access::{self, Answer, AuditRow};
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::{self, PurchaseLineRow};
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{Db, Engine, catalogue, journal, persons, registry};
+use crate::store::{Db, Engine, Writer, catalogue, journal, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,17 +63,37 @@ impl Batcher {
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        let writers = match db.engine() {
-            Engine::Sqlite => 1,
-            Engine::Postgres => 2,
-        };
-        for _ in 0..writers {
-            tokio::spawn(writer(
-                db.clone(),
-                clock.clone(),
-                metrics.clone(),
-                rx.clone(),
-            ));
+        match db.engine() {
+            Engine::Sqlite => {
+                let writer = writer(db.clone(), clock, metrics, rx);
+                // Its own thread: a batch waits on the database a dozen times, and each wake-up
+                // queued behind hundreds of gRPC tasks on the shared workers cost milliseconds.
+                // (SQLite connections run on threads of their own, bound to no runtime.)
+                let spawned = std::thread::Builder::new()
+                    .name("swipe-writer".into())
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(rt) => rt.block_on(writer),
+                            Err(e) => tracing::error!(error = %e, "cannot start the swipe writer"),
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the swipe writer thread");
+                }
+            }
+            Engine::Postgres => {
+                for _ in 0..2 {
+                    tokio::spawn(writer(
+                        db.clone(),
+                        clock.clone(),
+                        metrics.clone(),
+                        rx.clone(),
+                    ));
+                }
+            }
         }
         Batcher { tx }
     }
@@ -95,6 +117,7 @@ impl Batcher {
 }
 
 async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let wdb = db.writer();
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -109,7 +132,7 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let batch = std::panic::AssertUnwindSafe(run(&db, &clock, &metrics, jobs));
+        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, jobs));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -118,11 +141,11 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole.
-async fn run(db: &Db, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
+async fn run(db: &Db, wdb: &Writer, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(db, clock, metrics, &jobs).await {
+        match book(wdb, clock, metrics, &jobs).await {
             Ok(outcome) => {
                 finish(db, jobs, outcome).await;
                 return;
@@ -140,7 +163,7 @@ async fn run(db: &Db, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, clock, metrics, vec![job])).await;
+                    Box::pin(run(db, wdb, clock, metrics, vec![job])).await;
                 }
                 return;
             }
@@ -208,8 +231,7 @@ struct Writes {
     entries: Vec<crate::store::journal::EntryRow>,
     accumulators: HashMap<AccumulatorKey, AccumulatorRow>,
     accounts: HashMap<String, i64>,
-    answers: Vec<(String, String, Vec<u8>)>,
-    released: Vec<(String, String)>,
+    answers: Vec<Answer>,
     audits: Vec<AuditRow>,
 }
 
@@ -223,30 +245,32 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 
 /// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
 /// Counts the batch and its settlements in `metrics` once it has committed.
-async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppResult<Vec<Outcome>> {
+async fn book(
+    db: &Writer,
+    clock: &Clock,
+    metrics: &Metrics,
+    jobs: &[Job],
+) -> AppResult<Vec<Outcome>> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
     let now = clock.now();
     let today = business_date(now);
     let mut out: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
     let mut w = Writes::default();
-    let fail = |w: &mut Writes, job: &Job, e: &AppError, claimed: bool| {
-        if claimed {
-            w.released
-                .push((job.call.principal.key(), job.call.request_id.clone()));
-        }
+    let fail = |w: &mut Writes, job: &Job, e: &AppError| {
         w.audits
             .push(audit_row(&job.call, e.code_name(), &e.to_string(), now));
     };
 
-    // 1. Request ids: claim all at once; the unclaimed are replays.
+    // 1. Request ids: every stored first answer at once; the rest are fresh. Their answers are
+    // inserted with the batch's other writes (one row each, no claim to complete or release).
     let mut seen = HashSet::new();
-    let mut claims: Vec<Claim> = Vec::new();
-    let mut claim_of: Vec<usize> = Vec::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut key_of: Vec<usize> = Vec::new();
     for (i, j) in jobs.iter().enumerate() {
         if let Err(e) = RequestId::parse("request_id", &j.call.request_id) {
             let e = AppError::from(e);
-            fail(&mut w, j, &e, false);
+            fail(&mut w, j, &e);
             out[i] = Some(Outcome::Done(Err(e)));
             continue;
         }
@@ -255,38 +279,21 @@ async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppRes
             out[i] = Some(Outcome::Defer);
             continue;
         }
-        claims.push((
-            key.0,
-            key.1,
-            j.call.rpc.clone(),
-            j.call.payload_hash.to_vec(),
-        ));
-        claim_of.push(i);
+        keys.push(key);
+        key_of.push(i);
     }
-    let claimed = access::claim_many(&mut conn, &claims, now).await?;
-    let taken: Vec<(String, String)> = claims
-        .iter()
-        .map(|c| (c.0.clone(), c.1.clone()))
-        .filter(|k| !claimed.contains(k))
-        .collect();
-    let firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &taken)
+    let mut firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &keys)
         .await?
         .into_iter()
         .map(|(p, r, row)| ((p, r), row))
         .collect();
     let mut fresh = Vec::new();
-    for (c, &i) in claims.iter().zip(&claim_of) {
-        let key = (c.0.clone(), c.1.clone());
-        if claimed.contains(&key) {
+    for (key, i) in keys.into_iter().zip(key_of) {
+        let Some(first) = firsts.remove(&key) else {
             fresh.push(i);
             continue;
-        }
-        let answer = match firsts.get(&key) {
-            Some(first) => replay_bytes(&jobs[i].call, first.clone()),
-            None => Err(AppError::Retry(
-                "request id claimed by a call that did not commit".into(),
-            )),
         };
+        let answer = replay_bytes(&jobs[i].call, first);
         match &answer {
             Ok(_) => w.audits.push(audit_row(&jobs[i].call, "OK", "replay", now)),
             Err(e) => w
@@ -357,7 +364,7 @@ async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppRes
         {
             Ok((ctx, lines)) => priced.push(Priced { i, ctx, lines }),
             Err(e) if is_request_error(&e) => {
-                fail(&mut w, job, &e, true);
+                fail(&mut w, job, &e);
                 out[i] = Some(Outcome::Done(Err(e)));
             }
             Err(e) => return Err(e),
@@ -395,15 +402,17 @@ async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppRes
         match adjudicate_one(job, p.ctx, p.lines, &mut accs, &mut balances, &mut w, now) {
             Ok(answer) => {
                 w.audits.push(audit_row(&job.call, "OK", "", now));
-                w.answers.push((
-                    job.call.principal.key(),
-                    job.call.request_id.clone(),
-                    answer.clone(),
-                ));
+                w.answers.push(Answer {
+                    principal: job.call.principal.key(),
+                    request_id: job.call.request_id.clone(),
+                    rpc: job.call.rpc.clone(),
+                    payload_hash: job.call.payload_hash.to_vec(),
+                    response: answer.clone(),
+                });
                 out[p.i] = Some(Outcome::Done(Ok(answer)));
             }
             Err(e) if is_request_error(&e) => {
-                fail(&mut w, job, &e, true);
+                fail(&mut w, job, &e);
                 out[p.i] = Some(Outcome::Done(Err(e)));
             }
             Err(e) => return Err(e),
@@ -418,8 +427,16 @@ async fn book(db: &Db, clock: &Clock, metrics: &Metrics, jobs: &[Job]) -> AppRes
     settlement::add_to_accumulators(&mut conn, &acc_deltas).await?;
     let account_deltas: Vec<_> = w.accounts.into_iter().filter(|(_, d)| *d != 0).collect();
     persons::add_to_accounts(&mut conn, &account_deltas).await?;
-    access::complete_many(&mut conn, &w.answers).await?;
-    access::release_many(&mut conn, &w.released).await?;
+    w.answers
+        .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
+    let stored = access::insert_answers(&mut conn, &w.answers, now).await?;
+    if stored < w.answers.len() {
+        // A concurrent call (another writer on PostgreSQL) stored one of these request ids
+        // since step 1: run the batch again, and that one replays the committed answer.
+        return Err(AppError::Retry(
+            "a request id of the batch was stored concurrently".into(),
+        ));
+    }
     access::insert_audits(&mut conn, &w.audits).await?;
     conn.commit().await?;
     metrics.swipe_batch(jobs.len());
