@@ -3,8 +3,8 @@
 //! SQL: one statement finds the stored answers of every request id (those calls are replays),
 //! one loads every person (locked in psn_no order), one every accumulator, one every balance;
 //! adjudication runs in memory in arrival order (so two swipes of one person in a batch see each
-//! other); one statement each then writes the settlements, lines, journal, accumulators,
-//! balances, answers (the idempotency rows) and audit records; one commit (one fsync) answers
+//! other); one statement each then writes the answers (the idempotency rows, first), the
+//! settlements, lines, journal, accumulators, balances and audit records; one commit (one fsync) answers
 //! them all. A request that breaks a rule fails alone: only its audit record is written. A
 //! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
 //! replays. A batch the database refuses as a whole is retried, then split into single
@@ -419,7 +419,19 @@ async fn book(
         }
     }
 
-    // 5. Write everything, set-based, and commit once.
+    // 5. Write everything, set-based, and commit once. The answers (the idempotency rows) go
+    // first, in key order: a concurrent batch holding one of these request ids (another writer
+    // on PostgreSQL) makes this insert wait for it and then skip the row, before anything
+    // else of ours (the settlement's own unique request id) could collide with it. Then the
+    // batch runs again, and that call replays the committed answer.
+    w.answers
+        .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
+    let stored = access::insert_answers(&mut conn, &w.answers, now).await?;
+    if stored < w.answers.len() {
+        return Err(AppError::Retry(
+            "a request id of the batch was stored concurrently".into(),
+        ));
+    }
     settlement::insert_settlements(&mut conn, &w.settlements).await?;
     pharmacy::insert_lines(&mut conn, &w.lines).await?;
     journal::insert_many(&mut conn, &w.txs, &w.entries).await?;
@@ -427,16 +439,6 @@ async fn book(
     settlement::add_to_accumulators(&mut conn, &acc_deltas).await?;
     let account_deltas: Vec<_> = w.accounts.into_iter().filter(|(_, d)| *d != 0).collect();
     persons::add_to_accounts(&mut conn, &account_deltas).await?;
-    w.answers
-        .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
-    let stored = access::insert_answers(&mut conn, &w.answers, now).await?;
-    if stored < w.answers.len() {
-        // A concurrent call (another writer on PostgreSQL) stored one of these request ids
-        // since step 1: run the batch again, and that one replays the committed answer.
-        return Err(AppError::Retry(
-            "a request id of the batch was stored concurrently".into(),
-        ));
-    }
     access::insert_audits(&mut conn, &w.audits).await?;
     conn.commit().await?;
     metrics.swipe_batch(jobs.len());
