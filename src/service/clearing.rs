@@ -457,7 +457,7 @@ pub async fn dispute(
         // Reversals and refunds of it already stated follow the dispute, so the statement does
         // not credit a reversal of what it no longer charges. One already confirmed was cleared
         // against the settlement: disputing the settlement now would count that credit twice.
-        for (st, rev, status) in clearing::undisputed_reversal_lines(conn, setl_id).await? {
+        for (st, rev, status, stored) in clearing::undisputed_reversal_lines(conn, setl_id).await? {
             if status != PENDING {
                 return Err(AppError::precondition(
                     "reversal_already_cleared",
@@ -467,9 +467,10 @@ pub async fn dispute(
                 ));
             }
             let why = format!("follows the dispute of {setl_id}");
-            clearing::mark_disputed(conn, &st, &rev, &why, Some(setl_id)).await?;
+            clearing::mark_disputed(conn, &st, &rev, &why, Some(setl_id), stored).await?;
         }
-        clearing::mark_disputed(conn, statement_id, setl_id, reason, None).await?;
+        clearing::mark_disputed(conn, statement_id, setl_id, reason, None, line.is_stored())
+            .await?;
     }
     let s = clearing::get_statement(conn, statement_id)
         .await?

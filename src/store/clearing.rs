@@ -275,6 +275,14 @@ pub struct LineRow {
     pub resolution_note: Option<String>,
 }
 
+impl LineRow {
+    /// Whether the line is a stored row: a carried copy, or a settlement in or following a
+    /// dispute (a settlement's plain line is derived and has neither).
+    pub fn is_stored(&self) -> bool {
+        self.carried_from.is_some() || self.dispute_state != 0
+    }
+}
+
 const LINE_COLS: &str = "setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, dispute_reason, \
     dispute_state, follows, carried_from, carried_into, resolved_at, resolution_note";
 
@@ -370,31 +378,32 @@ pub async fn periods_past_deadline(
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(status).bind(today).fetch_all(x).await)?)
 }
 
-/// Puts a line of a statement in dispute (state 1): a stored line (carried copy) is updated, a
-/// settlement of the statement gets its stored override. `follows`: the settlement whose
-/// dispute a reversal or refund follows. Returns false when the statement has no such line.
+/// Puts a line of a statement in dispute (state 1): a stored line (`stored`, e.g. a carried
+/// copy) is updated, a settlement of the statement gets its stored override. `follows`: the
+/// settlement whose dispute a reversal or refund follows. Returns false when the statement has
+/// no such line.
 pub async fn mark_disputed(
     c: &mut Conn,
     statement_id: &str,
     setl_id: &str,
     reason: &str,
     follows: Option<&str>,
+    stored: bool,
 ) -> StoreResult<bool> {
-    let sql = "UPDATE statement_line SET disputed = true, dispute_state = 1, dispute_reason = $3, follows = $4 \
-               WHERE statement_id = $1 AND setl_id = $2";
-    let n = on_conn!(c, x => sqlx::query(sql).bind(statement_id).bind(setl_id).bind(reason).bind(follows)
-        .execute(x).await.map(|r| r.rows_affected()))?;
-    if n == 1 {
-        return Ok(true);
-    }
-    let sql = format!(
-        "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
-         dispute_reason, dispute_state, follows) \
-         SELECT s.statement_id, st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, st.acct_fen, true, $3, 1, $4 \
-         FROM statement s JOIN settlement st ON st.setl_id = $2 AND {} = s.statement_id \
-         WHERE s.statement_id = $1",
-        statement_id_sql("st.")
-    );
+    let sql = if stored {
+        "UPDATE statement_line SET disputed = true, dispute_state = 1, dispute_reason = $3, follows = $4 \
+         WHERE statement_id = $1 AND setl_id = $2"
+            .to_owned()
+    } else {
+        format!(
+            "INSERT INTO statement_line (statement_id, setl_id, reverses, medfee_fen, fund_fen, acct_fen, disputed, \
+             dispute_reason, dispute_state, follows) \
+             SELECT s.statement_id, st.setl_id, st.reverses, st.medfee_fen, st.fund_fen, st.acct_fen, true, $3, 1, $4 \
+             FROM statement s JOIN settlement st ON st.setl_id = $2 AND {} = s.statement_id \
+             WHERE s.statement_id = $1",
+            statement_id_sql("st.")
+        )
+    };
     let n = on_conn!(c, x => sqlx::query(&sql).bind(statement_id).bind(setl_id).bind(reason).bind(follows)
         .execute(x).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -819,17 +828,17 @@ pub async fn period_lines(
 }
 
 /// Lines of reversals and refunds of `setl_id` not yet part of a dispute, on any statement:
-/// (statement_id, setl_id, statement status). Settlements of closed months are lines of their
-/// statement unless stored with a state; carried copies are stored.
+/// (statement_id, setl_id, statement status, stored). Settlements of closed months are lines of
+/// their statement unless stored with a state; carried copies are stored.
 pub async fn undisputed_reversal_lines(
     c: &mut Conn,
     setl_id: &str,
-) -> StoreResult<Vec<(String, String, i64)>> {
+) -> StoreResult<Vec<(String, String, i64, bool)>> {
     let sql = format!(
-        "SELECT s.statement_id, st.setl_id, s.status FROM settlement st JOIN statement s ON s.statement_id = {} \
+        "SELECT s.statement_id, st.setl_id, s.status, false FROM settlement st JOIN statement s ON s.statement_id = {} \
          WHERE st.reverses = $1 AND NOT EXISTS (SELECT 1 FROM statement_line l \
          WHERE l.statement_id = s.statement_id AND l.setl_id = st.setl_id) \
-         UNION ALL SELECT l.statement_id, l.setl_id, s.status FROM statement_line l \
+         UNION ALL SELECT l.statement_id, l.setl_id, s.status, true FROM statement_line l \
          JOIN statement s ON s.statement_id = l.statement_id \
          WHERE l.reverses = $1 AND l.dispute_state = 0 ORDER BY 1, 2",
         statement_id_sql("st.")
