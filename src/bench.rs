@@ -1,6 +1,6 @@
 //! `medsettle bench`: a load generator over real gRPC. It starts the server in-process on
 //! 127.0.0.1:0 against the given database (default: a fresh SQLite file), seeds a small world
-//! through the API (regions, a pharmacy, a hospital, N insured persons with cards and personal
+//! through the API (regions, P pharmacies, a hospital, N insured persons with cards and personal
 //! accounts, a catalogue, a policy, filings), then drives a mix of pharmacy swipes and full
 //! hospital flows either at a fixed concurrency (closed loop) or at a fixed offered rate (open
 //! loop, latency measured from the intended send time, so a stall is not hidden), and reports
@@ -53,6 +53,20 @@ pub struct BenchConfig {
     pub connections: usize,
     /// Where the server runs.
     pub server: ServerMode,
+    /// Pharmacies the swipes spread over (each with its own token and request-id sequence).
+    pub pharmacies: usize,
+    /// How swipe request ids are made.
+    pub request_ids: RequestIds,
+}
+
+/// How the load generator makes its swipes' request ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestIds {
+    /// As NHSA callers make a message id (报文ID): the institution code, the local time to the
+    /// second and the institution's own sequence number, so each institution's ids ascend.
+    Msgid,
+    /// 128 random bits: every id lands on a random leaf of the request-id indexes (worst case).
+    Random,
 }
 
 /// Where the measured server runs.
@@ -118,8 +132,30 @@ pub(crate) fn with_token(
     Ok(InterceptedService::new(channel, Auth(value)))
 }
 
+/// A pharmacy of the benchmark: its clients (one per connection) and its request-id sequence.
+struct Pharmacy {
+    code: String,
+    clients: Vec<PharmacyServiceClient<InterceptedService<Channel, Auth>>>,
+    seq: AtomicU64,
+}
+
+impl Pharmacy {
+    /// The next request id of this pharmacy's swipes.
+    fn request_id(&self, ids: RequestIds) -> String {
+        match ids {
+            RequestIds::Random => rid(),
+            RequestIds::Msgid => {
+                let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                let local = chrono::Utc::now() + chrono::Duration::hours(8);
+                format!("{}{}{n:08}", self.code, local.format("%Y%m%d%H%M%S"))
+            }
+        }
+    }
+}
+
 struct World {
-    pharmacy: Vec<PharmacyServiceClient<InterceptedService<Channel, Auth>>>,
+    pharmacies: Vec<Pharmacy>,
+    request_ids: RequestIds,
     hospital: Vec<SettlementServiceClient<InterceptedService<Channel, Auth>>>,
     cards: Vec<String>,
     ids: Vec<String>,
@@ -128,7 +164,6 @@ struct World {
 
 const HOME: &str = "150300";
 const TREAT: &str = "150600";
-const PHARMACY: &str = "P15060000001";
 const HOSPITAL: &str = "H15060000001";
 const CATALOGUE_ITEMS: usize = 500;
 
@@ -145,11 +180,20 @@ pub(crate) fn national_id(i: usize) -> String {
     format!("{body}{check}")
 }
 
-async fn seed(channels: &[Channel], db: &Db, persons: usize) -> anyhow::Result<World> {
+/// The code of bench pharmacy `i` (0-based).
+fn pharmacy_code(i: usize) -> String {
+    format!("P150600{:05}", i + 1)
+}
+
+async fn seed(
+    channels: &[Channel],
+    db: &Db,
+    persons: usize,
+    pharmacies: usize,
+    request_ids: RequestIds,
+) -> anyhow::Result<World> {
     let (_, operator) = auth::issue(db, &Grant::Operator, "bench").await?;
-    let pharmacy_code = InstitutionCode::parse("pharmacy", PHARMACY)?;
     let hospital_code = InstitutionCode::parse("hospital", HOSPITAL)?;
-    let (_, pharmacy_token) = auth::issue(db, &Grant::Institution(pharmacy_code), "bench").await?;
     let (_, hospital_token) = auth::issue(db, &Grant::Institution(hospital_code), "bench").await?;
     let mut reg = RegistryServiceClient::new(with_token(channels[0].clone(), &operator)?);
 
@@ -167,24 +211,26 @@ async fn seed(channels: &[Channel], db: &Db, persons: usize) -> anyhow::Result<W
             return Err(s).context("creating regions");
         }
     }
-    for (code, kind, level, name) in [
-        (
-            PHARMACY,
+    let mut institutions = vec![(
+        HOSPITAL.to_owned(),
+        pb::InstitutionKind::Hospital,
+        3,
+        "鄂尔多斯市中心医院".to_owned(),
+    )];
+    for i in 0..pharmacies {
+        institutions.push((
+            pharmacy_code(i),
             pb::InstitutionKind::Pharmacy,
             0,
-            "鄂尔多斯市大药房",
-        ),
-        (
-            HOSPITAL,
-            pb::InstitutionKind::Hospital,
-            3,
-            "鄂尔多斯市中心医院",
-        ),
-    ] {
+            format!("鄂尔多斯市大药房第{}店", i + 1),
+        ));
+    }
+    let mut pharmacy = Vec::with_capacity(pharmacies);
+    for (code, kind, level, name) in institutions {
         reg.register_institution(pb::RegisterInstitutionRequest {
             request_id: rid(),
-            code: code.into(),
-            name: name.into(),
+            code: code.clone(),
+            name,
             region: TREAT.into(),
             kind: kind as i32,
             level,
@@ -194,6 +240,18 @@ async fn seed(channels: &[Channel], db: &Db, persons: usize) -> anyhow::Result<W
         })
         .await
         .context("registering institutions")?;
+        if kind == pb::InstitutionKind::Pharmacy {
+            let grant = Grant::Institution(InstitutionCode::parse("pharmacy", &code)?);
+            let (_, token) = auth::issue(db, &grant, "bench").await?;
+            pharmacy.push(Pharmacy {
+                code,
+                clients: channels
+                    .iter()
+                    .map(|c| with_token(c.clone(), &token).map(PharmacyServiceClient::new))
+                    .collect::<anyhow::Result<_>>()?,
+                seq: AtomicU64::new(0),
+            });
+        }
     }
     let rule = |care: pb::CareType, basis: pb::DeductibleBasis, deductible: &str, ratio: &str| {
         pb::PolicyRule {
@@ -329,10 +387,8 @@ async fn seed(channels: &[Channel], db: &Db, persons: usize) -> anyhow::Result<W
     );
 
     Ok(World {
-        pharmacy: channels
-            .iter()
-            .map(|c| with_token(c.clone(), &pharmacy_token).map(PharmacyServiceClient::new))
-            .collect::<anyhow::Result<_>>()?,
+        pharmacies: pharmacy,
+        request_ids,
         hospital: channels
             .iter()
             .map(|c| with_token(c.clone(), &hospital_token).map(SettlementServiceClient::new))
@@ -353,7 +409,9 @@ fn lines(codes: &[(String, String)], n: usize) -> Vec<(String, String, String)> 
 }
 
 async fn swipe(w: &World, k: usize) -> Result<(), tonic::Status> {
-    let mut client = w.pharmacy[k % w.pharmacy.len()].clone();
+    let n = w.pharmacies.len();
+    let pharmacy = &w.pharmacies[k % n];
+    let mut client = pharmacy.clients[(k / n) % pharmacy.clients.len()].clone();
     let card = w.cards[rand::random_range(0..w.cards.len())].clone();
     let lines = lines(&w.codes, rand::random_range(1..=5))
         .into_iter()
@@ -367,7 +425,7 @@ async fn swipe(w: &World, k: usize) -> Result<(), tonic::Status> {
         .collect();
     client
         .settle_purchase(pb::SettlePurchaseRequest {
-            request_id: rid(),
+            request_id: pharmacy.request_id(w.request_ids),
             credential: Some(pb::CardCredential {
                 credential: Some(pb::card_credential::Credential::CardNo(card)),
             }),
@@ -530,7 +588,16 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
                 .await?,
         );
     }
-    let world = Arc::new(seed(&channels, &db, cfg.persons.max(1)).await?);
+    let world = Arc::new(
+        seed(
+            &channels,
+            &db,
+            cfg.persons.max(1),
+            cfg.pharmacies.clamp(1, 99_999),
+            cfg.request_ids,
+        )
+        .await?,
+    );
     let rec = Arc::new(Recorder::new()?);
 
     let deadline = Instant::now() + cfg.warmup + cfg.duration;

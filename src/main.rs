@@ -141,6 +141,19 @@ struct BenchArgs {
     /// report each process's CPU time.
     #[arg(long)]
     server_process: bool,
+    /// Pharmacies the swipes spread over (each with its own token and request ids).
+    #[arg(long, default_value_t = 20)]
+    pharmacies: usize,
+    /// Swipe request ids: `msgid` (institution code + local time + the institution's sequence,
+    /// as NHSA callers make them) or `random` (128 random bits, the worst case for the indexes).
+    #[arg(long, default_value = "msgid")]
+    request_ids: BenchRequestIds,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchRequestIds {
+    Msgid,
+    Random,
 }
 
 #[derive(Args)]
@@ -443,6 +456,11 @@ async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
             ServerMode::Child(exe)
         } else {
             ServerMode::InProcess
+        },
+        pharmacies: b.pharmacies,
+        request_ids: match b.request_ids {
+            BenchRequestIds::Msgid => medsettle::bench::RequestIds::Msgid,
+            BenchRequestIds::Random => medsettle::bench::RequestIds::Random,
         },
     };
     let result = medsettle::bench::run(config).await?;

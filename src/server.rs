@@ -32,6 +32,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = crate::metrics::RpcLayer::new(app.metrics.clone());
+    let barrier = crate::store::durability::BarrierLayer::new(app.db.durability());
     let ctx = Ctx { app };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -76,6 +77,8 @@ pub async fn run(
                 req
             },
         ))
+        // No answer shows a swipe that is not yet on disk (SQLite; see store::durability).
+        .layer(barrier)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -53,7 +53,11 @@ impl EventService for Ctx {
             loop {
                 let page = async {
                     let mut conn = app.read().await?;
-                    events::page(&mut conn, &cursor, &region).await
+                    let page = events::page(&mut conn, &cursor, &region).await;
+                    drop(conn);
+                    // Only events already on disk are sent (a swipe batch may not be yet).
+                    app.db.durable().await;
+                    page
                 }
                 .await;
                 let page = match page {

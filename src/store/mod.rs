@@ -7,6 +7,7 @@ pub mod access;
 pub mod cache;
 pub mod catalogue;
 pub mod clearing;
+pub mod durability;
 pub mod events;
 pub mod filings;
 pub mod journal;
@@ -84,6 +85,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct Db {
     pool: Pool,
     caches: Arc<Caches>,
+    /// The swipe writer's lazy commits and their fsyncs (a SQLite database file only).
+    durability: Option<Arc<durability::Durability>>,
 }
 
 #[derive(Clone, Debug)]
@@ -102,10 +105,11 @@ pub struct DbConfig {
 }
 
 impl Db {
-    fn new(pool: Pool) -> Db {
+    fn new(pool: Pool, durability: Option<Arc<durability::Durability>>) -> Db {
         Db {
             pool,
             caches: Arc::new(Caches::default()),
+            durability,
         }
     }
 
@@ -128,7 +132,7 @@ impl Db {
                 .connect_with(opts)
                 .await
                 .context("connecting to PostgreSQL")?;
-            Ok(Db::new(Pool::Postgres(pool)))
+            Ok(Db::new(Pool::Postgres(pool), None))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .context("parsing SQLite URL")?
@@ -142,13 +146,20 @@ impl Db {
                 .pragma("cache_size", "-65536")
                 .pragma("mmap_size", "268435456")
                 .pragma("temp_store", "memory");
+            let file = opts.get_filename();
+            let in_memory = file == std::path::Path::new(":memory:") || url.contains("mode=memory");
+            let durability = if in_memory {
+                None
+            } else {
+                Some(durability::Durability::start(file).context("starting the WAL syncer")?)
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
                 .context("opening SQLite database")?;
-            Ok(Db::new(Pool::Sqlite(pool)))
+            Ok(Db::new(Pool::Sqlite(pool), durability))
         } else {
             anyhow::bail!("unsupported database URL (expected sqlite:… or postgres://…): {url}")
         }
@@ -178,6 +189,19 @@ impl Db {
         Writer {
             db: self.clone(),
             kept: Arc::new(std::sync::Mutex::new(None)),
+        }
+    }
+
+    /// The lazy commits of this database's swipe writer (None: every commit is durable when it
+    /// returns — PostgreSQL, or an in-memory SQLite database).
+    pub fn durability(&self) -> Option<Arc<durability::Durability>> {
+        self.durability.clone()
+    }
+
+    /// Returns once every swipe committed so far is on disk (see [`durability`]).
+    pub async fn durable(&self) {
+        if let Some(d) = &self.durability {
+            d.barrier().await;
         }
     }
 
@@ -262,7 +286,16 @@ impl Writer {
         let kept = self.kept.lock().ok().and_then(|mut k| k.take());
         let mut conn = match kept {
             Some(c) => c,
-            None => pool.connect_options().connect().await?,
+            None => {
+                let mut c = pool.connect_options().connect().await?;
+                if self.db.durability.is_some() {
+                    // Lazy commits: the syncer makes them durable before anyone is answered.
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut c)
+                        .await?;
+                }
+                c
+            }
         };
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
         Ok(Conn {
@@ -273,6 +306,38 @@ impl Writer {
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
+    }
+}
+
+impl Writer {
+    /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
+    /// durable once [`Committed::durable`] returns.
+    pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {
+        let lazy = matches!(conn.inner, Inner::SqliteKept(_));
+        conn.commit().await?;
+        Ok(Committed {
+            ticket: self
+                .db
+                .durability
+                .clone()
+                .filter(|_| lazy)
+                .map(|d| (d.committed(), d)),
+        })
+    }
+}
+
+/// A committed writer transaction, durable once [`Committed::durable`] returns.
+pub struct Committed {
+    ticket: Option<(u64, Arc<durability::Durability>)>,
+}
+
+impl Committed {
+    /// Waits for the fsync that makes this commit durable (at once where commits are durable
+    /// when they return).
+    pub async fn durable(self) {
+        if let Some((ticket, d)) = self.ticket {
+            d.wait(ticket).await;
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! one loads every person (locked in psn_no order), one every accumulator, one every balance;
 //! adjudication runs in memory in arrival order (so two swipes of one person in a batch see each
 //! other); one statement each then writes the answers (the idempotency rows, first), the
-//! settlements, lines, journal, accumulators, balances and audit records; one commit (one fsync) answers
+//! settlements, lines, journal, accumulators, balances and audit records; one commit, made durable
+//! by one fsync (on SQLite off the writer's path, see `store::durability`), answers
 //! them all. A request that breaks a rule fails alone: only its audit record is written. A
 //! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
 //! replays. A batch the database refuses as a whole is retried, then split into single
@@ -30,7 +31,7 @@ use crate::store::access::{self, Answer, AuditRow};
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::{self, PurchaseLineRow};
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{Db, Engine, Writer, catalogue, journal, persons, registry};
+use crate::store::{Committed, Db, Engine, Writer, catalogue, journal, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -63,9 +64,11 @@ impl Batcher {
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
+        // Callers are answered from the server's runtime once their batch is durable.
+        let answers = tokio::runtime::Handle::current();
         match db.engine() {
             Engine::Sqlite => {
-                let writer = writer(db.clone(), clock, metrics, rx);
+                let writer = writer(db.clone(), clock, metrics, rx, answers);
                 // Its own thread: a batch waits on the database a dozen times, and each wake-up
                 // queued behind hundreds of gRPC tasks on the shared workers cost milliseconds.
                 // (SQLite connections run on threads of their own, bound to no runtime.)
@@ -91,6 +94,7 @@ impl Batcher {
                         clock.clone(),
                         metrics.clone(),
                         rx.clone(),
+                        answers.clone(),
                     ));
                 }
             }
@@ -116,7 +120,13 @@ impl Batcher {
     }
 }
 
-async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn writer(
+    db: Db,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    answers: tokio::runtime::Handle,
+) {
     let wdb = db.writer();
     loop {
         let jobs = {
@@ -132,7 +142,7 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, jobs));
+        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, &answers, jobs));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -140,14 +150,27 @@ async fn writer(db: Db, clock: Clock, metrics: Arc<Metrics>, rx: Arc<Mutex<mpsc:
 }
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
-/// refuses it as a whole.
-async fn run(db: &Db, wdb: &Writer, clock: &Clock, metrics: &Metrics, jobs: Vec<Job>) {
+/// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
+/// the commit is durable, while the writer goes on with the next batch (see
+/// [`crate::store::durability`]).
+async fn run(
+    db: &Db,
+    wdb: &Writer,
+    clock: &Clock,
+    metrics: &Metrics,
+    answers: &tokio::runtime::Handle,
+    jobs: Vec<Job>,
+) {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match book(wdb, clock, metrics, &jobs).await {
-            Ok(outcome) => {
-                finish(db, jobs, outcome).await;
+            Ok((outcome, committed)) => {
+                let db = db.clone();
+                answers.spawn(async move {
+                    committed.durable().await;
+                    finish(&db, jobs, outcome).await;
+                });
                 return;
             }
             Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
@@ -163,7 +186,7 @@ async fn run(db: &Db, wdb: &Writer, clock: &Clock, metrics: &Metrics, jobs: Vec<
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, wdb, clock, metrics, vec![job])).await;
+                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job])).await;
                 }
                 return;
             }
@@ -243,14 +266,15 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// Books a batch in one transaction; per-request outcomes, or an error for the whole batch.
-/// Counts the batch and its settlements in `metrics` once it has committed.
+/// Books a batch in one transaction; per-request outcomes (to be answered once the commit is
+/// durable), or an error for the whole batch. Counts the batch and its settlements in `metrics`
+/// once it has committed.
 async fn book(
     db: &Writer,
     clock: &Clock,
     metrics: &Metrics,
     jobs: &[Job],
-) -> AppResult<Vec<Outcome>> {
+) -> AppResult<(Vec<Outcome>, Committed)> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
     let now = clock.now();
@@ -440,20 +464,24 @@ async fn book(
     let account_deltas: Vec<_> = w.accounts.into_iter().filter(|(_, d)| *d != 0).collect();
     persons::add_to_accounts(&mut conn, &account_deltas).await?;
     access::insert_audits(&mut conn, &w.audits).await?;
-    conn.commit().await?;
+    let committed = db.commit(conn).await?;
     metrics.swipe_batch(jobs.len());
     for s in &w.settlements {
         metrics.booked(&Booked::of(s));
     }
     tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), "swipe batch committed");
-    Ok(out
+    let outcomes = out
         .into_iter()
         .map(|o| {
-            o.unwrap_or(Outcome::Done(Err(AppError::Internal(anyhow::anyhow!(
-                "swipe left unanswered"
-            )))))
+            // Lazily: an error built per swipe would capture a backtrace (RUST_BACKTRACE).
+            o.unwrap_or_else(|| {
+                Outcome::Done(Err(AppError::Internal(anyhow::anyhow!(
+                    "swipe left unanswered"
+                ))))
+            })
         })
-        .collect())
+        .collect();
+    Ok((outcomes, committed))
 }
 
 /// Errors that belong to one request (its input or a rule), not to the batch.

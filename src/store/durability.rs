@@ -1,0 +1,240 @@
+//! Group durability for the SQLite swipe writer: its commits are made durable by one `fsync` of
+//! the write-ahead log shared by every batch committed meanwhile, off the writer's path.
+//!
+//! The swipe writer's connection commits with `synchronous=NORMAL`: COMMIT appends the batch's
+//! pages to the WAL (the operating system's cache) and returns, and the writer goes on to the
+//! next batch at once. A syncer thread then `fdatasync`s the WAL file once for every commit made
+//! before it started — the fsync `synchronous=FULL` would have made inside each COMMIT — and only
+//! then are the batch's callers answered. So no caller is ever told "settled" before its
+//! settlement is on disk, while the next batch is booked during the previous one's fsync.
+//!
+//! Why this is safe: SQLite's WAL is a log; after a crash it replays frames only as long as their
+//! checksum chain holds, so what survives is a prefix of the committed transactions, and an
+//! fsync of the WAL file makes every earlier commit durable. A checkpoint with
+//! `synchronous=NORMAL` syncs the WAL before copying it and the database file after, so a batch
+//! whose frames were checkpointed before our fsync is durable in the database file. Every other
+//! connection commits with `synchronous=FULL`, which syncs the WAL, and so also every lazy commit
+//! before it.
+//!
+//! What else needs care: another connection can *read* a lazy commit before it is durable. Every
+//! answer that may show such data waits for [`Durability::barrier`] first (a layer in front of
+//! the services, and the event stream before each page), so what a client is shown has reached
+//! the disk. An fsync that fails leaves the WAL's state unknown (the kernel may have dropped the
+//! pages): the process stops, as PostgreSQL does, and recovery on restart decides what is
+//! committed; callers not yet answered retry with their request ids.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+/// Exit code of a process stopped by a failed fsync (EX_TEMPFAIL).
+const FSYNC_FAILED_EXIT: i32 = 75;
+
+struct Shared {
+    /// The WAL file (`<database>-wal`).
+    wal: PathBuf,
+    /// Lazy commits so far (the swipe writer's), numbered from 1.
+    committed: AtomicU64,
+    /// The highest lazy commit known durable.
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+/// The durability of one SQLite database file's lazy commits (see the module docs).
+pub struct Durability {
+    shared: Arc<Shared>,
+    /// Wakes the syncer; the syncer thread ends when this is dropped.
+    wake: mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durability")
+            .field("wal", &self.shared.wal)
+            .field("committed", &self.shared.committed.load(Ordering::Relaxed))
+            .field("synced", &*self.shared.synced.borrow())
+            .finish()
+    }
+}
+
+impl Durability {
+    /// Starts the syncer thread for the database file `database`.
+    pub fn start(database: &std::path::Path) -> std::io::Result<Arc<Durability>> {
+        let mut wal = std::path::absolute(database)?.into_os_string();
+        wal.push("-wal");
+        let shared = Arc::new(Shared {
+            wal: PathBuf::from(wal),
+            committed: AtomicU64::new(0),
+            synced: tokio::sync::watch::Sender::new(0),
+        });
+        let (wake, woken) = mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("wal-syncer".into())
+            .spawn(move || syncer(&s, &woken))?;
+        Ok(Arc::new(Durability { shared, wake }))
+    }
+
+    /// Records a lazy commit that has just returned; its ticket for [`Durability::wait`].
+    pub fn committed(&self) -> u64 {
+        self.shared.committed.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Returns once lazy commit `ticket` (and every one before it) is on disk.
+    pub async fn wait(&self, ticket: u64) {
+        if *self.shared.synced.borrow() >= ticket {
+            return;
+        }
+        let mut synced = self.shared.synced.subscribe();
+        // The syncer is alive as long as `self` is (it holds the receiving end).
+        let _ = self.wake.send(());
+        let _ = synced.wait_for(|&s| s >= ticket).await;
+    }
+
+    /// Returns once every lazy commit made before this call is on disk: call it after reading
+    /// and before answering with what was read.
+    pub async fn barrier(&self) {
+        let ticket = self.shared.committed.load(Ordering::SeqCst);
+        self.wait(ticket).await;
+    }
+}
+
+fn syncer(shared: &Shared, woken: &mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        // Every wake-up queued meanwhile is answered by this one fsync.
+        while woken.try_recv().is_ok() {}
+        let target = shared.committed.load(Ordering::SeqCst);
+        if target <= *shared.synced.borrow() {
+            continue;
+        }
+        if let Err(e) = sync_wal(&shared.wal) {
+            tracing::error!(wal = %shared.wal.display(), error = %e,
+                "fsync of the write-ahead log failed; stopping: what is on disk is unknown, and no caller may be told their settlement is durable");
+            std::process::exit(FSYNC_FAILED_EXIT);
+        }
+        shared.synced.send_replace(target);
+    }
+}
+
+/// `fdatasync` of the WAL file. Opened anew each time, so it is the file SQLite uses now. No WAL
+/// file means SQLite checkpointed it into the database (syncing the database) and removed it.
+fn sync_wal(wal: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(wal) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A tower layer for the gRPC server: every answer except a card swipe's (a swipe is answered
+/// only once its own batch is durable) waits for [`Durability::barrier`], so no reply shows a
+/// swipe that is not yet on disk.
+#[derive(Clone)]
+pub struct BarrierLayer {
+    durability: Option<Arc<Durability>>,
+}
+
+impl BarrierLayer {
+    pub fn new(durability: Option<Arc<Durability>>) -> BarrierLayer {
+        BarrierLayer { durability }
+    }
+}
+
+/// The swipe RPC, answered after its own batch's fsync.
+const SWIPE_RPC: &str = "/medsettle.v1.PharmacyService/SettlePurchase";
+
+impl<S> tower::Layer<S> for BarrierLayer {
+    type Service = Barrier<S>;
+
+    fn layer(&self, inner: S) -> Barrier<S> {
+        Barrier {
+            inner,
+            durability: self.durability.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Barrier<S> {
+    inner: S,
+    durability: Option<Arc<Durability>>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Barrier<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let durability = self
+            .durability
+            .clone()
+            .filter(|_| req.uri().path() != SWIPE_RPC);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(d) = durability {
+                d.barrier().await;
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Durability;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "medsettle-durability-{name}-{:016x}",
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("t.db")
+    }
+
+    #[tokio::test]
+    async fn commits_are_answered_once_synced_in_order() {
+        let db = temp_db("order");
+        std::fs::write(db.with_file_name("t.db-wal"), b"frames").unwrap();
+        let d = Durability::start(&db).unwrap();
+        // Nothing committed lazily: a barrier does not wait for anything.
+        d.barrier().await;
+        assert_eq!(*d.shared.synced.borrow(), 0);
+        let first = d.committed();
+        let second = d.committed();
+        assert_eq!((first, second), (1, 2));
+        // Waiting for the first commit takes one fsync, which covers the second as well.
+        d.wait(first).await;
+        assert_eq!(*d.shared.synced.borrow(), 2);
+        d.wait(second).await;
+        let third = d.committed();
+        d.barrier().await;
+        assert!(*d.shared.synced.borrow() >= third);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_checkpointed_and_removed_wal_counts_as_synced() {
+        let db = temp_db("gone");
+        let d = Durability::start(&db).unwrap();
+        let t = d.committed();
+        d.wait(t).await;
+        assert_eq!(*d.shared.synced.borrow(), 1);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+}
