@@ -9,6 +9,11 @@ use medsettle::service::clearing::ClearingConfig;
 use medsettle::store::{Db, DbConfig};
 use std::sync::Arc;
 
+/// mimalloc for Rust's allocations; with its `override` feature it also serves C's malloc, so
+/// SQLite's allocations too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "medsettle",
