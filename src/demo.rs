@@ -1321,12 +1321,12 @@ fn population_person(r: &RegionSpec, i: u16) -> anyhow::Result<(pb::EnrolPersonR
                 status: pb::PersonStatus::Active as i32,
             }],
             card_no: format!("K{}{i:05}", r.code),
-            evoucher_token: if i % 3 == 0 {
+            evoucher_token: if i.is_multiple_of(3) {
                 format!("EV{}{i:05}", r.code)
             } else {
                 String::new()
             },
-            assistance_recipient: kind == 2 && i % 7 == 0,
+            assistance_recipient: kind == 2 && i.is_multiple_of(7),
             opening_balance: opening,
         },
         kind,

@@ -314,6 +314,7 @@ async fn serve(
     clearing: &ClearingArgs,
 ) -> anyhow::Result<()> {
     let db = Db::open(cfg).await?;
+    db.claim_server()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -1828,7 +1828,7 @@ async fn detail_scale(b: Backend) {
             fund_pay_sumamt: "0.00".into(),
             acct_pay: "0.00".into(),
             psn_cash_pay: format!("{}.{:02}", i % 1000, i % 100),
-            refund: i % 7 == 0,
+            refund: i.is_multiple_of(7),
         })
     };
     let messages = std::iter::once(header(&from, &to))

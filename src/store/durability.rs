@@ -32,6 +32,8 @@ use std::sync::mpsc;
 const FSYNC_FAILED_EXIT: i32 = 75;
 
 struct Shared {
+    /// The database file.
+    database: PathBuf,
     /// The WAL file (`<database>-wal`).
     wal: PathBuf,
     /// Lazy commits so far (the swipe writer's), numbered from 1.
@@ -45,6 +47,8 @@ pub struct Durability {
     shared: Arc<Shared>,
     /// Wakes the syncer; the syncer thread ends when this is dropped.
     wake: mpsc::Sender<()>,
+    /// The lock file of the one server serving this database (see [`Durability::claim_server`]).
+    server_lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Durability {
@@ -60,9 +64,11 @@ impl std::fmt::Debug for Durability {
 impl Durability {
     /// Starts the syncer thread for the database file `database`.
     pub fn start(database: &std::path::Path) -> std::io::Result<Arc<Durability>> {
-        let mut wal = std::path::absolute(database)?.into_os_string();
+        let database = std::path::absolute(database)?;
+        let mut wal = database.clone().into_os_string();
         wal.push("-wal");
         let shared = Arc::new(Shared {
+            database,
             wal: PathBuf::from(wal),
             committed: AtomicU64::new(0),
             synced: tokio::sync::watch::Sender::new(0),
@@ -72,7 +78,37 @@ impl Durability {
         std::thread::Builder::new()
             .name("wal-syncer".into())
             .spawn(move || syncer(&s, &woken))?;
-        Ok(Arc::new(Durability { shared, wake }))
+        Ok(Arc::new(Durability {
+            shared,
+            wake,
+            server_lock: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Claims the database for this process's server, held until the process ends: a reader in
+    /// another process could not wait for this process's lazy commits, so two servers must not
+    /// share one SQLite file. Fails when another process holds it.
+    pub fn claim_server(&self) -> anyhow::Result<()> {
+        let mut path = self.shared.database.clone().into_os_string();
+        path.push("-server-lock");
+        let path = PathBuf::from(path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another medsettle server is serving this SQLite database ({} is locked); one server per SQLite file",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        if let Ok(mut held) = self.server_lock.lock() {
+            *held = Some(file);
+        }
+        Ok(())
     }
 
     /// Records a lazy commit that has just returned; its ticket for [`Durability::wait`].
@@ -225,6 +261,19 @@ mod tests {
         let third = d.committed();
         d.barrier().await;
         assert!(*d.shared.synced.borrow() >= third);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn one_server_per_database_file() {
+        let db = temp_db("lock");
+        let first = Durability::start(&db).unwrap();
+        let second = Durability::start(&db).unwrap();
+        first.claim_server().unwrap();
+        let refused = second.claim_server().unwrap_err().to_string();
+        assert!(refused.contains("another medsettle server"), "{refused}");
+        drop(first);
+        second.claim_server().unwrap();
         std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
     }
 

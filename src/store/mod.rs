@@ -198,6 +198,15 @@ impl Db {
         self.durability.clone()
     }
 
+    /// Claims a SQLite database file for this process's server (see
+    /// [`durability::Durability::claim_server`]); nothing to claim on PostgreSQL.
+    pub fn claim_server(&self) -> anyhow::Result<()> {
+        match &self.durability {
+            Some(d) => d.claim_server(),
+            None => Ok(()),
+        }
+    }
+
     /// Returns once every swipe committed so far is on disk (see [`durability`]).
     pub async fn durable(&self) {
         if let Some(d) = &self.durability {
