@@ -59,7 +59,7 @@ pub fn skip(b: Backend) -> bool {
     b == Backend::Postgres && skip_postgres()
 }
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var(PG_ENV)
         .ok()
         .filter(|v| !v.is_empty())
@@ -67,7 +67,7 @@ fn pg_admin_url() -> String {
 }
 
 /// `url` with its database name replaced by `db` (query string kept).
-fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

@@ -1,0 +1,107 @@
+//! The load generator end to end (`medsettle bench`): `bench::run` starts the server on an empty
+//! database, seeds its world over gRPC (pharmacies with tokens of their own, insured persons, a
+//! catalogue, a policy), then drives card swipes — request ids in the NHSA msgid shape — mixed
+//! with full hospital flows for a second. Every operation must succeed, every completed swipe
+//! must be a booked settlement, and the books must verify afterwards. On SQLite and PostgreSQL.
+//! (No timing is asserted: performance is what BENCHMARKS.md reports.)
+
+#[macro_use]
+mod common;
+
+use common::*;
+use medsettle::bench::{BenchConfig, Load, RequestIds, ServerMode};
+use medsettle::store::{Db, DbConfig};
+use sqlx::Connection;
+use std::time::Duration;
+
+async fn load_generator_books_what_it_reports(b: Backend) {
+    let (url, pg) = match b {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!(
+                "medsettle-bench-test-{:016x}",
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            (format!("sqlite://{}/bench.db", dir.display()), None)
+        }
+        Backend::Postgres => {
+            let admin = pg_admin_url();
+            let name = format!("ms_bench_{:016x}", rand::random::<u64>());
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut c)
+                .await
+                .expect("CREATE DATABASE");
+            (with_database(&admin, &name), Some((admin, name)))
+        }
+    };
+    let result = medsettle::bench::run(BenchConfig {
+        database_url: Some(url.clone()),
+        db_max_connections: 8,
+        persons: 40,
+        load: Load::Concurrency(16),
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(1),
+        hospital_percent: 10,
+        connections: 2,
+        server: ServerMode::InProcess,
+        pharmacies: 3,
+        request_ids: RequestIds::Msgid,
+    })
+    .await
+    .expect("bench::run");
+    assert!(result.errors.is_empty(), "errors: {:?}", result.errors);
+    assert!(result.swipes.count > 0, "no swipe completed: {result:?}");
+    assert!(
+        result.hospital_flows.count > 0,
+        "no hospital flow completed: {result:?}"
+    );
+    assert_eq!(
+        result.completed,
+        result.swipes.count + result.hospital_flows.count
+    );
+
+    let db = Db::open(&DbConfig {
+        url: url.clone(),
+        max_connections: 2,
+    })
+    .await
+    .expect("reopening the bench database");
+    let mut conn = db.read().await.expect("connection");
+    let report = medsettle::ledger::verify::run(&mut conn)
+        .await
+        .expect("verify");
+    assert!(report.ok(), "verify failed: {:?}", report.checks);
+    let (pharmacies, swipes): (i64, i64) = sqlx_count(&db).await;
+    assert_eq!(pharmacies, 3, "each bench pharmacy books its own swipes");
+    // Swipes completed during the warm-up-free window, plus those still in flight at its end.
+    assert!(swipes >= i64::try_from(result.swipes.count).unwrap());
+    drop(conn);
+    db.close().await;
+    match pg {
+        None => {
+            let path = url.trim_start_matches("sqlite://");
+            let _ = std::fs::remove_dir_all(std::path::Path::new(path).parent().unwrap());
+        }
+        Some((admin, name)) => {
+            let mut c = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL");
+            let _ = sqlx::query(&format!("DROP DATABASE {name}"))
+                .execute(&mut c)
+                .await;
+        }
+    }
+}
+
+/// (distinct pharmacies that booked, pharmacy settlements booked).
+async fn sqlx_count(db: &Db) -> (i64, i64) {
+    let mut conn = db.read().await.expect("connection");
+    let sql =
+        "SELECT COUNT(DISTINCT institution), COUNT(*) FROM settlement WHERE institution LIKE 'P%'";
+    medsettle::on_conn!(conn, x => sqlx::query_as(sql).fetch_one(x).await).expect("counting")
+}
+
+both_engines!(load_generator_books_what_it_reports);
