@@ -19,7 +19,8 @@
 //! What else needs care: another connection can *read* a lazy commit before it is durable. Every
 //! answer that may show such data waits for [`Durability::barrier`] first (a layer in front of
 //! the services, and the event stream before each page), so what a client is shown has reached
-//! the disk. An fsync that fails leaves the WAL's state unknown (the kernel may have dropped the
+//! the disk. A commit is counted before its COMMIT is issued (readers may see its data before
+//! the COMMIT returns), so a barrier also waits for a commit under way. An fsync that fails leaves the WAL's state unknown (the kernel may have dropped the
 //! pages): the process stops, as PostgreSQL does, and recovery on restart decides what is
 //! committed; callers not yet answered retry with their request ids.
 
@@ -36,7 +37,10 @@ struct Shared {
     database: PathBuf,
     /// The WAL file (`<database>-wal`).
     wal: PathBuf,
-    /// Lazy commits so far (the swipe writer's), numbered from 1.
+    /// Lazy commits begun (the swipe writer's, one at a time), numbered from 1: a COMMIT's data
+    /// can be visible to readers before the COMMIT returns, so it is counted before it starts.
+    begun: AtomicU64,
+    /// Lazy commits ended (returned, with or without success): what an fsync can cover.
     committed: AtomicU64,
     /// The highest lazy commit known durable.
     synced: tokio::sync::watch::Sender<u64>,
@@ -70,6 +74,7 @@ impl Durability {
         let shared = Arc::new(Shared {
             database,
             wal: PathBuf::from(wal),
+            begun: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             synced: tokio::sync::watch::Sender::new(0),
         });
@@ -111,18 +116,28 @@ impl Durability {
         Ok(())
     }
 
-    /// Records a lazy commit that has just returned; its ticket for [`Durability::wait`].
-    pub fn committed(&self) -> u64 {
-        self.shared.committed.fetch_add(1, Ordering::SeqCst) + 1
+    /// Counts a lazy COMMIT about to be issued; its ticket for [`Durability::ended`] and
+    /// [`Durability::wait`]. Commits are begun and ended one at a time (one writer).
+    pub fn begin(&self) -> u64 {
+        self.shared.begun.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Returns once lazy commit `ticket` (and every one before it) is on disk.
+    /// Records that the COMMIT of `ticket` has returned (successful or not: a failed one has
+    /// nothing to make durable, but barriers that counted it must be released) and starts the
+    /// fsync that covers it.
+    pub fn ended(&self, ticket: u64) {
+        self.shared.committed.store(ticket, Ordering::SeqCst);
+        let _ = self.wake.send(());
+    }
+
+    /// Returns once lazy commit `ticket` (and every one before it) has ended and is on disk.
     pub async fn wait(&self, ticket: u64) {
         if *self.shared.synced.borrow() >= ticket {
             return;
         }
         let mut synced = self.shared.synced.subscribe();
-        // The syncer is alive as long as `self` is (it holds the receiving end).
+        // The syncer is alive as long as `self` is (it holds the receiving end). A commit still
+        // under way is covered by the fsync its ending starts.
         let _ = self.wake.send(());
         let _ = synced.wait_for(|&s| s >= ticket).await;
     }
@@ -130,7 +145,8 @@ impl Durability {
     /// Returns once every lazy commit made before this call is on disk: call it after reading
     /// and before answering with what was read.
     pub async fn barrier(&self) {
-        let ticket = self.shared.committed.load(Ordering::SeqCst);
+        // Begun, not just ended: a commit under way may already be visible to the reader.
+        let ticket = self.shared.begun.load(Ordering::SeqCst);
         self.wait(ticket).await;
     }
 }
@@ -251,16 +267,50 @@ mod tests {
         // Nothing committed lazily: a barrier does not wait for anything.
         d.barrier().await;
         assert_eq!(*d.shared.synced.borrow(), 0);
-        let first = d.committed();
-        let second = d.committed();
+        let first = d.begin();
+        d.ended(first);
+        let second = d.begin();
+        d.ended(second);
         assert_eq!((first, second), (1, 2));
-        // Waiting for the first commit takes one fsync, which covers the second as well.
         d.wait(first).await;
-        assert_eq!(*d.shared.synced.borrow(), 2);
+        assert!(*d.shared.synced.borrow() >= first);
         d.wait(second).await;
-        let third = d.committed();
+        assert_eq!(*d.shared.synced.borrow(), 2);
+        // Nothing more to sync: a barrier now returns at once.
         d.barrier().await;
-        assert!(*d.shared.synced.borrow() >= third);
+        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_barrier_waits_for_a_commit_under_way() {
+        let db = temp_db("underway");
+        std::fs::write(db.with_file_name("t.db-wal"), b"frames").unwrap();
+        let d = Durability::start(&db).unwrap();
+        // A COMMIT has begun (its data may already be visible) but not returned.
+        let ticket = d.begin();
+        let barrier = {
+            let d = d.clone();
+            tokio::spawn(async move { d.barrier().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !barrier.is_finished(),
+            "the barrier passed a commit under way"
+        );
+        assert_eq!(*d.shared.synced.borrow(), 0);
+        // The COMMIT returns, which starts the fsync; the answer of its batch waits for it.
+        d.ended(ticket);
+        d.wait(ticket).await;
+        barrier.await.unwrap();
+        // A COMMIT that failed releases the barriers that counted it just the same.
+        let failed = d.begin();
+        let barrier = {
+            let d = d.clone();
+            tokio::spawn(async move { d.barrier().await })
+        };
+        d.ended(failed);
+        barrier.await.unwrap();
+        assert!(*d.shared.synced.borrow() >= failed);
         std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
     }
 
@@ -281,7 +331,8 @@ mod tests {
     async fn a_checkpointed_and_removed_wal_counts_as_synced() {
         let db = temp_db("gone");
         let d = Durability::start(&db).unwrap();
-        let t = d.committed();
+        let t = d.begin();
+        d.ended(t);
         d.wait(t).await;
         assert_eq!(*d.shared.synced.borrow(), 1);
         std::fs::remove_dir_all(db.parent().unwrap()).unwrap();

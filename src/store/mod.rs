@@ -335,14 +335,16 @@ impl Writer {
     /// durable once [`Committed::durable`] returns.
     pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {
         let lazy = matches!(conn.inner, Inner::SqliteKept(_));
-        conn.commit().await?;
+        let Some(d) = self.db.durability.clone().filter(|_| lazy) else {
+            conn.commit().await?;
+            return Ok(Committed { ticket: None });
+        };
+        let ticket = d.begin();
+        let done = conn.commit().await;
+        d.ended(ticket);
+        done?;
         Ok(Committed {
-            ticket: self
-                .db
-                .durability
-                .clone()
-                .filter(|_| lazy)
-                .map(|d| (d.committed(), d)),
+            ticket: Some((ticket, d)),
         })
     }
 }
