@@ -708,10 +708,7 @@ struct Server {
 }
 
 enum Running {
-    InProcess {
-        stop: tokio::sync::oneshot::Sender<()>,
-        task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    },
+    InProcess(crate::server::Local),
     Child(ChildServer),
 }
 
@@ -724,19 +721,10 @@ impl Server {
     ) -> anyhow::Result<Server> {
         match mode {
             ServerMode::InProcess => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                let addr = listener.local_addr()?;
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(crate::server::run(
-                    listener,
-                    Arc::new(App::new(db.clone())),
-                    async move {
-                        let _ = stopped.await;
-                    },
-                ));
+                let local = crate::server::Local::start(Arc::new(App::new(db.clone()))).await?;
                 Ok(Server {
-                    addr,
-                    running: Running::InProcess { stop, task },
+                    addr: local.addr,
+                    running: Running::InProcess(local),
                 })
             }
             ServerMode::Child(exe) => {
@@ -765,24 +753,21 @@ impl Server {
 
     fn kind(&self) -> &'static str {
         match self.running {
-            Running::InProcess { .. } => "in-process",
+            Running::InProcess(_) => "in-process",
             Running::Child(_) => "child process",
         }
     }
 
     fn pid(&self) -> Option<u32> {
         match &self.running {
-            Running::InProcess { .. } => None,
+            Running::InProcess(_) => None,
             Running::Child(c) => c.0.as_ref().map(std::process::Child::id),
         }
     }
 
     async fn stop(self) -> anyhow::Result<()> {
         match self.running {
-            Running::InProcess { stop, task } => {
-                let _ = stop.send(());
-                task.await?
-            }
+            Running::InProcess(local) => local.stop().await,
             Running::Child(mut c) => c.stop().await,
         }
     }

@@ -162,17 +162,8 @@ pub async fn run(
     })
     .await?;
     let result = async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(crate::server::run(
-            listener,
-            Arc::new(App::new(db.clone())),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let channel = Channel::from_shared(format!("http://{addr}"))?
+        let server = crate::server::Local::start(Arc::new(App::new(db.clone()))).await?;
+        let channel = Channel::from_shared(format!("http://{}", server.addr))?
             .connect()
             .await?;
         let (_, operator) = auth::issue(&db, &Grant::Operator, "bench-close").await?;
@@ -311,8 +302,7 @@ pub async fn run(
             .into_inner();
         let net_ms = ms(t);
 
-        let _ = stop.send(());
-        server.await??;
+        server.stop().await?;
         Ok(CloseResult {
             engine: format!("{:?}", db.engine()),
             settlements,

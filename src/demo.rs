@@ -854,14 +854,9 @@ async fn in_process(args: &DemoArgs, max_connections: u32) -> anyhow::Result<()>
 /// Starts the server on `db`, runs the demo against it, stops it.
 async fn serve_and_run(args: &DemoArgs, db: &Db, url: &str) -> anyhow::Result<()> {
     let app = Arc::new(App::new(db.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(listener, app.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let server = crate::server::Local::start(app.clone()).await?;
     let outcome = async {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
+        let channel = Channel::from_shared(format!("http://{}", server.addr))?
             .connect()
             .await
             .context("connecting to the in-process server")?;
@@ -910,10 +905,9 @@ async fn serve_and_run(args: &DemoArgs, db: &Db, url: &str) -> anyhow::Result<()
         Ok(operator)
     }
     .await;
-    let _ = stop.send(());
-    let served = server.await;
+    let served = server.stop().await;
     let operator = outcome?;
-    served.context("the in-process server")??;
+    served.context("the in-process server")?;
     if args.keep {
         let today = business_date(app.clock.now());
         let url = without_password(url);

@@ -10,6 +10,8 @@ use crate::proto::reconciliation_service_server::ReconciliationServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::settlement_service_server::SettlementServiceServer;
 use crate::service::App;
+use crate::service::settlement::pharmacy::SETTLE_PURCHASE_RPC;
+use crate::store::durability::Durability;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = crate::metrics::RpcLayer::new(app.metrics.clone());
-    let barrier = crate::store::durability::BarrierLayer::new(app.db.durability());
+    // Only where commits can be visible before they are durable (SQLite's swipe writer).
+    let barrier = tower::util::option_layer(app.db.durability().map(BarrierLayer));
     let ctx = Ctx { app };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -77,7 +80,7 @@ pub async fn run(
                 req
             },
         ))
-        // No answer shows a swipe that is not yet on disk (SQLite; see store::durability).
+        // No answer shows a swipe that is not yet on disk (see store::durability).
         .layer(barrier)
         .add_service(health)
         .add_service(reflection_v1)
@@ -99,4 +102,84 @@ pub async fn run(
         .await?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// A server running in this process on an ephemeral port of 127.0.0.1 (the demo and the
+/// benchmarks start one).
+pub struct Local {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Local {
+    /// Binds 127.0.0.1:0 and serves `app` there until [`Local::stop`].
+    pub async fn start(app: Arc<App>) -> anyhow::Result<Local> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Local { addr, stop, task })
+    }
+
+    /// Stops serving (in-flight calls drain) and returns how the server ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
+/// Every answer except a card swipe's (a swipe is answered only once its own batch is durable)
+/// waits for [`Durability::barrier`], so no reply shows a swipe that is not yet on disk.
+#[derive(Clone)]
+struct BarrierLayer(Arc<Durability>);
+
+impl<S> tower::Layer<S> for BarrierLayer {
+    type Service = Barrier<S>;
+
+    fn layer(&self, inner: S) -> Barrier<S> {
+        Barrier {
+            inner,
+            durability: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Barrier<S> {
+    inner: S,
+    durability: Arc<Durability>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Barrier<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let durability = (req.uri().path() != SETTLE_PURCHASE_RPC).then(|| self.durability.clone());
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let Some(d) = durability {
+                d.barrier().await;
+            }
+            Ok(response)
+        })
+    }
 }

@@ -178,92 +178,44 @@ fn sync_wal(wal: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
-/// A tower layer for the gRPC server: every answer except a card swipe's (a swipe is answered
-/// only once its own batch is durable) waits for [`Durability::barrier`], so no reply shows a
-/// swipe that is not yet on disk.
-#[derive(Clone)]
-pub struct BarrierLayer {
-    durability: Option<Arc<Durability>>,
-}
-
-impl BarrierLayer {
-    pub fn new(durability: Option<Arc<Durability>>) -> BarrierLayer {
-        BarrierLayer { durability }
-    }
-}
-
-/// The swipe RPC, answered after its own batch's fsync.
-const SWIPE_RPC: &str = "/medsettle.v1.PharmacyService/SettlePurchase";
-
-impl<S> tower::Layer<S> for BarrierLayer {
-    type Service = Barrier<S>;
-
-    fn layer(&self, inner: S) -> Barrier<S> {
-        Barrier {
-            inner,
-            durability: self.durability.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Barrier<S> {
-    inner: S,
-    durability: Option<Arc<Durability>>,
-}
-
-impl<S, B, R> tower::Service<http::Request<B>> for Barrier<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let durability = self
-            .durability
-            .clone()
-            .filter(|_| req.uri().path() != SWIPE_RPC);
-        let answer = self.inner.call(req);
-        Box::pin(async move {
-            let response = answer.await?;
-            if let Some(d) = durability {
-                d.barrier().await;
-            }
-            Ok(response)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Durability;
 
-    fn temp_db(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "medsettle-durability-{name}-{:016x}",
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("t.db")
+    /// A database path in a fresh temp directory, removed when dropped.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> anyhow::Result<TempDb> {
+            let dir = std::env::temp_dir().join(format!(
+                "medsettle-durability-{name}-{:016x}",
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&dir)?;
+            Ok(TempDb(dir))
+        }
+
+        fn db(&self) -> std::path::PathBuf {
+            self.0.join("t.db")
+        }
+
+        /// A WAL file with something in it to sync.
+        fn with_wal(self) -> anyhow::Result<TempDb> {
+            std::fs::write(self.0.join("t.db-wal"), b"frames")?;
+            Ok(self)
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[tokio::test]
-    async fn commits_are_answered_once_synced_in_order() {
-        let db = temp_db("order");
-        std::fs::write(db.with_file_name("t.db-wal"), b"frames").unwrap();
-        let d = Durability::start(&db).unwrap();
+    async fn commits_are_answered_once_synced_in_order() -> anyhow::Result<()> {
+        let dir = TempDb::new("order")?.with_wal()?;
+        let d = Durability::start(&dir.db())?;
         // Nothing committed lazily: a barrier does not wait for anything.
         d.barrier().await;
         assert_eq!(*d.shared.synced.borrow(), 0);
@@ -278,14 +230,13 @@ mod tests {
         assert_eq!(*d.shared.synced.borrow(), 2);
         // Nothing more to sync: a barrier now returns at once.
         d.barrier().await;
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_barrier_waits_for_a_commit_under_way() {
-        let db = temp_db("underway");
-        std::fs::write(db.with_file_name("t.db-wal"), b"frames").unwrap();
-        let d = Durability::start(&db).unwrap();
+    async fn a_barrier_waits_for_a_commit_under_way() -> anyhow::Result<()> {
+        let dir = TempDb::new("underway")?.with_wal()?;
+        let d = Durability::start(&dir.db())?;
         // A COMMIT has begun (its data may already be visible) but not returned.
         let ticket = d.begin();
         let barrier = {
@@ -301,7 +252,7 @@ mod tests {
         // The COMMIT returns, which starts the fsync; the answer of its batch waits for it.
         d.ended(ticket);
         d.wait(ticket).await;
-        barrier.await.unwrap();
+        barrier.await?;
         // A COMMIT that failed releases the barriers that counted it just the same.
         let failed = d.begin();
         let barrier = {
@@ -309,32 +260,35 @@ mod tests {
             tokio::spawn(async move { d.barrier().await })
         };
         d.ended(failed);
-        barrier.await.unwrap();
+        barrier.await?;
         assert!(*d.shared.synced.borrow() >= failed);
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+        Ok(())
     }
 
     #[test]
-    fn one_server_per_database_file() {
-        let db = temp_db("lock");
-        let first = Durability::start(&db).unwrap();
-        let second = Durability::start(&db).unwrap();
-        first.claim_server().unwrap();
-        let refused = second.claim_server().unwrap_err().to_string();
+    fn one_server_per_database_file() -> anyhow::Result<()> {
+        let dir = TempDb::new("lock")?;
+        let first = Durability::start(&dir.db())?;
+        let second = Durability::start(&dir.db())?;
+        first.claim_server()?;
+        let refused = match second.claim_server() {
+            Ok(()) => anyhow::bail!("a second server claimed the same database"),
+            Err(e) => e.to_string(),
+        };
         assert!(refused.contains("another medsettle server"), "{refused}");
         drop(first);
-        second.claim_server().unwrap();
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+        second.claim_server()?;
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_checkpointed_and_removed_wal_counts_as_synced() {
-        let db = temp_db("gone");
-        let d = Durability::start(&db).unwrap();
+    async fn a_checkpointed_and_removed_wal_counts_as_synced() -> anyhow::Result<()> {
+        let dir = TempDb::new("gone")?;
+        let d = Durability::start(&dir.db())?;
         let t = d.begin();
         d.ended(t);
         d.wait(t).await;
         assert_eq!(*d.shared.synced.borrow(), 1);
-        std::fs::remove_dir_all(db.parent().unwrap()).unwrap();
+        Ok(())
     }
 }

@@ -328,9 +328,7 @@ impl Writer {
             booked: Vec::new(),
         })
     }
-}
 
-impl Writer {
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
     /// durable once [`Committed::durable`] returns.
     pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {

@@ -454,12 +454,15 @@ pub async fn reverse_by_request(
         original_request_id,
         request_id,
         "not_a_purchase",
-        "/medsettle.v1.PharmacyService/SettlePurchase",
+        SETTLE_PURCHASE_RPC,
         now,
     )
     .await?;
     Ok(None)
 }
+
+/// The card swipe's RPC path (as stored with its request ids).
+pub const SETTLE_PURCHASE_RPC: &str = "/medsettle.v1.PharmacyService/SettlePurchase";
 
 /// What the swipe needs to show at the counter before charging: the holder and whether they may
 /// swipe here.
