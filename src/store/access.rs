@@ -1,8 +1,10 @@
 //! API tokens, idempotency records and the audit log.
 
+use super::cells::{Cell, Cells};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
@@ -152,34 +154,32 @@ pub struct Answer {
     pub rpc: String,
     pub payload_hash: Vec<u8>,
     pub response: Vec<u8>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Stores many first answers in one statement per chunk, skipping request ids already stored
 /// (a concurrent call got there first); returns how many were stored. Callers insert in key
 /// order, so two writers on PostgreSQL wait for each other's keys in one order (no deadlock).
-pub async fn insert_answers(
-    c: &mut Conn,
-    rows: &[Answer],
-    now: DateTime<Utc>,
-) -> StoreResult<usize> {
-    let mut stored = 0;
-    for chunk in rows.chunks(super::chunk_rows(6)) {
-        let sql = format!(
-            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, created_at) \
-             VALUES {} ON CONFLICT (principal, request_id) DO NOTHING",
-            super::values(c.engine(), chunk.len(), 6, 1)
-        );
-        let n = on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for a in chunk {
-                q = q.bind(&a.principal).bind(&a.request_id).bind(&a.rpc)
-                    .bind(a.payload_hash.as_slice()).bind(a.response.as_slice()).bind(now);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-        stored += usize::try_from(n).unwrap_or(usize::MAX);
+pub async fn insert_answers(c: &mut Conn, rows: &[Answer]) -> StoreResult<usize> {
+    let n = super::cells::insert(c, rows, ANSWER_CONFLICT).await?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// A request id already stored is left alone (see [`insert_answers`]).
+pub const ANSWER_CONFLICT: &str = " ON CONFLICT (principal, request_id) DO NOTHING";
+
+impl Cells for Answer {
+    const TABLE: &'static str = "idempotency";
+    const COLUMNS: &'static str = "principal, request_id, rpc, payload_hash, response, created_at";
+    const N: usize = 6;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.principal));
+        out(Cell::Text(&self.request_id));
+        out(Cell::Text(&self.rpc));
+        out(Cell::Bytes(&self.payload_hash));
+        out(Cell::Bytes(&self.response));
+        out(Cell::Time(self.created_at));
     }
-    Ok(stored)
 }
 
 #[derive(sqlx::FromRow)]
@@ -196,6 +196,37 @@ pub async fn find_many(
     c: &mut Conn,
     keys: &[(String, String)],
 ) -> StoreResult<Vec<(String, String, IdempotencyRow)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SQLite: one prepared lookup per key (see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare(
+                "SELECT rpc, payload_hash, response FROM idempotency \
+                 WHERE principal = ?1 AND request_id = ?2",
+            )?;
+            let mut out = Vec::new();
+            for (p, r) in keys {
+                let row = st
+                    .query_row(rusqlite::params![p, r], |row| {
+                        Ok(IdempotencyRow {
+                            rpc: row.get(0)?,
+                            payload_hash: row.get(1)?,
+                            response: row.get(2)?,
+                        })
+                    })
+                    .optional()?;
+                if let Some(row) = row {
+                    out.push((p.clone(), r.clone(), row));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
+    }
     let mut out = Vec::new();
     for chunk in keys.chunks(super::chunk_rows(2)) {
         let sql = format!(
@@ -223,19 +254,21 @@ pub async fn find_many(
 }
 
 pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {
-    for chunk in rows.chunks(super::chunk_rows(7)) {
-        let sql = format!(
-            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) VALUES {}",
-            super::values(c.engine(), chunk.len(), 7, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for a in chunk {
-                q = q.bind(&a.audit_id).bind(&a.principal).bind(&a.rpc).bind(&a.request_id)
-                    .bind(&a.outcome).bind(&a.detail).bind(a.at);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
+    super::cells::insert(c, rows, "").await?;
     Ok(())
+}
+
+impl Cells for AuditRow {
+    const TABLE: &'static str = "audit_log";
+    const COLUMNS: &'static str = "audit_id, principal, rpc, request_id, outcome, detail, at";
+    const N: usize = 7;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.audit_id));
+        out(Cell::Text(&self.principal));
+        out(Cell::Text(&self.rpc));
+        out(Cell::Text(&self.request_id));
+        out(Cell::Text(&self.outcome));
+        out(Cell::Text(&self.detail));
+        out(Cell::Time(self.at));
+    }
 }

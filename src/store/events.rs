@@ -1,6 +1,7 @@
 //! The event stream: rows written in the same transaction as what they report, read in commit
 //! order by a cursor (see migrations/*/0006_events.sql for how each engine keeps that order).
 
+use super::cells::{Cell, Cells};
 use super::{Conn, Engine, StoreResult, settlement::SettlementRow};
 use crate::on_conn;
 use chrono::{DateTime, Utc};
@@ -109,23 +110,30 @@ const COLS: &str = "event_id, kind, occurred_at, home_region, treatment_region, 
 
 /// Writes events inside the caller's transaction.
 pub async fn insert(c: &mut Conn, rows: &[EventRow]) -> StoreResult<()> {
-    for chunk in rows.chunks(super::chunk_rows(14)) {
-        let sql = format!(
-            "INSERT INTO event ({COLS}) VALUES {}",
-            super::values(c.engine(), chunk.len(), 14, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q.bind(&e.event_id).bind(e.kind).bind(e.occurred_at).bind(&e.home_region)
-                    .bind(&e.treatment_region).bind(&e.reference).bind(&e.period).bind(e.amount_fen)
-                    .bind(&e.institution).bind(&e.reverses).bind(e.medfee_fen).bind(e.fund_fen)
-                    .bind(e.acct_fen).bind(&e.detail);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
+    super::cells::insert(c, rows, "").await?;
     Ok(())
+}
+
+impl Cells for EventRow {
+    const TABLE: &'static str = "event";
+    const COLUMNS: &'static str = COLS;
+    const N: usize = 14;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.event_id));
+        out(Cell::Int(self.kind));
+        out(Cell::Time(self.occurred_at));
+        out(Cell::Text(&self.home_region));
+        out(Cell::Text(&self.treatment_region));
+        out(Cell::Text(&self.reference));
+        out(Cell::Text(&self.period));
+        out(Cell::Int(self.amount_fen));
+        out(Cell::Text(&self.institution));
+        out(Cell::Text(&self.reverses));
+        out(Cell::Int(self.medfee_fen));
+        out(Cell::Int(self.fund_fen));
+        out(Cell::Int(self.acct_fen));
+        out(Cell::Text(&self.detail));
+    }
 }
 
 /// Events of every statement of `period` matching `filter` (SQL on `statement s`), set-based.

@@ -1,5 +1,6 @@
 //! Journal rows (immutable) and the sums that balances and verification derive from them.
 
+use super::cells::{Cell, Cells};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -106,32 +107,33 @@ pub async fn insert_many(
     txs: &[JournalTxRow],
     entries: &[EntryRow],
 ) -> StoreResult<()> {
-    for chunk in txs.chunks(super::chunk_rows(6)) {
-        let sql = format!(
-            "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) VALUES {}",
-            super::values(c.engine(), chunk.len(), 6, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for t in chunk {
-                q = q.bind(&t.journal_id).bind(&t.kind).bind(&t.reference).bind(&t.memo)
-                    .bind(t.business_date).bind(t.booked_at);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
-    for chunk in entries.chunks(super::chunk_rows(4)) {
-        let sql = format!(
-            "INSERT INTO journal_entry (journal_id, seq, account, amount_fen) VALUES {}",
-            super::values(c.engine(), chunk.len(), 4, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q.bind(&e.journal_id).bind(e.seq).bind(&e.account).bind(e.amount_fen);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
+    super::cells::insert(c, txs, "").await?;
+    super::cells::insert(c, entries, "").await?;
     Ok(())
+}
+
+impl Cells for JournalTxRow {
+    const TABLE: &'static str = "journal_tx";
+    const COLUMNS: &'static str = "journal_id, kind, reference, memo, business_date, booked_at";
+    const N: usize = 6;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.journal_id));
+        out(Cell::Text(&self.kind));
+        out(Cell::Text(&self.reference));
+        out(Cell::Text(&self.memo));
+        out(Cell::Date(self.business_date));
+        out(Cell::Time(self.booked_at));
+    }
+}
+
+impl Cells for EntryRow {
+    const TABLE: &'static str = "journal_entry";
+    const COLUMNS: &'static str = "journal_id, seq, account, amount_fen";
+    const N: usize = 4;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.journal_id));
+        out(Cell::Int(self.seq));
+        out(Cell::Text(&self.account));
+        out(Cell::Int(self.amount_fen));
+    }
 }

@@ -4,9 +4,12 @@
 //! and engine-specific SQL stays visible at the one place it differs (see [`Conn::engine`]).
 
 pub mod access;
+pub mod batch;
 pub mod cache;
 pub mod catalogue;
+pub mod cells;
 pub mod clearing;
+pub mod direct;
 pub mod durability;
 pub mod events;
 pub mod filings;
@@ -51,26 +54,32 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// The class of a database error code (PostgreSQL SQLSTATE or SQLite extended result code),
+    /// None for the unclassified.
+    fn classify(code: &str, constraint: Option<&str>, message: &str) -> Option<StoreError> {
+        Some(match code {
+            // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY.
+            "23505" | "2067" | "1555" => StoreError::Unique {
+                constraint: constraint.unwrap_or(message).to_owned(),
+            },
+            // PostgreSQL serialization_failure, deadlock_detected; SQLite BUSY / LOCKED.
+            "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => {
+                StoreError::Retry(message.to_owned())
+            }
+            // PostgreSQL check_violation; SQLite SQLITE_CONSTRAINT_CHECK.
+            "23514" | "275" => StoreError::Check(message.to_owned()),
+            _ => return None,
+        })
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-            match code.as_str() {
-                // PostgreSQL unique_violation; SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY.
-                "23505" | "2067" | "1555" => {
-                    let constraint = db
-                        .constraint()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| db.message().to_owned());
-                    return StoreError::Unique { constraint };
-                }
-                // PostgreSQL serialization_failure, deadlock_detected; SQLite BUSY / LOCKED.
-                "40001" | "40P01" | "5" | "6" | "261" | "262" | "517" => {
-                    return StoreError::Retry(db.message().to_owned());
-                }
-                // PostgreSQL check_violation; SQLite SQLITE_CONSTRAINT_CHECK.
-                "23514" | "275" => return StoreError::Check(db.message().to_owned()),
-                _ => {}
+            if let Some(classified) = StoreError::classify(&code, db.constraint(), db.message()) {
+                return classified;
             }
         }
         StoreError::Other(anyhow::Error::new(e))

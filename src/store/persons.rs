@@ -3,6 +3,7 @@
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PersonRow {
@@ -42,6 +43,22 @@ pub struct PersonRecord {
 
 const PERSON_COLS: &str = "psn_no, home_region, national_id, name, birth_date, status, card_no, \
                            card_status, evoucher_token, assistance_recipient";
+
+/// A person row read by SQL naming [`PERSON_COLS`] (see `super::direct`).
+fn person_direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<PersonRow> {
+    Ok(PersonRow {
+        psn_no: r.get(0)?,
+        home_region: r.get(1)?,
+        national_id: r.get(2)?,
+        name: r.get(3)?,
+        birth_date: super::direct::date(r, 4)?,
+        status: r.get(5)?,
+        card_no: r.get(6)?,
+        card_status: r.get(7)?,
+        evoucher_token: r.get(8)?,
+        assistance_recipient: r.get(9)?,
+    })
+}
 
 pub async fn insert_person(c: &mut Conn, p: &PersonRow, now: DateTime<Utc>) -> StoreResult<()> {
     let sql = format!(
@@ -216,6 +233,33 @@ pub async fn find_by_credentials(
     evouchers: &[String],
     lock: bool,
 ) -> StoreResult<Vec<PersonRow>> {
+    if cards.is_empty() && evouchers.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SQLite: one prepared lookup per credential (see `super::direct`); the write lock of the
+    // transaction is the lock.
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut out = Vec::new();
+            for (col, values) in [("card_no", cards), ("evoucher_token", evouchers)] {
+                if values.is_empty() {
+                    continue;
+                }
+                let mut st = x.prepare(&format!(
+                    "SELECT {PERSON_COLS} FROM person WHERE {col} = ?1"
+                ))?;
+                for v in values {
+                    out.extend(st.query_row([v], person_direct).optional()?);
+                }
+            }
+            out.sort_unstable_by(|a, b| a.psn_no.cmp(&b.psn_no));
+            out.dedup_by(|a, b| a.psn_no == b.psn_no);
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
+    }
     let mut conds = Vec::new();
     if !cards.is_empty() {
         conds.push(format!(
@@ -251,6 +295,35 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     if psn_nos.is_empty() {
         return Ok(Vec::new());
     }
+    // SQLite: one prepared lookup per person (see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare(
+                "SELECT psn_no, insurance_type, category, status FROM person_insurance \
+                 WHERE psn_no = ?1 ORDER BY insurance_type",
+            )?;
+            let mut out = Vec::new();
+            for p in psn_nos {
+                let rows = st.query_map([p], |r| {
+                    Ok(InsuranceRow {
+                        psn_no: r.get(0)?,
+                        insurance_type: r.get(1)?,
+                        category: r.get(2)?,
+                        status: r.get(3)?,
+                    })
+                })?;
+                for row in rows {
+                    out.push(row?);
+                }
+            }
+            out.sort_by(|a, b| (&a.psn_no, a.insurance_type).cmp(&(&b.psn_no, b.insurance_type)));
+            out.dedup();
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
+    }
     let sql = format!(
         "SELECT psn_no, insurance_type, category, status FROM person_insurance WHERE psn_no IN ({}) \
          ORDER BY psn_no, insurance_type",
@@ -273,6 +346,24 @@ pub async fn balances_of(
 ) -> StoreResult<Vec<(String, i64)>> {
     if psn_nos.is_empty() {
         return Ok(Vec::new());
+    }
+    // SQLite: one prepared lookup per person (see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare("SELECT balance_fen FROM personal_account WHERE psn_no = ?1")?;
+            let mut out = Vec::new();
+            for p in psn_nos {
+                if let Some(b) = st.query_row([p], |r| r.get::<_, i64>(0)).optional()? {
+                    out.push((p.clone(), b));
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
     }
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!(
@@ -303,6 +394,23 @@ pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreRes
             }
             q.execute(x).await.map(|r| r.rows_affected())
         })?;
+    }
+    Ok(())
+}
+
+/// [`add_to_accounts`] on SQLite's handle (see [`super::direct`]): one prepared single-row
+/// UPDATE (the CHECK keeps each balance ≥ 0).
+pub fn add_to_accounts_direct(
+    c: &rusqlite::Connection,
+    deltas: &[(String, i64)],
+) -> StoreResult<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut st =
+        c.prepare("UPDATE personal_account SET balance_fen = balance_fen + ?2 WHERE psn_no = ?1")?;
+    for (p, d) in deltas {
+        st.execute(rusqlite::params![p, d])?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Purchase lines of pharmacy settlements.
 
+use super::cells::{Cell, Cells};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 
@@ -29,27 +30,39 @@ pub struct PurchaseLineRow {
 const COLS: &str = "setl_id, line_no, code, name, qty_scaled, price_micros, class, cap_micros, \
     b_ratio_bp, catalogue_version, amount_fen, fulamt_fen, overlmt_fen, preself_fen, inscp_fen, \
     refunded_qty_scaled";
-const NCOLS: usize = 16;
 
-/// Inserts lines in one statement (a purchase has at most a few hundred).
+/// Inserts lines, set-based.
 pub async fn insert_lines(c: &mut Conn, rows: &[PurchaseLineRow]) -> StoreResult<()> {
-    for chunk in rows.chunks(500) {
-        let sql = format!(
-            "INSERT INTO purchase_line ({COLS}) VALUES {}",
-            super::values(c.engine(), chunk.len(), NCOLS, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q.bind(&r.setl_id).bind(&r.line_no).bind(&r.code).bind(&r.name).bind(r.qty_scaled)
-                    .bind(r.price_micros).bind(r.class).bind(r.cap_micros).bind(r.b_ratio_bp)
-                    .bind(r.catalogue_version).bind(r.amount_fen).bind(r.fulamt_fen).bind(r.overlmt_fen)
-                    .bind(r.preself_fen).bind(r.inscp_fen).bind(r.refunded_qty_scaled);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
+    super::cells::insert(c, rows, "").await?;
     Ok(())
+}
+
+impl Cells for PurchaseLineRow {
+    const TABLE: &'static str = "purchase_line";
+    const COLUMNS: &'static str = COLS;
+    const N: usize = 16;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.setl_id));
+        out(Cell::Text(&self.line_no));
+        out(Cell::Text(&self.code));
+        out(Cell::Text(&self.name));
+        out(Cell::Int(self.qty_scaled));
+        out(Cell::Int(self.price_micros));
+        out(Cell::Int(self.class));
+        out(Cell::OptInt(self.cap_micros));
+        out(Cell::OptInt(self.b_ratio_bp));
+        for v in [
+            self.catalogue_version,
+            self.amount_fen,
+            self.fulamt_fen,
+            self.overlmt_fen,
+            self.preself_fen,
+            self.inscp_fen,
+            self.refunded_qty_scaled,
+        ] {
+            out(Cell::Int(v));
+        }
+    }
 }
 
 /// The lines of a settlement in line_no order.

@@ -3,6 +3,7 @@
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RegionRow {
@@ -121,6 +122,39 @@ pub async fn institutions_by_codes(
 ) -> StoreResult<Vec<InstitutionRow>> {
     if codes.is_empty() {
         return Ok(Vec::new());
+    }
+    // SQLite: one prepared lookup per code (see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare(&format!(
+                "SELECT {INSTITUTION_COLS} FROM institution WHERE code = ?1"
+            ))?;
+            let mut out = Vec::new();
+            for code in codes {
+                let row = st
+                    .query_row([code], |r| {
+                        Ok(InstitutionRow {
+                            code: r.get(0)?,
+                            name: r.get(1)?,
+                            region: r.get(2)?,
+                            kind: r.get(3)?,
+                            level: r.get(4)?,
+                            cross_region_enabled: r.get(5)?,
+                            status: r.get(6)?,
+                            valid_from: super::direct::date(r, 7)?,
+                            valid_until: super::direct::opt_date(r, 8)?,
+                        })
+                    })
+                    .optional()?;
+                out.extend(row);
+            }
+            out.sort_unstable_by(|a, b| a.code.cmp(&b.code));
+            out.dedup_by(|a, b| a.code == b.code);
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
     }
     let sql = format!(
         "SELECT {INSTITUTION_COLS} FROM institution WHERE code IN ({})",

@@ -1,8 +1,10 @@
 //! Visits, fee lines, settlements and accumulators.
 
+use super::cells::{Cell, Cells};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VisitRow {
@@ -189,25 +191,61 @@ const SETL_COLS: &str = "setl_id, kind, reverses, reversed_by, mdtrt_id, psn_no,
     balance_after_fen, d_annual_ded_fen, d_burden_fen, d_admissions, line_count, explanation, \
     journal_id, request_id";
 
+/// Inserts a settlement and the event bureaus follow, in the caller's transaction.
 pub async fn insert_settlement(c: &mut Conn, s: &SettlementRow) -> StoreResult<()> {
-    let ph: Vec<String> = (1..=36).map(|k| format!("${k}")).collect();
-    let sql = format!(
-        "INSERT INTO settlement ({SETL_COLS}) VALUES ({})",
-        ph.join(", ")
-    );
-    on_conn!(c, x => sqlx::query(&sql).bind(&s.setl_id).bind(s.kind).bind(&s.reverses)
-        .bind(&s.reversed_by).bind(&s.mdtrt_id).bind(&s.psn_no).bind(&s.home_region)
-        .bind(&s.treatment_region).bind(&s.institution).bind(s.insurance_type).bind(s.care_type)
-        .bind(s.settled_at).bind(s.business_date).bind(&s.clearing_period).bind(s.service_year)
-        .bind(s.medfee_fen).bind(s.fulamt_fen).bind(s.overlmt_fen).bind(s.preself_fen)
-        .bind(s.inscp_fen).bind(s.dedc_fen).bind(s.hifp_fen).bind(s.hifmi_fen).bind(s.maf_fen)
-        .bind(s.fund_fen).bind(s.psn_part_fen).bind(s.acct_fen).bind(s.cash_fen)
-        .bind(s.balance_after_fen).bind(s.d_annual_ded_fen).bind(s.d_burden_fen)
-        .bind(s.d_admissions).bind(s.line_count).bind(&s.explanation).bind(&s.journal_id)
-        .bind(&s.request_id).execute(x).await.map(|r| r.rows_affected()))?;
-    // The event bureaus follow, in the same transaction.
-    super::events::insert(c, &[super::events::EventRow::settlement(s)]).await?;
-    Ok(())
+    insert_settlements(c, std::slice::from_ref(s)).await
+}
+
+impl Cells for SettlementRow {
+    const TABLE: &'static str = "settlement";
+    const COLUMNS: &'static str = SETL_COLS;
+    const N: usize = 36;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
+        out(Cell::Text(&self.setl_id));
+        out(Cell::Int(self.kind));
+        out(Cell::OptText(self.reverses.as_deref()));
+        out(Cell::OptText(self.reversed_by.as_deref()));
+        out(Cell::OptText(self.mdtrt_id.as_deref()));
+        out(Cell::Text(&self.psn_no));
+        out(Cell::Text(&self.home_region));
+        out(Cell::Text(&self.treatment_region));
+        out(Cell::Text(&self.institution));
+        out(Cell::Int(self.insurance_type));
+        out(Cell::Int(self.care_type));
+        out(Cell::Time(self.settled_at));
+        out(Cell::Date(self.business_date));
+        out(Cell::Text(&self.clearing_period));
+        for v in [
+            self.service_year,
+            self.medfee_fen,
+            self.fulamt_fen,
+            self.overlmt_fen,
+            self.preself_fen,
+            self.inscp_fen,
+            self.dedc_fen,
+            self.hifp_fen,
+            self.hifmi_fen,
+            self.maf_fen,
+            self.fund_fen,
+            self.psn_part_fen,
+            self.acct_fen,
+            self.cash_fen,
+        ] {
+            out(Cell::Int(v));
+        }
+        out(Cell::OptInt(self.balance_after_fen));
+        for v in [
+            self.d_annual_ded_fen,
+            self.d_burden_fen,
+            self.d_admissions,
+            self.line_count,
+        ] {
+            out(Cell::Int(v));
+        }
+        out(Cell::Text(&self.explanation));
+        out(Cell::Text(&self.journal_id));
+        out(Cell::Text(&self.request_id));
+    }
 }
 
 pub async fn get_settlement(
@@ -397,6 +435,53 @@ pub async fn lock_accumulators(
     c: &mut Conn,
     keys: &[AccumulatorKey],
 ) -> StoreResult<Vec<(AccumulatorKey, AccumulatorRow)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // SQLite: one prepared lookup per key, and an insert only for a missing one (see
+    // `super::direct`); the write lock of the transaction is the lock.
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut find = x.prepare(
+                "SELECT annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, admissions \
+                 FROM accumulator WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
+            )?;
+            let mut create = x.prepare(
+                "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
+                 burden_fen, ci_fen, maf_fen, admissions) VALUES (?1, ?2, ?3, 0, 0, 0, 0, 0, 0)",
+            )?;
+            let mut out = Vec::new();
+            for key in keys {
+                let (p, t, y) = key;
+                let found = find
+                    .query_row(rusqlite::params![p, t, y], |r| {
+                        Ok(AccumulatorRow {
+                            annual_ded_fen: r.get(0)?,
+                            fund_fen: r.get(1)?,
+                            burden_fen: r.get(2)?,
+                            ci_fen: r.get(3)?,
+                            maf_fen: r.get(4)?,
+                            admissions: r.get(5)?,
+                        })
+                    })
+                    .optional()?;
+                let row = match found {
+                    Some(row) => row,
+                    None => {
+                        create.execute(rusqlite::params![p, t, y])?;
+                        AccumulatorRow::default()
+                    }
+                };
+                out.push((key.clone(), row));
+            }
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.dedup_by(|a, b| a.0 == b.0);
+            Ok(out)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
+    }
     let mut out = Vec::new();
     for chunk in keys.chunks(super::chunk_rows(3)) {
         let sql = format!(
@@ -471,30 +556,39 @@ pub async fn add_to_accumulators(
     Ok(())
 }
 
-/// Inserts many settlements, set-based.
-pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreResult<()> {
-    for chunk in rows.chunks(super::chunk_rows(36)) {
-        let sql = format!(
-            "INSERT INTO settlement ({SETL_COLS}) VALUES {}",
-            super::values(c.engine(), chunk.len(), 36, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for s in chunk {
-                q = q.bind(&s.setl_id).bind(s.kind).bind(&s.reverses)
-                    .bind(&s.reversed_by).bind(&s.mdtrt_id).bind(&s.psn_no).bind(&s.home_region)
-                    .bind(&s.treatment_region).bind(&s.institution).bind(s.insurance_type).bind(s.care_type)
-                    .bind(s.settled_at).bind(s.business_date).bind(&s.clearing_period).bind(s.service_year)
-                    .bind(s.medfee_fen).bind(s.fulamt_fen).bind(s.overlmt_fen).bind(s.preself_fen)
-                    .bind(s.inscp_fen).bind(s.dedc_fen).bind(s.hifp_fen).bind(s.hifmi_fen).bind(s.maf_fen)
-                    .bind(s.fund_fen).bind(s.psn_part_fen).bind(s.acct_fen).bind(s.cash_fen)
-                    .bind(s.balance_after_fen).bind(s.d_annual_ded_fen).bind(s.d_burden_fen)
-                    .bind(s.d_admissions).bind(s.line_count).bind(&s.explanation).bind(&s.journal_id)
-                    .bind(&s.request_id);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
+/// [`add_to_accumulators`] on SQLite's handle (see [`super::direct`]): one prepared
+/// single-row UPDATE.
+pub fn add_to_accumulators_direct(
+    c: &rusqlite::Connection,
+    deltas: &[(AccumulatorKey, AccumulatorRow)],
+) -> StoreResult<()> {
+    if deltas.is_empty() {
+        return Ok(());
     }
+    let mut st = c.prepare(
+        "UPDATE accumulator SET annual_ded_fen = annual_ded_fen + ?4, fund_fen = fund_fen + ?5, \
+         burden_fen = burden_fen + ?6, ci_fen = ci_fen + ?7, maf_fen = maf_fen + ?8, \
+         admissions = admissions + ?9 WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
+    )?;
+    for ((p, t, y), d) in deltas {
+        st.execute(rusqlite::params![
+            p,
+            t,
+            y,
+            d.annual_ded_fen,
+            d.fund_fen,
+            d.burden_fen,
+            d.ci_fen,
+            d.maf_fen,
+            d.admissions
+        ])?;
+    }
+    Ok(())
+}
+
+/// Inserts many settlements and the events bureaus follow, set-based.
+pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreResult<()> {
+    super::cells::insert(c, rows, "").await?;
     let events: Vec<super::events::EventRow> = rows
         .iter()
         .map(super::events::EventRow::settlement)

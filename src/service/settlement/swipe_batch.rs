@@ -27,11 +27,12 @@ use crate::service::clock::Clock;
 use crate::service::error::{AppError, AppResult};
 use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, replay_bytes};
 use crate::service::policies;
-use crate::store::access::{self, Answer, AuditRow};
+use crate::store::access::{self, Answer};
+use crate::store::batch::Writes;
 use crate::store::cache::CatalogueSnapshot;
-use crate::store::pharmacy::{self, PurchaseLineRow};
+use crate::store::pharmacy::PurchaseLineRow;
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{Committed, Db, Engine, Writer, catalogue, journal, persons, registry};
+use crate::store::{Committed, Db, Engine, Writer, batch, catalogue, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -245,19 +246,6 @@ struct Priced {
     lines: Vec<PurchaseLineRow>,
 }
 
-/// Everything a batch writes.
-#[derive(Default)]
-struct Writes {
-    settlements: Vec<SettlementRow>,
-    lines: Vec<PurchaseLineRow>,
-    txs: Vec<crate::store::journal::JournalTxRow>,
-    entries: Vec<crate::store::journal::EntryRow>,
-    accumulators: HashMap<AccumulatorKey, AccumulatorRow>,
-    accounts: HashMap<String, i64>,
-    answers: Vec<Answer>,
-    audits: Vec<AuditRow>,
-}
-
 fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
     match &s.credential {
         Credential::CardNo(c) => (Some(c.as_str()), None),
@@ -432,6 +420,7 @@ async fn book(
                     rpc: job.call.rpc.clone(),
                     payload_hash: job.call.payload_hash.to_vec(),
                     response: answer.clone(),
+                    created_at: now,
                 });
                 out[p.i] = Some(Outcome::Done(Ok(answer)));
             }
@@ -443,27 +432,19 @@ async fn book(
         }
     }
 
-    // 5. Write everything, set-based, and commit once. The answers (the idempotency rows) go
+    // 5. Write everything (see `store::batch`) and commit once. The answers (the idempotency rows) go
     // first, in key order: a concurrent batch holding one of these request ids (another writer
     // on PostgreSQL) makes this insert wait for it and then skip the row, before anything
     // else of ours (the settlement's own unique request id) could collide with it. Then the
     // batch runs again, and that call replays the committed answer.
     w.answers
         .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
-    let stored = access::insert_answers(&mut conn, &w.answers, now).await?;
+    let stored = batch::write(&mut conn, &w).await?;
     if stored < w.answers.len() {
         return Err(AppError::Retry(
             "a request id of the batch was stored concurrently".into(),
         ));
     }
-    settlement::insert_settlements(&mut conn, &w.settlements).await?;
-    pharmacy::insert_lines(&mut conn, &w.lines).await?;
-    journal::insert_many(&mut conn, &w.txs, &w.entries).await?;
-    let acc_deltas: Vec<_> = w.accumulators.into_iter().collect();
-    settlement::add_to_accumulators(&mut conn, &acc_deltas).await?;
-    let account_deltas: Vec<_> = w.accounts.into_iter().filter(|(_, d)| *d != 0).collect();
-    persons::add_to_accounts(&mut conn, &account_deltas).await?;
-    access::insert_audits(&mut conn, &w.audits).await?;
     let committed = db.commit(conn).await?;
     metrics.swipe_batch(jobs.len());
     for s in &w.settlements {

@@ -1,0 +1,269 @@
+//! SQLite without the driver in between, for the hot write path (the swipe batches). sqlx runs
+//! every SQLite statement on the connection's own thread: a batch's multi-row INSERTs were sent
+//! there, parsed anew for every batch size (a new statement text), bound value by value into
+//! owned buffers, and run with a statement journal (a multi-row statement may fail half-way).
+//! Here the calling thread borrows the connection's handle (sqlx's `lock_handle`: the driver's
+//! thread waits meanwhile) and runs one prepared single-row statement per row: parsed once per
+//! batch, bound in place, no statement journal. Values are encoded exactly as sqlx encodes them,
+//! so that everything written here reads back through sqlx unchanged.
+
+use super::cells::{Cell, Cells};
+use super::{Conn, Raw, StoreError, StoreResult};
+use chrono::{NaiveDate, SecondsFormat};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+
+impl Conn {
+    /// Runs `f` on this connection's SQLite handle, inside whatever transaction the connection
+    /// is in; None on PostgreSQL.
+    pub async fn with_sqlite<R>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Connection) -> StoreResult<R>,
+    ) -> StoreResult<Option<R>> {
+        let Raw::Sqlite(x) = self.raw() else {
+            return Ok(None);
+        };
+        let mut locked = x.lock_handle().await?;
+        let handle = locked.as_raw_handle();
+        // SAFETY: `locked` gives this thread the connection alone until it is dropped (sqlx's
+        // worker thread waits on the connection's mutex). The rusqlite view does not own the
+        // handle (it will not close it) and is dropped — finalizing the statements it prepared
+        // — before `locked` is, so nothing of it outlives the loan. Both crates link the same
+        // libsqlite3-sys, so the handle types are one.
+        let conn = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
+        let out = f(&conn);
+        drop(conn);
+        drop(locked);
+        out.map(Some)
+    }
+}
+
+/// Inserts rows with one prepared single-row statement; `suffix` follows the VALUES list.
+/// Returns the rows inserted (a row an ON CONFLICT clause skipped counts 0).
+pub fn insert<T: Cells>(c: &rusqlite::Connection, rows: &[T], suffix: &str) -> StoreResult<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}){suffix}",
+        T::TABLE,
+        T::COLUMNS,
+        super::list(super::Engine::Sqlite, T::N, 1)
+    );
+    let mut st = c.prepare(&sql)?;
+    let mut n = 0;
+    for row in rows {
+        let mut i = 0;
+        let mut failed = None;
+        row.cells(&mut |cell| {
+            i += 1;
+            if let Err(e) = st.raw_bind_parameter(i, Bound(cell)) {
+                failed.get_or_insert(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        n += st.raw_execute()?;
+    }
+    Ok(n)
+}
+
+/// A cell bound as sqlx-sqlite binds its type: times as RFC 3339 text (`AutoSi` fractions,
+/// `+00:00`), dates as `YYYY-MM-DD`.
+struct Bound<'a>(Cell<'a>);
+
+impl rusqlite::ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self.0 {
+            Cell::Text(v) | Cell::OptText(Some(v)) => {
+                ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes()))
+            }
+            Cell::Int(v) | Cell::OptInt(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
+            Cell::OptText(None) | Cell::OptInt(None) => ToSqlOutput::Owned(Value::Null),
+            Cell::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+            Cell::Time(v) => {
+                ToSqlOutput::Owned(Value::Text(v.to_rfc3339_opts(SecondsFormat::AutoSi, false)))
+            }
+            Cell::Date(v) => ToSqlOutput::Owned(Value::Text(v.format("%F").to_string())),
+        })
+    }
+}
+
+/// A date column as sqlx-sqlite decodes it (`YYYY-MM-DD` text).
+pub fn date(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<NaiveDate> {
+    let text: String = row.get(i)?;
+    NaiveDate::parse_from_str(&text, "%F").map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// A nullable date column (see [`date`]).
+pub fn opt_date(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<NaiveDate>> {
+    match row.get_ref(i)? {
+        ValueRef::Null => Ok(None),
+        _ => date(row, i).map(Some),
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+            let message = msg.clone().unwrap_or_else(|| f.to_string());
+            if let Some(classified) =
+                StoreError::classify(&f.extended_code.to_string(), None, &message)
+            {
+                return classified;
+            }
+        }
+        StoreError::Other(anyhow::Error::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::access::{ANSWER_CONFLICT, Answer, AuditRow};
+    use super::super::journal::{EntryRow, JournalTxRow};
+    use super::super::{Conn, Db, DbConfig, StoreError, cells};
+    use super::{Cells, insert};
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use rusqlite::types::Value;
+
+    async fn memory() -> anyhow::Result<Db> {
+        Db::open(&DbConfig {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+        })
+        .await
+    }
+
+    /// Every stored value of a table, as SQLite holds it (type and bytes), in key order.
+    async fn stored<T: Cells>(c: &mut Conn) -> anyhow::Result<Vec<Vec<Value>>> {
+        let rows = c
+            .with_sqlite(|x| {
+                let sql = format!("SELECT {} FROM {} ORDER BY 1", T::COLUMNS, T::TABLE);
+                let mut st = x.prepare(&sql)?;
+                let rows = st.query_map([], |r| {
+                    (0..T::N)
+                        .map(|i| r.get::<_, Value>(i))
+                        .collect::<Result<Vec<_>, _>>()
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+        rows.ok_or_else(|| anyhow::anyhow!("not SQLite"))
+    }
+
+    /// Writes `a` through sqlx and `b` (the same values under another key: its first `key`
+    /// columns) directly; the two stored rows must be the same but for the key.
+    async fn same_either_way<T: Cells>(c: &mut Conn, key: usize, a: T, b: T) -> anyhow::Result<()> {
+        cells::insert(c, std::slice::from_ref(&a), "").await?;
+        let n = c
+            .with_sqlite(|x| insert(x, std::slice::from_ref(&b), ""))
+            .await?;
+        assert_eq!(n, Some(1));
+        let rows = stored::<T>(c).await?;
+        assert_eq!(rows.len(), 2, "{}", T::TABLE);
+        assert_ne!(rows[0][..key], rows[1][..key]);
+        assert_eq!(
+            rows[0][key..],
+            rows[1][key..],
+            "{} stored differently",
+            T::TABLE
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn direct_rows_are_stored_as_sqlx_stores_them() -> anyhow::Result<()> {
+        let db = memory().await?;
+        let mut c = db.begin().await?;
+        // A time with nanoseconds, one with none, and a date.
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 28, 1, 2, 3)
+            .single()
+            .unwrap_or_default()
+            + chrono::Duration::nanoseconds(123_456_789);
+        let whole = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .single()
+            .unwrap_or_default();
+        let day = NaiveDate::from_ymd_opt(2026, 2, 28).unwrap_or_default();
+        let audit = |id: &str, at| AuditRow {
+            audit_id: id.into(),
+            principal: "institution:P15030000001".into(),
+            rpc: "/medsettle.v1.Settlement/SettlePurchase".into(),
+            request_id: "r-1".into(),
+            outcome: "OK".into(),
+            detail: "药店 swipe".into(),
+            at,
+        };
+        same_either_way(&mut c, 1, audit("A1", at), audit("A2", at)).await?;
+        let tx = |id: &str, at| JournalTxRow {
+            journal_id: id.into(),
+            kind: "purchase".into(),
+            reference: "S1".into(),
+            memo: String::new(),
+            business_date: day,
+            booked_at: at,
+        };
+        same_either_way(&mut c, 1, tx("J1", whole), tx("J2", whole)).await?;
+        let entry = |id: &str| EntryRow {
+            journal_id: id.into(),
+            seq: 1,
+            account: "pacct:P1".into(),
+            amount_fen: -12_345,
+        };
+        same_either_way(&mut c, 1, entry("J1"), entry("J2")).await?;
+        let answer = |r: &str| Answer {
+            principal: "institution:P1".into(),
+            request_id: r.into(),
+            rpc: "SettlePurchase".into(),
+            payload_hash: vec![0, 1, 254, 255],
+            response: vec![],
+            created_at: at,
+        };
+        same_either_way(&mut c, 2, answer("r1"), answer("r2")).await?;
+        // And sqlx reads the direct rows back as they were.
+        let listed = super::super::access::list_audit(&mut c, "", "", 10).await?;
+        assert!(listed.iter().all(|a| a.at == at), "{listed:?}");
+        let entries = super::super::journal::entries_of(&mut c, "J2", "J2").await?;
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].amount_fen, -12_345);
+        c.rollback().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn direct_errors_are_classified() -> anyhow::Result<()> {
+        let db = memory().await?;
+        let mut c = db.begin().await?;
+        let answer = Answer {
+            principal: "institution:P1".into(),
+            request_id: "r1".into(),
+            rpc: "SettlePurchase".into(),
+            payload_hash: vec![1],
+            response: vec![2],
+            created_at: Utc::now(),
+        };
+        let rows = [answer.clone(), answer];
+        // The second is skipped by the conflict clause, as the set-based insert skips it.
+        let n = c.with_sqlite(|x| insert(x, &rows, ANSWER_CONFLICT)).await?;
+        assert_eq!(n, Some(1));
+        let entry = EntryRow {
+            journal_id: "J-missing".into(),
+            seq: 1,
+            account: "x".into(),
+            amount_fen: 1,
+        };
+        // A key stored twice without a conflict clause is a unique violation.
+        let twice = c.with_sqlite(|x| insert(x, &rows[..1], "")).await;
+        assert!(matches!(twice, Err(StoreError::Unique { .. })), "{twice:?}");
+        // A journal entry of no transaction breaks the foreign key: not retried, not unique.
+        let orphan = c
+            .with_sqlite(|x| insert(x, std::slice::from_ref(&entry), ""))
+            .await;
+        assert!(matches!(orphan, Err(StoreError::Other(_))), "{orphan:?}");
+        c.rollback().await?;
+        Ok(())
+    }
+}
