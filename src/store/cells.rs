@@ -3,10 +3,12 @@
 //! ([`insert`], sqlx) and the SQLite batch writer's prepared single-row statements
 //! ([`super::direct`], rusqlite).
 
-use super::{Conn, Raw, StoreError, StoreResult};
+use super::{Conn, Engine, Raw, StoreError, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Arguments;
 use sqlx::error::BoxDynError;
-use sqlx::{Arguments, Database, Encode, Postgres, Sqlite, Type};
+use sqlx::postgres::PgArguments;
+use sqlx::sqlite::SqliteArguments;
 
 /// One value of a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,43 +34,45 @@ pub trait Cells {
     fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>));
 }
 
-/// Inserts rows, one multi-row statement per chunk; `suffix` follows the VALUES list (e.g. an
-/// ON CONFLICT clause). Returns the rows inserted.
+/// Inserts rows; `suffix` follows the rows (e.g. an ON CONFLICT clause). Returns the rows
+/// inserted. SQLite: one multi-row VALUES statement per chunk; PostgreSQL: one array per column
+/// (see [`unnest`]).
 pub async fn insert<T: Cells>(c: &mut Conn, rows: &[T], suffix: &str) -> StoreResult<u64> {
     let mut n = 0;
-    for chunk in rows.chunks(super::chunk_rows(T::N)) {
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}{suffix}",
-            T::TABLE,
-            T::COLUMNS,
-            super::values(c.engine(), chunk.len(), T::N, 1)
-        );
-        n += match c.raw() {
-            Raw::Sqlite(x) => sqlx::query_with(&sql, arguments::<Sqlite, T>(chunk)?)
-                .execute(x)
-                .await?
-                .rows_affected(),
-            Raw::Pg(x) => sqlx::query_with(&sql, arguments::<Postgres, T>(chunk)?)
-                .execute(x)
-                .await?
-                .rows_affected(),
-        };
+    match c.raw() {
+        Raw::Sqlite(x) => {
+            for chunk in rows.chunks(super::chunk_rows(T::N)) {
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES {}{suffix}",
+                    T::TABLE,
+                    T::COLUMNS,
+                    super::values(Engine::Sqlite, chunk.len(), T::N, 1)
+                );
+                n += sqlx::query_with(&sql, sqlite_arguments(chunk)?)
+                    .execute(&mut *x)
+                    .await?
+                    .rows_affected();
+            }
+        }
+        Raw::Pg(x) => {
+            for chunk in rows.chunks(PG_ROWS) {
+                let (sql, args) = unnest(chunk, suffix)?;
+                n += sqlx::query_with(&sql, args)
+                    .execute(&mut *x)
+                    .await?
+                    .rows_affected();
+            }
+        }
     }
     Ok(n)
 }
 
+/// Rows per PostgreSQL statement (bounds the arrays a statement carries).
+const PG_ROWS: usize = 10_000;
+
 /// The bound values of `rows`, in order.
-fn arguments<'q, DB: Database, T: Cells>(rows: &'q [T]) -> StoreResult<DB::Arguments<'q>>
-where
-    &'q str: Encode<'q, DB> + Type<DB>,
-    Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    i64: Encode<'q, DB> + Type<DB>,
-    Option<i64>: Encode<'q, DB> + Type<DB>,
-    &'q [u8]: Encode<'q, DB> + Type<DB>,
-    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
-    NaiveDate: Encode<'q, DB> + Type<DB>,
-{
-    let mut args = DB::Arguments::default();
+fn sqlite_arguments<T: Cells>(rows: &[T]) -> StoreResult<SqliteArguments<'_>> {
+    let mut args = SqliteArguments::default();
     let mut failed: Option<BoxDynError> = None;
     for row in rows {
         row.cells(&mut |cell| {
@@ -89,5 +93,102 @@ where
     match failed {
         Some(e) => Err(StoreError::Other(anyhow::anyhow!("binding a value: {e}"))),
         None => Ok(args),
+    }
+}
+
+/// PostgreSQL: the rows as one array per column, inserted from `UNNEST` — the same statement text
+/// for every number of rows, so PostgreSQL parses and plans it once per connection (a multi-row
+/// VALUES list of each size is a new statement).
+fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgArguments)> {
+    let mut columns: Vec<Column<'q>> = Vec::with_capacity(T::N);
+    let mut mismatch = false;
+    for (r, row) in rows.iter().enumerate() {
+        let mut j = 0;
+        row.cells(&mut |cell| {
+            if r == 0 {
+                columns.push(Column::new(cell, rows.len()));
+            }
+            match columns.get_mut(j) {
+                Some(col) => mismatch |= !col.push(cell),
+                None => mismatch = true,
+            }
+            j += 1;
+        });
+        mismatch |= j != columns.len();
+    }
+    if mismatch || columns.len() != T::N {
+        return Err(StoreError::Other(anyhow::anyhow!(
+            "{}: rows of differing shapes",
+            T::TABLE
+        )));
+    }
+    let casts: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}", i + 1, c.array_type()))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) SELECT * FROM UNNEST({}){suffix}",
+        T::TABLE,
+        T::COLUMNS,
+        casts.join(", ")
+    );
+    let mut args = PgArguments::default();
+    for col in columns {
+        let added = match col {
+            Column::Text(v) => args.add(v),
+            Column::Int(v) => args.add(v),
+            Column::Bytes(v) => args.add(v),
+            Column::Time(v) => args.add(v),
+            Column::Date(v) => args.add(v),
+        };
+        added.map_err(|e| StoreError::Other(anyhow::anyhow!("binding a column: {e}")))?;
+    }
+    Ok((sql, args))
+}
+
+/// One column of rows, for [`unnest`].
+enum Column<'a> {
+    Text(Vec<Option<&'a str>>),
+    Int(Vec<Option<i64>>),
+    Bytes(Vec<&'a [u8]>),
+    Time(Vec<DateTime<Utc>>),
+    Date(Vec<NaiveDate>),
+}
+
+impl<'a> Column<'a> {
+    fn new(first: Cell<'a>, rows: usize) -> Column<'a> {
+        match first {
+            Cell::Text(_) | Cell::OptText(_) => Column::Text(Vec::with_capacity(rows)),
+            Cell::Int(_) | Cell::OptInt(_) => Column::Int(Vec::with_capacity(rows)),
+            Cell::Bytes(_) => Column::Bytes(Vec::with_capacity(rows)),
+            Cell::Time(_) => Column::Time(Vec::with_capacity(rows)),
+            Cell::Date(_) => Column::Date(Vec::with_capacity(rows)),
+        }
+    }
+
+    /// Appends a value; false when it is not of this column's type.
+    fn push(&mut self, cell: Cell<'a>) -> bool {
+        match (self, cell) {
+            (Column::Text(v), Cell::Text(x)) => v.push(Some(x)),
+            (Column::Text(v), Cell::OptText(x)) => v.push(x),
+            (Column::Int(v), Cell::Int(x)) => v.push(Some(x)),
+            (Column::Int(v), Cell::OptInt(x)) => v.push(x),
+            (Column::Bytes(v), Cell::Bytes(x)) => v.push(x),
+            (Column::Time(v), Cell::Time(x)) => v.push(x),
+            (Column::Date(v), Cell::Date(x)) => v.push(x),
+            _ => return false,
+        }
+        true
+    }
+
+    fn array_type(&self) -> &'static str {
+        match self {
+            Column::Text(_) => "text[]",
+            Column::Int(_) => "int8[]",
+            Column::Bytes(_) => "bytea[]",
+            Column::Time(_) => "timestamptz[]",
+            Column::Date(_) => "date[]",
+        }
     }
 }
