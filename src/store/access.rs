@@ -227,30 +227,30 @@ pub async fn find_many(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let mut out = Vec::new();
-    for chunk in keys.chunks(super::chunk_rows(2)) {
-        let sql = format!(
-            "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
-             WHERE (principal, request_id) IN ({})",
-            super::values(c.engine(), chunk.len(), 2, 1)
-        );
-        let rows: Vec<KeyedAnswer> = on_conn!(c, x => {
-            let mut q = sqlx::query_as(&sql);
-            for (p, r) in chunk {
-                q = q.bind(p).bind(r);
-            }
-            q.fetch_all(x).await
-        })?;
-        out.extend(rows.into_iter().map(|k| {
+    // PostgreSQL: the keys as two arrays (one statement text for any number of keys).
+    let principals: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
+    let request_ids: Vec<&str> = keys.iter().map(|(_, r)| r.as_str()).collect();
+    let sql = "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
+               WHERE (principal, request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
+    let rows: Vec<KeyedAnswer> = {
+        let x = c.pg()?;
+        sqlx::query_as(sql)
+            .bind(&principals)
+            .bind(&request_ids)
+            .fetch_all(x)
+            .await
+    }?;
+    Ok(rows
+        .into_iter()
+        .map(|k| {
             let row = IdempotencyRow {
                 rpc: k.rpc,
                 payload_hash: k.payload_hash,
                 response: k.response,
             };
             (k.principal, k.request_id, row)
-        }));
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {

@@ -426,6 +426,17 @@ impl Conn {
         }
     }
 
+    /// The PostgreSQL connection, for statements only PostgreSQL runs (array parameters); an
+    /// error on SQLite.
+    pub fn pg(&mut self) -> StoreResult<&mut PgConnection> {
+        match self.raw() {
+            Raw::Pg(x) => Ok(x),
+            Raw::Sqlite(_) => Err(StoreError::Other(anyhow::anyhow!(
+                "a PostgreSQL-only statement on SQLite"
+            ))),
+        }
+    }
+
     pub fn engine(&self) -> Engine {
         match self.inner {
             Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) => Engine::Sqlite,

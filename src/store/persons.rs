@@ -260,34 +260,21 @@ pub async fn find_by_credentials(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let mut conds = Vec::new();
-    if !cards.is_empty() {
-        conds.push(format!(
-            "card_no IN ({})",
-            super::list(c.engine(), cards.len(), 1)
-        ));
-    }
-    if !evouchers.is_empty() {
-        conds.push(format!(
-            "evoucher_token IN ({})",
-            super::list(c.engine(), evouchers.len(), cards.len() + 1)
-        ));
-    }
-    if conds.is_empty() {
-        return Ok(Vec::new());
-    }
+    // PostgreSQL: the credentials as two arrays (one statement text for any number), the rows
+    // locked in psn_no order when `lock`.
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!(
-        "SELECT {PERSON_COLS} FROM person WHERE {} ORDER BY psn_no{lock}",
-        conds.join(" OR ")
+        "SELECT {PERSON_COLS} FROM person WHERE card_no = ANY($1) OR evoucher_token = ANY($2) \
+         ORDER BY psn_no{lock}"
     );
-    Ok(on_conn!(c, x => {
-        let mut q = sqlx::query_as(&sql);
-        for v in cards.iter().chain(evouchers) {
-            q = q.bind(v);
-        }
-        q.fetch_all(x).await
-    })?)
+    Ok({
+        let x = c.pg()?;
+        sqlx::query_as(&sql)
+            .bind(cards)
+            .bind(evouchers)
+            .fetch_all(x)
+            .await
+    }?)
 }
 
 /// Insurance rows of many persons.
@@ -324,18 +311,13 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let sql = format!(
-        "SELECT psn_no, insurance_type, category, status FROM person_insurance WHERE psn_no IN ({}) \
-         ORDER BY psn_no, insurance_type",
-        super::list(c.engine(), psn_nos.len(), 1)
-    );
-    Ok(on_conn!(c, x => {
-        let mut q = sqlx::query_as(&sql);
-        for p in psn_nos {
-            q = q.bind(p);
-        }
-        q.fetch_all(x).await
-    })?)
+    // PostgreSQL: the persons as one array (one statement text for any number).
+    let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
+               WHERE psn_no = ANY($1) ORDER BY psn_no, insurance_type";
+    Ok({
+        let x = c.pg()?;
+        sqlx::query_as(sql).bind(psn_nos).fetch_all(x).await
+    }?)
 }
 
 /// Personal-account balances of many persons in psn_no order, locked when `lock`.
@@ -365,36 +347,39 @@ pub async fn balances_of(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
+    // PostgreSQL: the persons as one array (one statement text for any number), locked in
+    // psn_no order when `lock`.
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!(
-        "SELECT psn_no, balance_fen FROM personal_account WHERE psn_no IN ({}) ORDER BY psn_no{lock}",
-        super::list(c.engine(), psn_nos.len(), 1)
+        "SELECT psn_no, balance_fen FROM personal_account WHERE psn_no = ANY($1) \
+         ORDER BY psn_no{lock}"
     );
-    Ok(on_conn!(c, x => {
-        let mut q = sqlx::query_as(&sql);
-        for p in psn_nos {
-            q = q.bind(p);
-        }
-        q.fetch_all(x).await
-    })?)
+    Ok({
+        let x = c.pg()?;
+        sqlx::query_as(&sql).bind(psn_nos).fetch_all(x).await
+    }?)
 }
 
-/// Adds deltas to many maintained balances in one statement (the CHECK keeps each ≥ 0).
+/// Adds deltas to many maintained balances on PostgreSQL, in one statement (the CHECK keeps each
+/// ≥ 0): the deltas as two arrays (one statement text for any number). SQLite:
+/// [`add_to_accounts_direct`].
 pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreResult<()> {
-    for chunk in deltas.chunks(super::chunk_rows(2)) {
-        let sql = format!(
-            "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.column2 \
-             FROM (VALUES {}) AS v WHERE personal_account.psn_no = v.column1",
-            super::values(c.engine(), chunk.len(), 2, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for (p, d) in chunk {
-                q = q.bind(p).bind(d);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
+    if deltas.is_empty() {
+        return Ok(());
     }
+    let psn: Vec<&str> = deltas.iter().map(|(p, _)| p.as_str()).collect();
+    let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
+    let sql = "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.d \
+               FROM UNNEST($1::text[], $2::int8[]) AS v(p, d) WHERE personal_account.psn_no = v.p";
+    {
+        let x = c.pg()?;
+        sqlx::query(sql)
+            .bind(&psn)
+            .bind(&amounts)
+            .execute(x)
+            .await
+            .map(|r| r.rows_affected())
+    }?;
     Ok(())
 }
 

@@ -156,15 +156,10 @@ pub async fn institutions_by_codes(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let sql = format!(
-        "SELECT {INSTITUTION_COLS} FROM institution WHERE code IN ({})",
-        super::list(c.engine(), codes.len(), 1)
-    );
-    Ok(on_conn!(c, x => {
-        let mut q = sqlx::query_as(&sql);
-        for code in codes {
-            q = q.bind(code);
-        }
-        q.fetch_all(x).await
-    })?)
+    // PostgreSQL: the codes as one array (one statement text for any number of codes).
+    let sql = format!("SELECT {INSTITUTION_COLS} FROM institution WHERE code = ANY($1)");
+    Ok({
+        let x = c.pg()?;
+        sqlx::query_as(&sql).bind(codes).fetch_all(x).await
+    }?)
 }

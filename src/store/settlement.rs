@@ -482,37 +482,44 @@ pub async fn lock_accumulators(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let mut out = Vec::new();
-    for chunk in keys.chunks(super::chunk_rows(3)) {
-        let sql = format!(
-            "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, \
-             ci_fen, maf_fen, admissions) SELECT v.column1, v.column2, v.column3, 0, 0, 0, 0, 0, 0 \
-             FROM (VALUES {}) AS v WHERE true ON CONFLICT (psn_no, insurance_type, year) DO NOTHING",
-            super::values(c.engine(), chunk.len(), 3, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for (p, t, y) in chunk {
-                q = q.bind(p).bind(t).bind(y);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-        let lock = c.for_update();
-        let sql = format!(
-            "SELECT psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, \
-             admissions FROM accumulator WHERE (psn_no, insurance_type, year) IN ({}) \
-             ORDER BY psn_no, insurance_type, year{lock}",
-            super::values(c.engine(), chunk.len(), 3, 1)
-        );
-        type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64);
-        let rows: Vec<Row> = on_conn!(c, x => {
-            let mut q = sqlx::query_as(&sql);
-            for (p, t, y) in chunk {
-                q = q.bind(p).bind(t).bind(y);
-            }
-            q.fetch_all(x).await
-        })?;
-        out.extend(rows.into_iter().map(|(p, t, y, d, f, b, ci, m, a)| {
+    // PostgreSQL: the keys as three arrays (one statement text for any number of keys).
+    let psn: Vec<&str> = keys.iter().map(|(p, _, _)| p.as_str()).collect();
+    let types: Vec<i64> = keys.iter().map(|(_, t, _)| *t).collect();
+    let years: Vec<i64> = keys.iter().map(|(_, _, y)| *y).collect();
+    let sql = "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
+               burden_fen, ci_fen, maf_fen, admissions) SELECT v.p, v.t, v.y, 0, 0, 0, 0, 0, 0 \
+               FROM UNNEST($1::text[], $2::int8[], $3::int8[]) AS v(p, t, y) \
+               ON CONFLICT (psn_no, insurance_type, year) DO NOTHING";
+    {
+        let x = c.pg()?;
+        sqlx::query(sql)
+            .bind(&psn)
+            .bind(&types)
+            .bind(&years)
+            .execute(x)
+            .await
+            .map(|r| r.rows_affected())
+    }?;
+    let lock = c.for_update();
+    let sql = format!(
+        "SELECT psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, ci_fen, \
+         maf_fen, admissions FROM accumulator WHERE (psn_no, insurance_type, year) IN \
+         (SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[])) \
+         ORDER BY psn_no, insurance_type, year{lock}"
+    );
+    type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = {
+        let x = c.pg()?;
+        sqlx::query_as(&sql)
+            .bind(&psn)
+            .bind(&types)
+            .bind(&years)
+            .fetch_all(x)
+            .await
+    }?;
+    Ok(rows
+        .into_iter()
+        .map(|(p, t, y, d, f, b, ci, m, a)| {
             (
                 (p, t, y),
                 AccumulatorRow {
@@ -524,35 +531,48 @@ pub async fn lock_accumulators(
                     admissions: a,
                 },
             )
-        }));
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
-/// Adds many settlements' contributions, one statement per chunk.
+/// Adds many settlements' contributions on PostgreSQL, in one statement: the deltas as one array
+/// per column (one statement text for any number). SQLite: [`add_to_accumulators_direct`].
 pub async fn add_to_accumulators(
     c: &mut Conn,
     deltas: &[(AccumulatorKey, AccumulatorRow)],
 ) -> StoreResult<()> {
-    for chunk in deltas.chunks(super::chunk_rows(9)) {
-        let sql = format!(
-            "UPDATE accumulator SET annual_ded_fen = accumulator.annual_ded_fen + v.column4, \
-             fund_fen = accumulator.fund_fen + v.column5, burden_fen = accumulator.burden_fen + v.column6, \
-             ci_fen = accumulator.ci_fen + v.column7, maf_fen = accumulator.maf_fen + v.column8, \
-             admissions = accumulator.admissions + v.column9 FROM (VALUES {}) AS v \
-             WHERE accumulator.psn_no = v.column1 AND accumulator.insurance_type = v.column2 \
-             AND accumulator.year = v.column3",
-            super::values(c.engine(), chunk.len(), 9, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for ((p, t, y), d) in chunk {
-                q = q.bind(p).bind(t).bind(y).bind(d.annual_ded_fen).bind(d.fund_fen).bind(d.burden_fen)
-                    .bind(d.ci_fen).bind(d.maf_fen).bind(d.admissions);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
+    if deltas.is_empty() {
+        return Ok(());
     }
+    let col =
+        |f: fn(&AccumulatorRow) -> i64| -> Vec<i64> { deltas.iter().map(|(_, d)| f(d)).collect() };
+    let psn: Vec<&str> = deltas.iter().map(|((p, _, _), _)| p.as_str()).collect();
+    let types: Vec<i64> = deltas.iter().map(|((_, t, _), _)| *t).collect();
+    let years: Vec<i64> = deltas.iter().map(|((_, _, y), _)| *y).collect();
+    let sql = "UPDATE accumulator SET annual_ded_fen = accumulator.annual_ded_fen + v.d, \
+               fund_fen = accumulator.fund_fen + v.f, burden_fen = accumulator.burden_fen + v.b, \
+               ci_fen = accumulator.ci_fen + v.ci, maf_fen = accumulator.maf_fen + v.m, \
+               admissions = accumulator.admissions + v.a \
+               FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+               $7::int8[], $8::int8[], $9::int8[]) AS v(p, t, y, d, f, b, ci, m, a) \
+               WHERE accumulator.psn_no = v.p AND accumulator.insurance_type = v.t \
+               AND accumulator.year = v.y";
+    {
+        let x = c.pg()?;
+        sqlx::query(sql)
+            .bind(&psn)
+            .bind(&types)
+            .bind(&years)
+            .bind(col(|d| d.annual_ded_fen))
+            .bind(col(|d| d.fund_fen))
+            .bind(col(|d| d.burden_fen))
+            .bind(col(|d| d.ci_fen))
+            .bind(col(|d| d.maf_fen))
+            .bind(col(|d| d.admissions))
+            .execute(x)
+            .await
+            .map(|r| r.rows_affected())
+    }?;
     Ok(())
 }
 
