@@ -232,14 +232,11 @@ pub async fn find_many(
     let request_ids: Vec<&str> = keys.iter().map(|(_, r)| r.as_str()).collect();
     let sql = "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
                WHERE (principal, request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
-    let rows: Vec<KeyedAnswer> = {
-        let x = c.pg()?;
-        sqlx::query_as(sql)
-            .bind(&principals)
-            .bind(&request_ids)
-            .fetch_all(x)
-            .await
-    }?;
+    let rows: Vec<KeyedAnswer> = sqlx::query_as(sql)
+        .bind(&principals)
+        .bind(&request_ids)
+        .fetch_all(c.pg()?)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|k| {

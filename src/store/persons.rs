@@ -267,14 +267,11 @@ pub async fn find_by_credentials(
         "SELECT {PERSON_COLS} FROM person WHERE card_no = ANY($1) OR evoucher_token = ANY($2) \
          ORDER BY psn_no{lock}"
     );
-    Ok({
-        let x = c.pg()?;
-        sqlx::query_as(&sql)
-            .bind(cards)
-            .bind(evouchers)
-            .fetch_all(x)
-            .await
-    }?)
+    Ok(sqlx::query_as(&sql)
+        .bind(cards)
+        .bind(evouchers)
+        .fetch_all(c.pg()?)
+        .await?)
 }
 
 /// Insurance rows of many persons.
@@ -314,10 +311,7 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     // PostgreSQL: the persons as one array (one statement text for any number).
     let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
                WHERE psn_no = ANY($1) ORDER BY psn_no, insurance_type";
-    Ok({
-        let x = c.pg()?;
-        sqlx::query_as(sql).bind(psn_nos).fetch_all(x).await
-    }?)
+    Ok(sqlx::query_as(sql).bind(psn_nos).fetch_all(c.pg()?).await?)
 }
 
 /// Personal-account balances of many persons in psn_no order, locked when `lock`.
@@ -354,10 +348,10 @@ pub async fn balances_of(
         "SELECT psn_no, balance_fen FROM personal_account WHERE psn_no = ANY($1) \
          ORDER BY psn_no{lock}"
     );
-    Ok({
-        let x = c.pg()?;
-        sqlx::query_as(&sql).bind(psn_nos).fetch_all(x).await
-    }?)
+    Ok(sqlx::query_as(&sql)
+        .bind(psn_nos)
+        .fetch_all(c.pg()?)
+        .await?)
 }
 
 /// Adds deltas to many maintained balances on PostgreSQL, in one statement (the CHECK keeps each
@@ -371,15 +365,11 @@ pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreRes
     let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
     let sql = "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.d \
                FROM UNNEST($1::text[], $2::int8[]) AS v(p, d) WHERE personal_account.psn_no = v.p";
-    {
-        let x = c.pg()?;
-        sqlx::query(sql)
-            .bind(&psn)
-            .bind(&amounts)
-            .execute(x)
-            .await
-            .map(|r| r.rows_affected())
-    }?;
+    sqlx::query(sql)
+        .bind(&psn)
+        .bind(&amounts)
+        .execute(c.pg()?)
+        .await?;
     Ok(())
 }
 

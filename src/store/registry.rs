@@ -158,8 +158,5 @@ pub async fn institutions_by_codes(
     }
     // PostgreSQL: the codes as one array (one statement text for any number of codes).
     let sql = format!("SELECT {INSTITUTION_COLS} FROM institution WHERE code = ANY($1)");
-    Ok({
-        let x = c.pg()?;
-        sqlx::query_as(&sql).bind(codes).fetch_all(x).await
-    }?)
+    Ok(sqlx::query_as(&sql).bind(codes).fetch_all(c.pg()?).await?)
 }

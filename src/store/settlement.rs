@@ -490,16 +490,12 @@ pub async fn lock_accumulators(
                burden_fen, ci_fen, maf_fen, admissions) SELECT v.p, v.t, v.y, 0, 0, 0, 0, 0, 0 \
                FROM UNNEST($1::text[], $2::int8[], $3::int8[]) AS v(p, t, y) \
                ON CONFLICT (psn_no, insurance_type, year) DO NOTHING";
-    {
-        let x = c.pg()?;
-        sqlx::query(sql)
-            .bind(&psn)
-            .bind(&types)
-            .bind(&years)
-            .execute(x)
-            .await
-            .map(|r| r.rows_affected())
-    }?;
+    sqlx::query(sql)
+        .bind(&psn)
+        .bind(&types)
+        .bind(&years)
+        .execute(c.pg()?)
+        .await?;
     let lock = c.for_update();
     let sql = format!(
         "SELECT psn_no, insurance_type, year, annual_ded_fen, fund_fen, burden_fen, ci_fen, \
@@ -508,15 +504,12 @@ pub async fn lock_accumulators(
          ORDER BY psn_no, insurance_type, year{lock}"
     );
     type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64);
-    let rows: Vec<Row> = {
-        let x = c.pg()?;
-        sqlx::query_as(&sql)
-            .bind(&psn)
-            .bind(&types)
-            .bind(&years)
-            .fetch_all(x)
-            .await
-    }?;
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(&psn)
+        .bind(&types)
+        .bind(&years)
+        .fetch_all(c.pg()?)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(p, t, y, d, f, b, ci, m, a)| {
@@ -557,22 +550,18 @@ pub async fn add_to_accumulators(
                $7::int8[], $8::int8[], $9::int8[]) AS v(p, t, y, d, f, b, ci, m, a) \
                WHERE accumulator.psn_no = v.p AND accumulator.insurance_type = v.t \
                AND accumulator.year = v.y";
-    {
-        let x = c.pg()?;
-        sqlx::query(sql)
-            .bind(&psn)
-            .bind(&types)
-            .bind(&years)
-            .bind(col(|d| d.annual_ded_fen))
-            .bind(col(|d| d.fund_fen))
-            .bind(col(|d| d.burden_fen))
-            .bind(col(|d| d.ci_fen))
-            .bind(col(|d| d.maf_fen))
-            .bind(col(|d| d.admissions))
-            .execute(x)
-            .await
-            .map(|r| r.rows_affected())
-    }?;
+    sqlx::query(sql)
+        .bind(&psn)
+        .bind(&types)
+        .bind(&years)
+        .bind(col(|d| d.annual_ded_fen))
+        .bind(col(|d| d.fund_fen))
+        .bind(col(|d| d.burden_fen))
+        .bind(col(|d| d.ci_fen))
+        .bind(col(|d| d.maf_fen))
+        .bind(col(|d| d.admissions))
+        .execute(c.pg()?)
+        .await?;
     Ok(())
 }
 
