@@ -250,11 +250,6 @@ pub async fn find_many(
         .collect())
 }
 
-pub async fn insert_audits(c: &mut Conn, rows: &[AuditRow]) -> StoreResult<()> {
-    super::cells::insert(c, rows, "").await?;
-    Ok(())
-}
-
 impl Cells for AuditRow {
     const TABLE: &'static str = "audit_log";
     const COLUMNS: &'static str = "audit_id, principal, rpc, request_id, outcome, detail, at";

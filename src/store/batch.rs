@@ -30,30 +30,20 @@ pub struct Writes {
 /// stored: fewer than given means a request id was stored concurrently (another writer), and
 /// nothing else was written.
 pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
-    // The events bureaus follow, one per settlement.
-    let events: Vec<EventRow> = w.settlements.iter().map(EventRow::settlement).collect();
-    let accumulators: Vec<(AccumulatorKey, AccumulatorRow)> = w
-        .accumulators
-        .iter()
-        .map(|(k, d)| (k.clone(), *d))
-        .collect();
-    let accounts: Vec<(String, i64)> = w
-        .accounts
-        .iter()
-        .filter(|(_, d)| **d != 0)
-        .map(|(p, d)| (p.clone(), *d))
-        .collect();
     let on_sqlite = c
         .with_sqlite(|x| {
             let stored = direct::insert(x, &w.answers, ANSWER_CONFLICT)?;
             if stored == w.answers.len() {
+                // Each settlement with the event bureaus follow (as `insert_settlements`).
+                let events: Vec<EventRow> =
+                    w.settlements.iter().map(EventRow::settlement).collect();
                 direct::insert(x, &w.settlements, "")?;
                 direct::insert(x, &events, "")?;
                 direct::insert(x, &w.lines, "")?;
                 direct::insert(x, &w.txs, "")?;
                 direct::insert(x, &w.entries, "")?;
-                settlement::add_to_accumulators_direct(x, &accumulators)?;
-                persons::add_to_accounts_direct(x, &accounts)?;
+                settlement::add_to_accumulators_direct(x, &w.accumulators)?;
+                persons::add_to_accounts_direct(x, &w.accounts)?;
                 direct::insert(x, &w.audits, "")?;
             }
             Ok(stored)
@@ -64,13 +54,12 @@ pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
     }
     let stored = access::insert_answers(c, &w.answers).await?;
     if stored == w.answers.len() {
-        cells::insert(c, &w.settlements, "").await?;
-        cells::insert(c, &events, "").await?;
+        settlement::insert_settlements(c, &w.settlements).await?;
         cells::insert(c, &w.lines, "").await?;
         cells::insert(c, &w.txs, "").await?;
         cells::insert(c, &w.entries, "").await?;
-        settlement::add_to_accumulators(c, &accumulators).await?;
-        persons::add_to_accounts(c, &accounts).await?;
+        settlement::add_to_accumulators(c, &w.accumulators).await?;
+        persons::add_to_accounts(c, &w.accounts).await?;
         cells::insert(c, &w.audits, "").await?;
     }
     Ok(stored)

@@ -4,6 +4,7 @@ use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PersonRow {
@@ -355,14 +356,15 @@ pub async fn balances_of(
 }
 
 /// Adds deltas to many maintained balances on PostgreSQL, in one statement (the CHECK keeps each
-/// ≥ 0): the deltas as two arrays (one statement text for any number). SQLite:
+/// ≥ 0; zero deltas are skipped): the deltas as two arrays (one statement text for any number). SQLite:
 /// [`add_to_accounts_direct`].
-pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreResult<()> {
-    if deltas.is_empty() {
+pub async fn add_to_accounts(c: &mut Conn, deltas: &HashMap<String, i64>) -> StoreResult<()> {
+    let changed = || deltas.iter().filter(|(_, d)| **d != 0);
+    let psn: Vec<&str> = changed().map(|(p, _)| p.as_str()).collect();
+    if psn.is_empty() {
         return Ok(());
     }
-    let psn: Vec<&str> = deltas.iter().map(|(p, _)| p.as_str()).collect();
-    let amounts: Vec<i64> = deltas.iter().map(|(_, d)| *d).collect();
+    let amounts: Vec<i64> = changed().map(|(_, d)| *d).collect();
     let sql = "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.d \
                FROM UNNEST($1::text[], $2::int8[]) AS v(p, d) WHERE personal_account.psn_no = v.p";
     sqlx::query(sql)
@@ -377,14 +379,14 @@ pub async fn add_to_accounts(c: &mut Conn, deltas: &[(String, i64)]) -> StoreRes
 /// UPDATE (the CHECK keeps each balance ≥ 0).
 pub fn add_to_accounts_direct(
     c: &rusqlite::Connection,
-    deltas: &[(String, i64)],
+    deltas: &HashMap<String, i64>,
 ) -> StoreResult<()> {
-    if deltas.is_empty() {
+    if deltas.values().all(|d| *d == 0) {
         return Ok(());
     }
     let mut st =
         c.prepare("UPDATE personal_account SET balance_fen = balance_fen + ?2 WHERE psn_no = ?1")?;
-    for (p, d) in deltas {
+    for (p, d) in deltas.iter().filter(|(_, d)| **d != 0) {
         st.execute(rusqlite::params![p, d])?;
     }
     Ok(())

@@ -5,6 +5,7 @@ use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct VisitRow {
@@ -532,16 +533,15 @@ pub async fn lock_accumulators(
 /// per column (one statement text for any number). SQLite: [`add_to_accumulators_direct`].
 pub async fn add_to_accumulators(
     c: &mut Conn,
-    deltas: &[(AccumulatorKey, AccumulatorRow)],
+    deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
 ) -> StoreResult<()> {
     if deltas.is_empty() {
         return Ok(());
     }
-    let col =
-        |f: fn(&AccumulatorRow) -> i64| -> Vec<i64> { deltas.iter().map(|(_, d)| f(d)).collect() };
-    let psn: Vec<&str> = deltas.iter().map(|((p, _, _), _)| p.as_str()).collect();
-    let types: Vec<i64> = deltas.iter().map(|((_, t, _), _)| *t).collect();
-    let years: Vec<i64> = deltas.iter().map(|((_, _, y), _)| *y).collect();
+    let col = |f: fn(&AccumulatorRow) -> i64| -> Vec<i64> { deltas.values().map(f).collect() };
+    let psn: Vec<&str> = deltas.keys().map(|(p, _, _)| p.as_str()).collect();
+    let types: Vec<i64> = deltas.keys().map(|(_, t, _)| *t).collect();
+    let years: Vec<i64> = deltas.keys().map(|(_, _, y)| *y).collect();
     let sql = "UPDATE accumulator SET annual_ded_fen = accumulator.annual_ded_fen + v.d, \
                fund_fen = accumulator.fund_fen + v.f, burden_fen = accumulator.burden_fen + v.b, \
                ci_fen = accumulator.ci_fen + v.ci, maf_fen = accumulator.maf_fen + v.m, \
@@ -569,7 +569,7 @@ pub async fn add_to_accumulators(
 /// single-row UPDATE.
 pub fn add_to_accumulators_direct(
     c: &rusqlite::Connection,
-    deltas: &[(AccumulatorKey, AccumulatorRow)],
+    deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
 ) -> StoreResult<()> {
     if deltas.is_empty() {
         return Ok(());
