@@ -29,6 +29,7 @@ both_engines!(
     refund_permissions_and_reversals,
     idempotency,
     answers_equal_stored,
+    settlements_by_person_across_merges,
 );
 
 // ------------------------------------------------------------------------------ reference
@@ -1803,6 +1804,100 @@ async fn answers_equal_stored(b: Backend) {
     let op = pharm_as(&ts, medsettle::service::auth::Grant::Operator).await;
     let seen = get_purchase(&op, &setl_id).await.must();
     assert_eq!(seen.settlement.unwrap().setl_id, setl_id);
+}
+
+/// A person's settlements read the same whether they sit in SQLite's batch-maintained index
+/// table, in the tail not yet merged, or both (on PostgreSQL the view is the table and nothing
+/// merges): each settlement once, in setl_id order, paged.
+async fn settlements_by_person_across_merges(b: Backend) {
+    use medsettle::store::derived;
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let a = person(&w, WUHAI, 1, "300.00").await;
+    let other = person(&w, WUHAI, 2, "300.00").await;
+    let lines = || vec![pl("1", "A001", "1", "35.50")];
+    let id_of = |p: proto::Purchase| p.settlement.map(|s| s.setl_id).unwrap_or_default();
+    let setl = setl_as(&ts, bureau_grant(WUHAI)).await;
+    let list = |psn: String, size: u32, token: String| {
+        let mut setl = setl.clone();
+        async move {
+            let r = setl
+                .list_settlements(proto::ListSettlementsRequest {
+                    filter: Some(proto::list_settlements_request::Filter::PsnNo(psn)),
+                    page_size: size,
+                    page_token: token,
+                })
+                .await
+                .must();
+            let ids: Vec<String> = r.settlements.into_iter().map(|s| s.setl_id).collect();
+            (ids, r.next_page_token)
+        }
+    };
+    let merge = |min_rows: i64| {
+        let db = ts.db.clone();
+        async move {
+            let mut c = db.begin().await.expect("begin");
+            let n = derived::merge(&mut c, min_rows).await.expect("merge");
+            c.commit().await.expect("commit");
+            n
+        }
+    };
+    // Rows of `psn` in SQLite's index table (the rest are in the tail); None on PostgreSQL.
+    let indexed = |psn: String| {
+        let db = ts.db.clone();
+        async move {
+            let mut c = db.read().await.expect("read");
+            c.with_sqlite(move |x| {
+                Ok(x.query_row(
+                    "SELECT COUNT(*) FROM settlement_person_ix WHERE psn_no = ?1",
+                    [psn],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .await
+            .expect("count")
+        }
+    };
+    let sqlite = b == Backend::Sqlite;
+
+    let mut mine = Vec::new();
+    for _ in 0..2 {
+        mine.push(id_of(
+            swipe(&w.ph, swipe_req(&rid(), card(&a), lines(), true)).await,
+        ));
+    }
+    let theirs = id_of(swipe(&w.ph, swipe_req(&rid(), card(&other), lines(), true)).await);
+    // In the tail (unless the writer found a second without swipes and merged meanwhile).
+    assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    // Merged: the same answer, each once. A second merge finds nothing left.
+    let merged = merge(1).await;
+    assert!(merged <= if sqlite { 3 } else { 0 }, "merged {merged}");
+    assert_eq!(merge(1).await, 0);
+    assert_eq!(merge(derived::MERGE_ROWS).await, 0);
+    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some(2));
+    assert_eq!(indexed(other.psn_no.clone()).await, sqlite.then_some(1));
+    assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    assert_eq!(
+        list(other.psn_no.clone(), 100, String::new()).await.0,
+        [theirs]
+    );
+
+    // One more, in the tail: two from the index table and one from the tail, in setl_id order,
+    // and paged across the two.
+    mine.push(id_of(
+        swipe(&w.ph, swipe_req(&rid(), card(&a), lines(), true)).await,
+    ));
+    assert!(mine.windows(2).all(|p| p[0] < p[1]), "{mine:?}");
+    assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    let (first, token) = list(a.psn_no.clone(), 2, String::new()).await;
+    assert_eq!(first, mine[..2]);
+    assert!(!token.is_empty());
+    let (rest, end) = list(a.psn_no.clone(), 2, token).await;
+    assert_eq!(rest, mine[2..]);
+    assert_eq!(end, "");
+    merge(1).await;
+    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some(3));
+    assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
 }
 
 /// Runs futures concurrently and collects their outputs in order.

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod catalogue;
 pub mod cells;
 pub mod clearing;
+pub mod derived;
 pub mod direct;
 pub mod durability;
 pub mod events;

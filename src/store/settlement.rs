@@ -296,7 +296,13 @@ pub async fn list_settlements(
 ) -> StoreResult<Vec<SettlementRow>> {
     let (cond, key, day) = match filter {
         SettlementFilter::Visit(v) => ("mdtrt_id = $1 AND $2 = $2", v.as_str(), None),
-        SettlementFilter::Person(p) => ("psn_no = $1 AND $2 = $2", p.as_str(), None),
+        // Through the view: on SQLite a person's settlements are indexed in batches (see
+        // `store::derived`).
+        SettlementFilter::Person(p) => (
+            "setl_id IN (SELECT setl_id FROM settlement_by_person WHERE psn_no = $1) AND $2 = $2",
+            p.as_str(),
+            None,
+        ),
         SettlementFilter::InstitutionDay(i, d) => (
             "institution = $1 AND business_date = $2",
             i.as_str(),

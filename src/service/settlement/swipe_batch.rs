@@ -32,7 +32,7 @@ use crate::store::batch::Writes;
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::PurchaseLineRow;
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{Committed, Db, Engine, Writer, batch, catalogue, persons, registry};
+use crate::store::{Committed, Db, Engine, Writer, batch, catalogue, derived, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +42,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 /// Swipes waiting at most; beyond it callers wait to enqueue (back-pressure).
 const QUEUE: usize = 8192;
+/// With no swipe for this long, the SQLite writer merges the index tail.
+const IDLE_MERGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Encodes the answer of a booked purchase (the bytes stored for replays and returned).
 pub type Encode = fn(&SettlementRow, &[PurchaseLineRow]) -> Vec<u8>;
@@ -129,10 +131,25 @@ async fn writer(
     answers: tokio::runtime::Handle,
 ) {
     let wdb = db.writer();
+    // SQLite's batch-maintained indexes take what is left of their tail when swipes pause.
+    let idle = (db.engine() == Engine::Sqlite).then_some(IDLE_MERGE);
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
+            let first = match idle {
+                Some(after) => match tokio::time::timeout(after, rx.recv()).await {
+                    Ok(first) => first,
+                    Err(_) => {
+                        drop(rx);
+                        if let Err(e) = merge_tail(&wdb).await {
+                            tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
+                        }
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(first) = first else { return };
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -148,6 +165,15 @@ async fn writer(
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
     }
+}
+
+/// Merges everything left in the tails of SQLite's batch-maintained indexes (see
+/// [`crate::store::derived`]) in a transaction of its own.
+async fn merge_tail(wdb: &Writer) -> AppResult<()> {
+    let mut conn = wdb.begin().await?;
+    derived::merge(&mut conn, 1).await?;
+    wdb.commit(conn).await?;
+    Ok(())
 }
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
@@ -445,6 +471,7 @@ async fn book(
             "a request id of the batch was stored concurrently".into(),
         ));
     }
+    derived::merge(&mut conn, derived::MERGE_ROWS).await?;
     let committed = db.commit(conn).await?;
     metrics.swipe_batch(jobs.len());
     for s in &w.settlements {
