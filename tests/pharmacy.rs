@@ -1806,9 +1806,10 @@ async fn answers_equal_stored(b: Backend) {
     assert_eq!(seen.settlement.unwrap().setl_id, setl_id);
 }
 
-/// A person's settlements read the same whether they sit in SQLite's batch-maintained index
-/// table, in the tail not yet merged, or both (on PostgreSQL the view is the table and nothing
-/// merges): each settlement once, in setl_id order, paged.
+/// A person's settlements and personal-account entries read the same whether they sit in
+/// SQLite's batch-maintained index tables, in the tails not yet merged, or both (on PostgreSQL
+/// the views are the tables and nothing merges): each settlement once, in setl_id order, paged;
+/// the account's journal balance and entry count equal to the maintained balance and the swipes.
 async fn settlements_by_person_across_merges(b: Backend) {
     use medsettle::store::derived;
     let ts = TestServer::start(b).await;
@@ -1842,20 +1843,37 @@ async fn settlements_by_person_across_merges(b: Backend) {
             n
         }
     };
-    // Rows of `psn` in SQLite's index table (the rest are in the tail); None on PostgreSQL.
+    // Rows of `psn` in SQLite's index tables (settlements, personal-account entries; the rest
+    // are in the tails); None on PostgreSQL.
     let indexed = |psn: String| {
         let db = ts.db.clone();
         async move {
             let mut c = db.read().await.expect("read");
             c.with_sqlite(move |x| {
-                Ok(x.query_row(
-                    "SELECT COUNT(*) FROM settlement_person_ix WHERE psn_no = ?1",
-                    [psn],
-                    |r| r.get::<_, i64>(0),
-                )?)
+                let count =
+                    |sql: &str, key: String| x.query_row(sql, [key], |r| r.get::<_, i64>(0));
+                Ok((
+                    count(
+                        "SELECT COUNT(*) FROM settlement_person_ix WHERE psn_no = ?1",
+                        psn.clone(),
+                    )?,
+                    count(
+                        "SELECT COUNT(*) FROM entry_pacct_ix WHERE account = ?1",
+                        format!("pacct:{psn}"),
+                    )?,
+                ))
             })
             .await
             .expect("count")
+        }
+    };
+    // The journal's entries on the person's account (pacct() checks the balance against the
+    // maintained one).
+    let entries = |psn: String| {
+        let w = &w;
+        async move {
+            pacct(w, &psn).await;
+            balance(&w.op, &format!("pacct:{psn}")).await.entries
         }
     };
     let sqlite = b == Backend::Sqlite;
@@ -1869,14 +1887,20 @@ async fn settlements_by_person_across_merges(b: Backend) {
     let theirs = id_of(swipe(&w.ph, swipe_req(&rid(), card(&other), lines(), true)).await);
     // In the tail (unless the writer found a second without swipes and merged meanwhile).
     assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    // The opening deposit and two payments.
+    assert_eq!(entries(a.psn_no.clone()).await, 3);
     // Merged: the same answer, each once. A second merge finds nothing left.
     let merged = merge(1).await;
-    assert!(merged <= if sqlite { 3 } else { 0 }, "merged {merged}");
+    assert!(sqlite || merged == 0, "merged {merged} on PostgreSQL");
     assert_eq!(merge(1).await, 0);
     assert_eq!(merge(derived::MERGE_ROWS).await, 0);
-    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some(2));
-    assert_eq!(indexed(other.psn_no.clone()).await, sqlite.then_some(1));
+    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some((2, 3)));
+    assert_eq!(
+        indexed(other.psn_no.clone()).await,
+        sqlite.then_some((1, 2))
+    );
     assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    assert_eq!(entries(a.psn_no.clone()).await, 3);
     assert_eq!(
         list(other.psn_no.clone(), 100, String::new()).await.0,
         [theirs]
@@ -1895,9 +1919,11 @@ async fn settlements_by_person_across_merges(b: Backend) {
     let (rest, end) = list(a.psn_no.clone(), 2, token).await;
     assert_eq!(rest, mine[2..]);
     assert_eq!(end, "");
+    assert_eq!(entries(a.psn_no.clone()).await, 4);
     merge(1).await;
-    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some(3));
+    assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some((3, 4)));
     assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
+    assert_eq!(entries(a.psn_no.clone()).await, 4);
 }
 
 /// Runs futures concurrently and collects their outputs in order.

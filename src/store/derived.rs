@@ -1,10 +1,10 @@
-//! SQLite's batch-maintained indexes: a person's settlements (`settlement_person_ix`) and an
-//! account's journal entries (`entry_account_ix`). Their keys are random (a person, a personal
-//! account), so as ordinary indexes every swipe dirtied a leaf page of each, and SQLite's WAL
-//! logs whole pages. Instead [`merge`] copies the rows committed since the last merge (the tail:
-//! rowids above `derived_index.upto`) into the index tables, sorted, in the caller's
-//! transaction; the views `settlement_by_person` and `entry_by_account` read the index tables
-//! plus the tail, so they are exact at every moment (migration 0009). The swipe writer merges
+//! SQLite's batch-maintained indexes: a person's settlements (`settlement_person_ix`) and the
+//! personal accounts' journal entries (`entry_pacct_ix`). Their keys are random (a person, a
+//! personal account), so as ordinary indexes every swipe dirtied a leaf page of each, and
+//! SQLite's WAL logs whole pages. Instead [`merge`] copies the rows committed since the last
+//! merge (the tail: rowids above `derived_index.upto`) into the index tables, sorted, in the
+//! caller's transaction; the views `settlement_by_person` and `entry_by_account` read the index
+//! tables plus the tail, so they are exact at every moment (migrations 0009 and 0010). The swipe writer merges
 //! inside a batch once the tail reaches [`MERGE_ROWS`], and when idle merges whatever is left.
 //! On PostgreSQL the views are the tables (its indexes log small records) and there is nothing
 //! to merge.
@@ -18,22 +18,35 @@ pub const MERGE_ROWS: i64 = 4096;
 
 /// The index tables, each with the table (and its key) whose rowids mark what it holds, and the
 /// statement copying rows `?1 < rowid <= ?2` of that table, in index order.
-const INDEXES: [(&str, &str, &str); 1] = [(
-    "settlement_person",
-    "settlement",
-    "INSERT OR IGNORE INTO settlement_person_ix (psn_no, setl_id) \
-     SELECT psn_no, setl_id FROM settlement WHERE rowid > ?1 AND rowid <= ?2 \
-     ORDER BY psn_no, setl_id",
-)];
+const INDEXES: [(&str, &str, &str); 2] = [
+    (
+        "settlement_person",
+        "settlement",
+        "INSERT OR IGNORE INTO settlement_person_ix (psn_no, setl_id) \
+         SELECT psn_no, setl_id FROM settlement WHERE rowid > ?1 AND rowid <= ?2 \
+         ORDER BY psn_no, setl_id",
+    ),
+    (
+        "entry_pacct",
+        "journal_tx",
+        "INSERT OR IGNORE INTO entry_pacct_ix (account, journal_id, seq, amount_fen) \
+         SELECT e.account, e.journal_id, e.seq, e.amount_fen \
+         FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+         WHERE t.rowid > ?1 AND t.rowid <= ?2 AND e.account LIKE 'pacct:%' \
+         ORDER BY e.account, e.journal_id, e.seq",
+    ),
+];
 
-/// In the caller's write transaction: merges the tails into the index tables when either
-/// tail holds at least `min_rows` rows (1: whenever anything is left). Returns the rows merged
-/// (settlements and journal transactions); 0 on PostgreSQL.
+/// In the caller's write transaction: merges a tail into its index table once it holds at
+/// least `min_rows` rows. Above 1, only the first such index is merged (the tails grow
+/// together, so a batch pays for one merge, the next batch for the other); at 1 every tail is
+/// merged. Returns the rows merged (settlements or journal transactions); 0 on PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
+    let min_rows = min_rows.max(1);
     let merged = c
         .with_sqlite(|x| {
-            let mut tails = Vec::with_capacity(INDEXES.len());
-            for (name, table, _) in INDEXES {
+            let mut merged = 0;
+            for (name, table, copy) in INDEXES {
                 let upto: i64 = x.query_row(
                     "SELECT upto FROM derived_index WHERE name = ?1",
                     [name],
@@ -44,23 +57,17 @@ pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
                     [],
                     |r| r.get(0),
                 )?;
-                tails.push((upto, last));
-            }
-            if tails
-                .iter()
-                .all(|(upto, last)| last - upto < min_rows.max(1))
-            {
-                return Ok(0);
-            }
-            let mut merged = 0;
-            for ((name, _, copy), (upto, last)) in INDEXES.into_iter().zip(tails) {
-                if last > upto {
-                    x.execute(copy, [upto, last])?;
-                    x.execute(
-                        "UPDATE derived_index SET upto = ?2 WHERE name = ?1",
-                        rusqlite::params![name, last],
-                    )?;
-                    merged += last - upto;
+                if last - upto < min_rows {
+                    continue;
+                }
+                x.execute(copy, [upto, last])?;
+                x.execute(
+                    "UPDATE derived_index SET upto = ?2 WHERE name = ?1",
+                    rusqlite::params![name, last],
+                )?;
+                merged += last - upto;
+                if min_rows > 1 {
+                    break;
                 }
             }
             Ok(merged)
