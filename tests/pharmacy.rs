@@ -1920,7 +1920,16 @@ async fn settlements_by_person_across_merges(b: Backend) {
     assert_eq!(rest, mine[2..]);
     assert_eq!(end, "");
     assert_eq!(entries(a.psn_no.clone()).await, 4);
-    merge(1).await;
+    // Merged a row of each tail at a time: never more, until nothing is left.
+    loop {
+        let mut c = ts.db.begin().await.expect("begin");
+        let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
+        c.commit().await.expect("commit");
+        assert!(n <= if sqlite { 2 } else { 0 }, "merged {n} rows");
+        if n == 0 {
+            break;
+        }
+    }
     assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some((3, 4)));
     assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
     assert_eq!(entries(a.psn_no.clone()).await, 4);

@@ -15,6 +15,10 @@ use super::{Conn, StoreResult};
 /// a read by person or by account scans besides the index tables, and the merge writes each
 /// index leaf once for all of it.
 pub const MERGE_ROWS: i64 = 4096;
+/// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
+/// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
+/// second.
+pub const MERGE_MAX: i64 = 65_536;
 
 /// The index tables, each with the table (and its key) whose rowids mark what it holds, and the
 /// statement copying rows `?1 < rowid <= ?2` of that table, in index order.
@@ -37,12 +41,17 @@ const INDEXES: [(&str, &str, &str); 2] = [
     ),
 ];
 
-/// In the caller's write transaction: merges a tail into its index table once it holds at
-/// least `min_rows` rows. Above 1, only the first such index is merged (the tails grow
+/// In the caller's write transaction: merges a tail (up to [`MERGE_MAX`] rows of it) into its
+/// index table once it holds at least `min_rows` rows. Above 1, only the first such index is merged (the tails grow
 /// together, so a batch pays for one merge, the next batch for the other); at 1 every tail is
 /// merged. Returns the rows merged (settlements or journal transactions); 0 on PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
-    let min_rows = min_rows.max(1);
+    merge_at_most(c, min_rows, MERGE_MAX).await
+}
+
+/// [`merge`], with at most `max_rows` rows of a tail per call.
+pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreResult<i64> {
+    let (min_rows, max_rows) = (min_rows.max(1), max_rows.max(1));
     let merged = c
         .with_sqlite(|x| {
             let mut merged = 0;
@@ -60,6 +69,7 @@ pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
                 if last - upto < min_rows {
                     continue;
                 }
+                let last = last.min(upto + max_rows);
                 x.execute(copy, [upto, last])?;
                 x.execute(
                     "UPDATE derived_index SET upto = ?2 WHERE name = ?1",
