@@ -1933,6 +1933,44 @@ async fn settlements_by_person_across_merges(b: Backend) {
     assert_eq!(indexed(a.psn_no.clone()).await, sqlite.then_some((3, 4)));
     assert_eq!(list(a.psn_no.clone(), 100, String::new()).await.0, mine);
     assert_eq!(entries(a.psn_no.clone()).await, 4);
+    verify_ok(&ts).await;
+
+    // The verification notices an index table that lost a row or had one changed.
+    if sqlite {
+        let psn = &a.psn_no;
+        raw_sql(
+            &ts,
+            &[
+                &format!(
+                    "DELETE FROM settlement_person_ix WHERE setl_id = '{}'",
+                    mine[0]
+                ),
+                &format!(
+                    "UPDATE entry_pacct_ix SET amount_fen = amount_fen + 1 \
+                     WHERE account = 'pacct:{psn}' AND journal_id = \
+                     (SELECT MAX(journal_id) FROM entry_pacct_ix WHERE account = 'pacct:{psn}')"
+                ),
+            ],
+        )
+        .await;
+        let v = w.op.led().verify(proto::VerifyRequest {}).await.must();
+        let check = v.checks.iter().find(|c| c.name == "indexes_match_sources");
+        let detail = check.map(|c| (c.ok, c.detail.clone()));
+        let (ok, detail) = detail.expect("indexes_match_sources check");
+        assert!(!ok && !v.ok, "{detail}");
+        assert!(
+            detail.contains(&format!("settlement_person_ix lacks {psn} {}", mine[0])),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(&format!("entry_pacct_ix lacks pacct:{psn}")),
+            "{detail}"
+        );
+        assert!(
+            detail.contains(&format!("entry_pacct_ix has pacct:{psn}")),
+            "{detail}"
+        );
+    }
 }
 
 /// Runs futures concurrently and collects their outputs in order.

@@ -1,7 +1,7 @@
 //! Proves the books: trial balance zero, every transaction balanced, maintained balances equal
 //! to the journal, no personal account below zero.
 
-use crate::store::{Conn, StoreResult, clearing, journal, settlement};
+use crate::store::{Conn, StoreResult, clearing, derived, journal, settlement};
 
 /// One check's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,12 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
             format!("(psn_no, maintained fen, journal fen): {mismatches:?}; orphan legs: {orphans}")
         },
     });
+    let derived = derived::mismatches(conn, SHOW).await?;
+    checks.push(listed(
+        "indexes_match_sources",
+        &derived,
+        "SQLite's batch-maintained indexes (a person's settlements, personal-account entries) hold exactly their sources' merged rows",
+    ));
     let breaks = settlement::identity_breaks(conn, SHOW).await?;
     checks.push(listed(
         "settlement_identities",

@@ -85,3 +85,42 @@ pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreR
         .await?;
     Ok(merged.unwrap_or(0))
 }
+
+/// Disagreements between the index tables and their sources up to the merged rowids (a row
+/// missing, extra or changed), at most `limit`; none on PostgreSQL. The ledger verification
+/// runs it: a row missing from an index table would hide a settlement or a payment from the
+/// reads by person and by account.
+pub async fn mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    const SQL: &str = "\
+        WITH m AS (SELECT \
+            (SELECT upto FROM derived_index WHERE name = 'settlement_person') AS s, \
+            (SELECT upto FROM derived_index WHERE name = 'entry_pacct') AS j) \
+        SELECT 'settlement_person_ix lacks ' || x.psn_no || ' ' || x.setl_id \
+        FROM m CROSS JOIN settlement x WHERE x.rowid <= m.s AND NOT EXISTS \
+            (SELECT 1 FROM settlement_person_ix i WHERE i.psn_no = x.psn_no AND i.setl_id = x.setl_id) \
+        UNION ALL \
+        SELECT 'settlement_person_ix has ' || i.psn_no || ' ' || i.setl_id \
+        FROM m CROSS JOIN settlement_person_ix i WHERE NOT EXISTS (SELECT 1 FROM settlement x \
+            WHERE x.setl_id = i.setl_id AND x.psn_no = i.psn_no AND x.rowid <= m.s) \
+        UNION ALL \
+        SELECT 'entry_pacct_ix lacks ' || e.account || ' ' || e.journal_id || '#' || e.seq \
+        FROM m CROSS JOIN journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+        WHERE t.rowid <= m.j AND e.account LIKE 'pacct:%' AND NOT EXISTS \
+            (SELECT 1 FROM entry_pacct_ix i WHERE i.account = e.account \
+             AND i.journal_id = e.journal_id AND i.seq = e.seq AND i.amount_fen = e.amount_fen) \
+        UNION ALL \
+        SELECT 'entry_pacct_ix has ' || i.account || ' ' || i.journal_id || '#' || i.seq \
+        FROM m CROSS JOIN entry_pacct_ix i WHERE NOT EXISTS (SELECT 1 FROM journal_entry e \
+            JOIN journal_tx t ON t.journal_id = e.journal_id WHERE e.journal_id = i.journal_id \
+            AND e.seq = i.seq AND e.account = i.account AND e.amount_fen = i.amount_fen \
+            AND t.rowid <= m.j) \
+        LIMIT ?1";
+    let found = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare(SQL)?;
+            let rows = st.query_map([limit], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    Ok(found.unwrap_or_default())
+}
