@@ -4,16 +4,16 @@
 //! SQLite's WAL logs whole pages. Instead [`merge`] copies the rows committed since the last
 //! merge (the tail: rowids above `derived_index.upto`) into the index tables, sorted, in the
 //! caller's transaction; the views `settlement_by_person` and `entry_by_account` read the index
-//! tables plus the tail, so they are exact at every moment (migrations 0009 and 0010). The swipe writer merges
-//! inside a batch once the tail reaches [`MERGE_ROWS`], and when idle merges whatever is left.
-//! On PostgreSQL the views are the tables (its indexes log small records) and there is nothing
-//! to merge.
+//! tables plus the tail, so they are exact at every moment (migrations 0009 and 0010). The swipe
+//! writer merges inside a batch once a tail reaches [`MERGE_ROWS`], and when idle merges
+//! whatever is left. On PostgreSQL the views are the tables (its indexes log small records) and
+//! there is nothing to merge.
 
 use super::{Conn, StoreResult};
 
-/// Settlements in the tail that make the swipe writer merge within its batch: the tail is what
-/// a read by person or by account scans besides the index tables, and the merge writes each
-/// index leaf once for all of it.
+/// Rows in a tail (settlements, or journal transactions) that make the swipe writer merge it
+/// within its batch: the tail is what a read by person or by account scans besides the index
+/// table, and the merge writes each index leaf once for all of it.
 pub const MERGE_ROWS: i64 = 4096;
 /// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
 /// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
@@ -42,9 +42,9 @@ const INDEXES: [(&str, &str, &str); 2] = [
 ];
 
 /// In the caller's write transaction: merges a tail (up to [`MERGE_MAX`] rows of it) into its
-/// index table once it holds at least `min_rows` rows. Above 1, only the first such index is merged (the tails grow
-/// together, so a batch pays for one merge, the next batch for the other); at 1 every tail is
-/// merged. Returns the rows merged (settlements or journal transactions); 0 on PostgreSQL.
+/// index table once it holds at least `min_rows` rows. Above 1, only the first such index is
+/// merged (the tails grow together, so a batch pays for one merge, the next batch for the
+/// other); at 1 every tail is merged. Returns the rows merged (settlements or journal transactions); 0 on PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
     merge_at_most(c, min_rows, MERGE_MAX).await
 }
