@@ -55,17 +55,7 @@ pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreR
     let merged = c
         .with_sqlite(|x| {
             let mut merged = 0;
-            for (name, table, copy) in INDEXES {
-                let upto: i64 = x.query_row(
-                    "SELECT upto FROM derived_index WHERE name = ?1",
-                    [name],
-                    |r| r.get(0),
-                )?;
-                let last: i64 = x.query_row(
-                    &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
-                    [],
-                    |r| r.get(0),
-                )?;
+            for ((name, _, copy), (upto, last)) in INDEXES.into_iter().zip(tails(x)?) {
                 if last - upto < min_rows {
                     continue;
                 }
@@ -84,6 +74,32 @@ pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreR
         })
         .await?;
     Ok(merged.unwrap_or(0))
+}
+
+/// Whether any tail holds a row (read-only: the idle writer asks before it takes the write
+/// lock); false on PostgreSQL.
+pub async fn pending(c: &mut Conn) -> StoreResult<bool> {
+    let tails = c.with_sqlite(tails).await?;
+    Ok(tails.is_some_and(|t| t.iter().any(|(upto, last)| last > upto)))
+}
+
+/// (merged up to, last rowid of the source) of each index in [`INDEXES`], in order.
+fn tails(x: &rusqlite::Connection) -> StoreResult<Vec<(i64, i64)>> {
+    let mut out = Vec::with_capacity(INDEXES.len());
+    for (name, table, _) in INDEXES {
+        let upto: i64 = x.query_row(
+            "SELECT upto FROM derived_index WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        let last: i64 = x.query_row(
+            &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
+            [],
+            |r| r.get(0),
+        )?;
+        out.push((upto, last));
+    }
+    Ok(out)
 }
 
 /// Disagreements between the index tables and their sources up to the merged rowids (a row

@@ -141,7 +141,7 @@ async fn writer(
                     Ok(first) => first,
                     Err(_) => {
                         drop(rx);
-                        if let Err(e) = merge_tail(&wdb).await {
+                        if let Err(e) = merge_tail(&db, &wdb).await {
                             tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
                         }
                         continue;
@@ -168,8 +168,13 @@ async fn writer(
 }
 
 /// Merges everything left in the tails of SQLite's batch-maintained indexes (see
-/// [`crate::store::derived`]) in a transaction of its own.
-async fn merge_tail(wdb: &Writer) -> AppResult<()> {
+/// [`crate::store::derived`]) in a transaction of its own, if anything is left (asked on a read
+/// connection, so that an idle writer takes no write lock for nothing).
+async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
+    let pending = derived::pending(&mut db.read().await?).await?;
+    if !pending {
+        return Ok(());
+    }
     let mut conn = wdb.begin().await?;
     derived::merge(&mut conn, 1).await?;
     wdb.commit(conn).await?;
