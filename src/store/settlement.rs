@@ -329,20 +329,6 @@ pub struct AccumulatorRow {
     pub admissions: i64,
 }
 
-impl AccumulatorRow {
-    /// This row with `d` added, column by column.
-    pub fn plus(&self, d: &AccumulatorRow) -> AccumulatorRow {
-        AccumulatorRow {
-            annual_ded_fen: self.annual_ded_fen + d.annual_ded_fen,
-            fund_fen: self.fund_fen + d.fund_fen,
-            burden_fen: self.burden_fen + d.burden_fen,
-            ci_fen: self.ci_fen + d.ci_fen,
-            maf_fen: self.maf_fen + d.maf_fen,
-            admissions: self.admissions + d.admissions,
-        }
-    }
-}
-
 /// The accumulator row of (person, insurance type, year), created at zero when missing and
 /// locked for the rest of the transaction.
 pub async fn lock_accumulator(

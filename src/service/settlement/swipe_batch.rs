@@ -142,14 +142,15 @@ async fn writer(
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     answers: tokio::runtime::Handle,
 ) {
-    let mut booker = Booker::new(db, clock, metrics, answers);
+    let wdb = db.writer();
+    let mut seen = None;
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             take(&mut rx, vec![first])
         };
-        booker.run_caught(jobs, None).await;
+        run_caught(&db, &wdb, &clock, &metrics, &answers, jobs, None, &mut seen).await;
     }
 }
 
@@ -169,7 +170,8 @@ async fn pipeline(
     answers: tokio::runtime::Handle,
     prepare: tokio::runtime::Handle,
 ) {
-    let mut booker = Booker::new(db.clone(), clock.clone(), metrics, answers);
+    let wdb = db.writer();
+    let mut seen = None;
     // The connection the next batch is prepared on (see `Db::open_reader`).
     let mut reader = None;
     let mut rx = rx.lock().await;
@@ -183,7 +185,7 @@ async fn pipeline(
                 Ok(Some(first)) => first,
                 Ok(None) => return,
                 Err(_) => {
-                    if let Err(e) = merge_tail(&db, &booker.wdb).await {
+                    if let Err(e) = merge_tail(&db, &wdb).await {
                         tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
                     }
                     continue;
@@ -205,7 +207,10 @@ async fn pipeline(
             .map(|p| Overlay::of(&p.w))
             .filter(|_| !next.is_empty())
         else {
-            booker.run_caught(jobs, ahead).await;
+            run_caught(
+                &db, &wdb, &clock, &metrics, &answers, jobs, ahead, &mut seen,
+            )
+            .await;
             continue;
         };
         // The snapshot is taken here, before this batch's transaction begins.
@@ -215,7 +220,10 @@ async fn pipeline(
             let (ahead, back) = prepare_ahead(snapshot, &clock_next, &next, Some(&before)).await;
             (next, ahead, back)
         });
-        let as_prepared = booker.run_caught(jobs, ahead).await;
+        let as_prepared = run_caught(
+            &db, &wdb, &clock, &metrics, &answers, jobs, ahead, &mut seen,
+        )
+        .await;
         match preparing.await {
             Ok((next, ahead, back)) => {
                 reader = back;
@@ -287,95 +295,81 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
     Ok(())
 }
 
-/// A swipe writer's means of booking batches.
-struct Booker {
-    db: Db,
-    wdb: Writer,
-    clock: Clock,
-    metrics: Arc<Metrics>,
-    /// The runtime the callers are answered from.
-    answers: tokio::runtime::Handle,
-    /// Where the database stood at the writer's last transaction (see [`book`]).
-    seen: Option<(u64, i64)>,
+/// [`run`], where a bug that panics fails its batch (the callers get INTERNAL), not the writer.
+#[allow(clippy::too_many_arguments)]
+async fn run_caught(
+    db: &Db,
+    wdb: &Writer,
+    clock: &Clock,
+    metrics: &Metrics,
+    answers: &tokio::runtime::Handle,
+    jobs: Vec<Job>,
+    ahead: Option<Prepared>,
+    seen: &mut Option<(u64, i64)>,
+) -> bool {
+    let batch =
+        std::panic::AssertUnwindSafe(run(db, wdb, clock, metrics, answers, jobs, ahead, seen));
+    match futures::FutureExt::catch_unwind(batch).await {
+        Ok(as_prepared) => as_prepared,
+        Err(_) => {
+            tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
+            false
+        }
+    }
 }
 
-impl Booker {
-    fn new(db: Db, clock: Clock, metrics: Arc<Metrics>, answers: tokio::runtime::Handle) -> Self {
-        Booker {
-            wdb: db.writer(),
-            db,
-            clock,
-            metrics,
-            answers,
-            seen: None,
-        }
-    }
-
-    /// [`Booker::run`], where a bug that panics fails its batch (the callers get INTERNAL), not
-    /// the writer.
-    async fn run_caught(&mut self, jobs: Vec<Job>, ahead: Option<Prepared>) -> bool {
-        let batch = std::panic::AssertUnwindSafe(self.run(jobs, ahead));
-        match futures::FutureExt::catch_unwind(batch).await {
-            Ok(as_prepared) => as_prepared,
-            Err(_) => {
-                tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
-                false
+/// Runs a batch: retried on transient conflicts; split into single swipes if the database
+/// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
+/// the commit is durable, while the writer goes on with the next batch (see
+/// [`crate::store::durability`]). True if it committed at the first attempt as `ahead` prepared
+/// it.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    db: &Db,
+    wdb: &Writer,
+    clock: &Clock,
+    metrics: &Metrics,
+    answers: &tokio::runtime::Handle,
+    jobs: Vec<Job>,
+    mut ahead: Option<Prepared>,
+    seen: &mut Option<(u64, i64)>,
+) -> bool {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match book(wdb, clock, metrics, &jobs, ahead.take(), seen).await {
+            Ok((outcome, committed, as_prepared)) => {
+                let db = db.clone();
+                answers.spawn(async move {
+                    committed.durable().await;
+                    finish(&db, jobs, outcome).await;
+                });
+                return as_prepared && attempt == 1;
             }
-        }
-    }
-
-    /// Runs a batch: retried on transient conflicts; split into single swipes if the database
-    /// refuses it as a whole. Once committed, the batch's callers are answered from `answers`
-    /// when the commit is durable, while the writer goes on with the next batch (see
-    /// [`crate::store::durability`]). True if it committed at the first attempt as `ahead`
-    /// prepared it.
-    async fn run(&mut self, jobs: Vec<Job>, mut ahead: Option<Prepared>) -> bool {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let booked = book(
-                &self.wdb,
-                &self.clock,
-                &self.metrics,
-                &jobs,
-                ahead.take(),
-                &mut self.seen,
-            )
-            .await;
-            match booked {
-                Ok((outcome, committed, as_prepared)) => {
-                    let db = self.db.clone();
-                    self.answers.spawn(async move {
-                        committed.durable().await;
-                        finish(&db, jobs, outcome).await;
-                    });
-                    return as_prepared && attempt == 1;
+            Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
+                tracing::debug!(
+                    attempt,
+                    why,
+                    size = jobs.len(),
+                    "swipe batch conflict; retrying"
+                );
+                let ms = 2u64.pow(attempt.min(6)) + u64::from(rand::random::<u8>() % 8);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            Err(e) if jobs.len() > 1 => {
+                tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
+                for job in jobs {
+                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job], None, seen)).await;
                 }
-                Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        attempt,
-                        why,
-                        size = jobs.len(),
-                        "swipe batch conflict; retrying"
-                    );
-                    let ms = 2u64.pow(attempt.min(6)) + u64::from(rand::random::<u8>() % 8);
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                return false;
+            }
+            Err(e) => {
+                // A single swipe the database refused (the batch was already split).
+                if let Some(job) = jobs.into_iter().next() {
+                    audit_alone(db, &job.call, e.code_name(), &e.to_string()).await;
+                    let _ = job.reply.send(Err(e));
                 }
-                Err(e) if jobs.len() > 1 => {
-                    tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
-                    for job in jobs {
-                        Box::pin(self.run(vec![job], None)).await;
-                    }
-                    return false;
-                }
-                Err(e) => {
-                    // A single swipe the database refused (the batch was already split).
-                    if let Some(job) = jobs.into_iter().next() {
-                        audit_alone(&self.db, &job.call, e.code_name(), &e.to_string()).await;
-                        let _ = job.reply.send(Err(e));
-                    }
-                    return false;
-                }
+                return false;
             }
         }
     }
@@ -704,7 +698,7 @@ async fn gather(
     if let Some(before) = before {
         for (key, acc) in accs.iter_mut() {
             if let Some(d) = before.accumulators.get(key) {
-                *acc = acc.plus(d);
+                *acc = sum(acc, d);
             }
         }
         for (psn_no, balance) in balances.iter_mut() {
@@ -765,6 +759,18 @@ fn decide(jobs: &[Job], g: Gathered) -> AppResult<Prepared> {
     w.answers
         .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
     Ok(Prepared { out, w })
+}
+
+/// An accumulator with `d` added.
+fn sum(a: &AccumulatorRow, d: &AccumulatorRow) -> AccumulatorRow {
+    AccumulatorRow {
+        annual_ded_fen: a.annual_ded_fen + d.annual_ded_fen,
+        fund_fen: a.fund_fen + d.fund_fen,
+        burden_fen: a.burden_fen + d.burden_fen,
+        ci_fen: a.ci_fen + d.ci_fen,
+        maf_fen: a.maf_fen + d.maf_fen,
+        admissions: a.admissions + d.admissions,
+    }
 }
 
 /// Errors that belong to one request (its input or a rule), not to the batch.
@@ -937,9 +943,9 @@ fn adjudicate_one(
         *w.accounts.entry(settled.psn_no.clone()).or_default() -= settled.acct_fen;
     }
     let delta = delta_row(&settled);
-    accs.insert(key.clone(), acc.plus(&delta));
+    accs.insert(key.clone(), sum(&acc, &delta));
     let queued = w.accumulators.entry(key).or_default();
-    *queued = queued.plus(&delta);
+    *queued = sum(queued, &delta);
     for l in &mut lines {
         l.setl_id = setl_id.clone();
     }
