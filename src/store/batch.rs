@@ -30,7 +30,25 @@ pub struct Writes {
 /// stored: fewer than given means a request id was stored concurrently (another writer), and
 /// nothing else was written.
 pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
-    let on_sqlite = c.with_sqlite(|x| write_direct(x, w)).await?;
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let stored = direct::insert(x, &w.answers, ANSWER_CONFLICT)?;
+            if stored == w.answers.len() {
+                // Each settlement with the event bureaus follow (as `insert_settlements`).
+                let events: Vec<EventRow> =
+                    w.settlements.iter().map(EventRow::settlement).collect();
+                direct::insert(x, &w.settlements, "")?;
+                direct::insert(x, &events, "")?;
+                direct::insert(x, &w.lines, "")?;
+                direct::insert(x, &w.txs, "")?;
+                direct::insert(x, &w.entries, "")?;
+                settlement::add_to_accumulators_direct(x, &w.accumulators)?;
+                persons::add_to_accounts_direct(x, &w.accounts)?;
+                direct::insert(x, &w.audits, "")?;
+            }
+            Ok(stored)
+        })
+        .await?;
     if let Some(stored) = on_sqlite {
         return Ok(stored);
     }
@@ -43,25 +61,6 @@ pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
         settlement::add_to_accumulators(c, &w.accumulators).await?;
         persons::add_to_accounts(c, &w.accounts).await?;
         cells::insert(c, &w.audits, "").await?;
-    }
-    Ok(stored)
-}
-
-/// [`write`] on SQLite's handle: one prepared single-row statement per table (see
-/// [`super::direct`]).
-pub fn write_direct(x: &rusqlite::Connection, w: &Writes) -> StoreResult<usize> {
-    let stored = direct::insert(x, &w.answers, ANSWER_CONFLICT)?;
-    if stored == w.answers.len() {
-        // Each settlement with the event bureaus follow (as `insert_settlements`).
-        let events: Vec<EventRow> = w.settlements.iter().map(EventRow::settlement).collect();
-        direct::insert(x, &w.settlements, "")?;
-        direct::insert(x, &events, "")?;
-        direct::insert(x, &w.lines, "")?;
-        direct::insert(x, &w.txs, "")?;
-        direct::insert(x, &w.entries, "")?;
-        settlement::add_to_accumulators_direct(x, &w.accumulators)?;
-        persons::add_to_accounts_direct(x, &w.accounts)?;
-        direct::insert(x, &w.audits, "")?;
     }
     Ok(stored)
 }

@@ -51,32 +51,29 @@ pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
 
 /// [`merge`], with at most `max_rows` rows of a tail per call.
 pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreResult<i64> {
+    let (min_rows, max_rows) = (min_rows.max(1), max_rows.max(1));
     let merged = c
-        .with_sqlite(|x| merge_direct(x, min_rows, max_rows))
+        .with_sqlite(|x| {
+            let mut merged = 0;
+            for ((name, _, copy), (upto, last)) in INDEXES.into_iter().zip(tails(x)?) {
+                if last - upto < min_rows {
+                    continue;
+                }
+                let last = last.min(upto + max_rows);
+                x.execute(copy, [upto, last])?;
+                x.execute(
+                    "UPDATE derived_index SET upto = ?2 WHERE name = ?1",
+                    rusqlite::params![name, last],
+                )?;
+                merged += last - upto;
+                if min_rows > 1 {
+                    break;
+                }
+            }
+            Ok(merged)
+        })
         .await?;
     Ok(merged.unwrap_or(0))
-}
-
-/// [`merge_at_most`] on SQLite's handle (see [`super::direct`]), inside the caller's transaction.
-pub fn merge_direct(x: &rusqlite::Connection, min_rows: i64, max_rows: i64) -> StoreResult<i64> {
-    let (min_rows, max_rows) = (min_rows.max(1), max_rows.max(1));
-    let mut merged = 0;
-    for ((name, _, copy), (upto, last)) in INDEXES.into_iter().zip(tails(x)?) {
-        if last - upto < min_rows {
-            continue;
-        }
-        let last = last.min(upto + max_rows);
-        x.execute(copy, [upto, last])?;
-        x.execute(
-            "UPDATE derived_index SET upto = ?2 WHERE name = ?1",
-            rusqlite::params![name, last],
-        )?;
-        merged += last - upto;
-        if min_rows > 1 {
-            break;
-        }
-    }
-    Ok(merged)
 }
 
 /// Whether any tail holds a row (read-only: the idle writer asks before it takes the write

@@ -21,10 +21,8 @@ impl Conn {
         &mut self,
         f: impl FnOnce(&rusqlite::Connection) -> StoreResult<R>,
     ) -> StoreResult<Option<R>> {
-        let x = match self.raw() {
-            Raw::Sqlite(x) => x,
-            Raw::Direct(x) => return f(x).map(Some),
-            Raw::Pg(_) => return Ok(None),
+        let Raw::Sqlite(x) = self.raw() else {
+            return Ok(None);
         };
         let mut locked = x.lock_handle().await?;
         let handle = locked.as_raw_handle();

@@ -199,7 +199,6 @@ impl Db {
         Writer {
             db: self.clone(),
             kept: Arc::new(std::sync::Mutex::new(None)),
-            opened: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
@@ -242,46 +241,6 @@ impl Db {
         };
         Ok(Conn {
             inner,
-            caches: self.caches.clone(),
-            booked: Vec::new(),
-        })
-    }
-
-    /// A connection of its own on the SQLite database file, outside the pool and the driver,
-    /// for one thread to take snapshots on ([`Db::snapshot`]): its statements run on the calling
-    /// thread, with no round trip to a driver's thread. Read-only (`query_only`). None for an
-    /// in-memory database, or on PostgreSQL.
-    pub fn open_reader(&self) -> StoreResult<Option<rusqlite::Connection>> {
-        let Pool::Sqlite(pool) = &self.pool else {
-            return Ok(None);
-        };
-        if self.durability.is_none() {
-            return Ok(None);
-        }
-        let opts = pool.connect_options();
-        let x = rusqlite::Connection::open_with_flags(
-            opts.get_filename(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        x.busy_timeout(Duration::from_secs(10))?;
-        // As the pool's connections (see `Db::connect`), and never a write.
-        x.execute_batch(
-            "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; \
-             PRAGMA temp_store = memory; PRAGMA query_only = 1;",
-        )?;
-        Ok(Some(x))
-    }
-
-    /// A read transaction on a connection from [`Db::open_reader`], its snapshot taken now:
-    /// every read on it sees the database as it was at this call, whatever commits meanwhile.
-    /// The statements of the store that have a SQLite branch on the handle
-    /// ([`Conn::with_sqlite`]) run on it; the others fail. [`Conn::end_snapshot`] ends it.
-    pub fn snapshot(&self, x: rusqlite::Connection) -> StoreResult<Conn> {
-        // SQLite takes the snapshot at the first read, not at BEGIN.
-        x.execute_batch("BEGIN")?;
-        x.query_row("SELECT count(*) FROM region", [], |_| Ok(()))?;
-        Ok(Conn {
-            inner: Inner::Direct(x),
             caches: self.caches.clone(),
             booked: Vec::new(),
         })
@@ -338,17 +297,37 @@ pub struct Writer {
     /// The SQLite connection between two transactions; None before the first, or after a
     /// transaction that did not end cleanly (its connection was closed, which rolls it back).
     kept: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
-    /// Connections this writer has opened (which one a `data_version` belongs to).
-    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Writer {
     /// Starts a write transaction, like [`Db::begin`].
     pub async fn begin(&self) -> StoreResult<Conn> {
+        use sqlx::ConnectOptions;
         let Pool::Sqlite(pool) = &self.db.pool else {
             return self.db.begin().await;
         };
-        let mut conn = self.connection(pool).await?;
+        let kept = self.kept.lock().ok().and_then(|mut k| k.take());
+        let mut conn = match kept {
+            Some(c) => c,
+            None => {
+                let mut c = pool.connect_options().connect().await?;
+                if self.db.durability.is_some() {
+                    // Lazy commits: the syncer makes them durable before anyone is answered.
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut c)
+                        .await?;
+                    // Checkpoint every 16 MiB of WAL rather than SQLite's 4 MiB: a page the
+                    // swipes rewrite all the time is copied into the database once per
+                    // checkpoint, and each checkpoint costs this writer two fsyncs.
+                    sqlx::query(&format!(
+                        "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
+                    ))
+                    .execute(&mut c)
+                    .await?;
+                }
+                c
+            }
+        };
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
         Ok(Conn {
             inner: Inner::SqliteKept(Kept {
@@ -358,93 +337,6 @@ impl Writer {
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
-    }
-
-    /// The kept connection, or a new one (see [`Writer`]).
-    async fn connection(&self, pool: &SqlitePool) -> StoreResult<SqliteConnection> {
-        use sqlx::ConnectOptions;
-        if let Some(c) = self.kept.lock().ok().and_then(|mut k| k.take()) {
-            return Ok(c);
-        }
-        let mut c = pool.connect_options().connect().await?;
-        self.opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.db.durability.is_some() {
-            // Lazy commits: the syncer makes them durable before anyone is answered.
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut c)
-                .await?;
-            // Checkpoint every 16 MiB of WAL rather than SQLite's 4 MiB: a page the
-            // swipes rewrite all the time is copied into the database once per
-            // checkpoint, and each checkpoint costs this writer two fsyncs.
-            sqlx::query(&format!(
-                "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
-            ))
-            .execute(&mut c)
-            .await?;
-        }
-        Ok(c)
-    }
-
-    /// A whole write transaction on SQLite's handle, in one visit to the connection (see
-    /// [`direct`]; every statement sent through the driver is a round trip to its thread, and
-    /// each wake-up of a thread costs ≈ 0.2–0.5 ms on a busy virtual machine): BEGIN IMMEDIATE,
-    /// then `f` with where the database stands — SQLite's `PRAGMA data_version` of this
-    /// connection, and which connection that is: two readings are equal only if no other
-    /// connection, of this process or another, committed between them; COMMIT if `f`
-    /// answers Some. If `f` answers None the transaction is handed back open, to go on through
-    /// the driver; if `f` fails it is rolled back. On PostgreSQL `f` does not run: the
-    /// transaction is handed back open at once.
-    pub async fn transact<R>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection, (u64, i64)) -> StoreResult<Option<R>>,
-    ) -> StoreResult<Transacted<R>> {
-        let Pool::Sqlite(pool) = &self.db.pool else {
-            return Ok(Transacted::Open(self.db.begin().await?));
-        };
-        let mut conn = self.connection(pool).await?;
-        let opened = self.opened.load(std::sync::atomic::Ordering::Relaxed);
-        let durability = self.db.durability.as_deref();
-        let done = {
-            let mut locked = conn.lock_handle().await?;
-            let handle = locked.as_raw_handle();
-            // SAFETY: as in `Conn::with_sqlite`: this thread has the connection alone while
-            // `locked` lives, and the view, which does not own the handle, is dropped first.
-            let x = unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }?;
-            let done = transact_on(&x, opened, durability, f);
-            drop(x);
-            drop(locked);
-            done
-        };
-        match done {
-            Ok(Some((r, ticket))) => {
-                if let Ok(mut home) = self.kept.lock() {
-                    *home = Some(conn);
-                }
-                Ok(Transacted::Committed(
-                    r,
-                    Committed {
-                        ticket: ticket.zip(self.db.durability.clone()),
-                    },
-                ))
-            }
-            Ok(None) => Ok(Transacted::Open(Conn {
-                inner: Inner::SqliteKept(Kept {
-                    conn,
-                    home: self.kept.clone(),
-                }),
-                caches: self.db.caches.clone(),
-                booked: Vec::new(),
-            })),
-            // Rolled back, the connection kept; or, if even that failed, closed (which rolls
-            // back), and the next transaction opens another.
-            Err((e, rolled_back)) => {
-                if rolled_back && let Ok(mut home) = self.kept.lock() {
-                    *home = Some(conn);
-                }
-                Err(e)
-            }
-        }
     }
 
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
@@ -462,48 +354,6 @@ impl Writer {
         Ok(Committed {
             ticket: Some((ticket, d)),
         })
-    }
-}
-
-/// What [`Writer::transact`] did.
-pub enum Transacted<R> {
-    /// Committed: what `f` answered, and the commit.
-    Committed(R, Committed),
-    /// Still open (or, on PostgreSQL, not begun on SQLite's handle): go on through the driver.
-    Open(Conn),
-}
-
-/// A transaction [`transact_on`] could not finish: the error, and whether it was rolled back.
-type Unfinished = (StoreError, bool);
-
-/// [`Writer::transact`] on the handle: Some = committed (with the durability ticket), None = left
-/// open; an error says whether the transaction was rolled back (else the connection must close).
-fn transact_on<R>(
-    x: &rusqlite::Connection,
-    opened: u64,
-    durability: Option<&durability::Durability>,
-    f: impl FnOnce(&rusqlite::Connection, (u64, i64)) -> StoreResult<Option<R>>,
-) -> Result<Option<(R, Option<u64>)>, Unfinished> {
-    x.execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| (e.into(), true))?;
-    let body = x
-        .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-        .map_err(StoreError::from)
-        .and_then(|v| f(x, (opened, v)));
-    let r = match body {
-        Ok(Some(r)) => r,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err((e, x.execute_batch("ROLLBACK").is_ok())),
-    };
-    // Counted before COMMIT is issued, as in `Writer::commit`.
-    let ticket = durability.map(|d| d.begin());
-    let done = x.execute_batch("COMMIT");
-    if let (Some(d), Some(t)) = (durability, ticket) {
-        d.ended(t);
-    }
-    match done {
-        Ok(()) => Ok(Some((r, ticket))),
-        Err(e) => Err((e.into(), false)),
     }
 }
 
@@ -558,17 +408,12 @@ enum Inner {
     Sqlite(PoolConnection<Sqlite>),
     Pg(PoolConnection<Postgres>),
     SqliteKept(Kept),
-    /// A snapshot on a connection outside the driver (see [`Db::snapshot`]).
-    Direct(rusqlite::Connection),
 }
 
 /// The engine-specific connection behind a [`Conn`].
 pub enum Raw<'a> {
     Sqlite(&'a mut SqliteConnection),
     Pg(&'a mut PgConnection),
-    /// A connection outside the driver (see [`Db::snapshot`]): only [`Conn::with_sqlite`] runs
-    /// statements on it.
-    Direct(&'a rusqlite::Connection),
 }
 
 impl Conn {
@@ -579,16 +424,6 @@ impl Conn {
             Inner::Sqlite(c) => Raw::Sqlite(c),
             Inner::Pg(c) => Raw::Pg(c),
             Inner::SqliteKept(k) => Raw::Sqlite(&mut k.conn),
-            Inner::Direct(x) => Raw::Direct(x),
-        }
-    }
-
-    /// Ends a snapshot from [`Db::snapshot`] and gives its connection back (None if this is not
-    /// one, or if ending it failed: the connection is closed).
-    pub fn end_snapshot(self) -> Option<rusqlite::Connection> {
-        match self.inner {
-            Inner::Direct(x) => x.execute_batch("ROLLBACK").is_ok().then_some(x),
-            _ => None,
         }
     }
 
@@ -597,7 +432,7 @@ impl Conn {
     pub fn pg(&mut self) -> StoreResult<&mut PgConnection> {
         match self.raw() {
             Raw::Pg(x) => Ok(x),
-            Raw::Sqlite(_) | Raw::Direct(_) => Err(StoreError::Other(anyhow::anyhow!(
+            Raw::Sqlite(_) => Err(StoreError::Other(anyhow::anyhow!(
                 "a PostgreSQL-only statement on SQLite"
             ))),
         }
@@ -605,9 +440,7 @@ impl Conn {
 
     pub fn engine(&self) -> Engine {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) | Inner::Direct(_) => {
-                Engine::Sqlite
-            }
+            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) => Engine::Sqlite,
             Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
         }
     }
@@ -643,7 +476,6 @@ impl Conn {
             Inner::SqliteTx(t) => t.commit().await?,
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
-            Inner::Direct(x) => x.execute_batch("COMMIT")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
@@ -655,7 +487,6 @@ impl Conn {
             Inner::SqliteTx(t) => t.rollback().await?,
             Inner::PgTx(t) => t.rollback().await?,
             Inner::SqliteKept(k) => k.end("ROLLBACK").await?,
-            Inner::Direct(x) => x.execute_batch("ROLLBACK")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
@@ -670,9 +501,6 @@ macro_rules! on_conn {
         match $conn.raw() {
             $crate::store::Raw::Sqlite($c) => $body,
             $crate::store::Raw::Pg($c) => $body,
-            $crate::store::Raw::Direct(_) => Err(sqlx::Error::Protocol(
-                "a statement through the driver on a connection outside it".into(),
-            )),
         }
     };
 }
@@ -765,89 +593,5 @@ mod tests {
         assert_eq!(super::values(Sqlite, 2, 2, 1), "(?,?),(?,?)");
         assert_eq!(super::list(Postgres, 3, 2), "$2,$3,$4");
         assert_eq!(super::chunk_rows(36), 833);
-    }
-
-    /// What the swipe pipeline relies on (see `service::settlement::swipe_batch::pipeline`): the
-    /// writer's `data_version` stays as it was across its own commits and moves with any other
-    /// connection's; a snapshot sees the database as it was when it was taken, and a new one on
-    /// the same reader connection sees what committed since.
-    #[tokio::test]
-    async fn writer_versions_and_snapshots() -> anyhow::Result<()> {
-        use super::{Db, DbConfig, Transacted, Writer};
-        let dir =
-            std::env::temp_dir().join(format!("medsettle-snapshot-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir)?;
-        let url = format!("sqlite://{}/t.db", dir.display());
-        let run = async {
-            let db = Db::open(&DbConfig {
-                url,
-                max_connections: 4,
-            })
-            .await?;
-            let w = db.writer();
-            // A write transaction of the writer's own, answering where the database stood.
-            async fn version(w: &Writer) -> anyhow::Result<(u64, i64)> {
-                match w
-                    .transact(|x, v| {
-                        x.execute(
-                            "UPDATE derived_index SET upto = upto WHERE name = 'settlement_person'",
-                            [],
-                        )?;
-                        Ok(Some(v))
-                    })
-                    .await?
-                {
-                    Transacted::Committed(v, committed) => {
-                        committed.durable().await;
-                        Ok(v)
-                    }
-                    Transacted::Open(_) => anyhow::bail!("left open"),
-                }
-            }
-            async fn rows(c: &mut super::Conn) -> anyhow::Result<i64> {
-                let n = c
-                    .with_sqlite(|x| {
-                        Ok(x.query_row("SELECT count(*) FROM derived_index", [], |r| r.get(0))?)
-                    })
-                    .await?;
-                n.ok_or_else(|| anyhow::anyhow!("not SQLite"))
-            }
-            let first = version(&w).await?;
-            assert_eq!(version(&w).await?, first, "the writer's own commits");
-
-            let reader = db
-                .open_reader()?
-                .ok_or_else(|| anyhow::anyhow!("no reader"))?;
-            let mut snapshot = db.snapshot(reader)?;
-            let before = rows(&mut snapshot).await?;
-            // Another connection commits a row.
-            let mut other = db.begin().await?;
-            crate::on_conn!(&mut other, x => sqlx::query(
-                "INSERT INTO derived_index (name, upto) VALUES ('test', 0)").execute(x).await.map(|_| ()))?;
-            other.commit().await?;
-            assert_eq!(rows(&mut snapshot).await?, before, "the snapshot as it was");
-            let reader = snapshot
-                .end_snapshot()
-                .ok_or_else(|| anyhow::anyhow!("not ended"))?;
-            let mut later = db.snapshot(reader)?;
-            assert_eq!(rows(&mut later).await?, before + 1, "a new snapshot");
-            // A reader never writes.
-            let refused = later
-                .with_sqlite(
-                    |x| Ok(x.execute("DELETE FROM derived_index WHERE name = 'test'", [])?),
-                )
-                .await;
-            assert!(refused.is_err(), "{refused:?}");
-            drop(later);
-
-            let after = version(&w).await?;
-            assert_eq!(after.0, first.0, "the same connection");
-            assert_ne!(after.1, first.1, "another connection's commit");
-            db.close().await;
-            anyhow::Ok(())
-        };
-        let out = run.await;
-        let _ = std::fs::remove_dir_all(&dir);
-        out
     }
 }

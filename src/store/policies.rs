@@ -4,7 +4,6 @@
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRow {
@@ -35,23 +34,6 @@ pub async fn in_force_version(
     region: &str,
     on: NaiveDate,
 ) -> StoreResult<Option<i64>> {
-    // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date as sqlx
-    // stores it.
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            let mut st = x.prepare_cached(
-                "SELECT version FROM policy_version WHERE region = ?1 AND effective_from <= ?2 \
-                 ORDER BY effective_from DESC LIMIT 1",
-            )?;
-            let on = on.format("%Y-%m-%d").to_string();
-            Ok(st
-                .query_row([region, on.as_str()], |r| r.get(0))
-                .optional()?)
-        })
-        .await?;
-    if let Some(v) = on_sqlite {
-        return Ok(v);
-    }
     let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
                ORDER BY effective_from DESC LIMIT 1";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(on).fetch_optional(x).await)?)

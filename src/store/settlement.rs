@@ -437,8 +437,7 @@ pub async fn identity_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String
 /// An accumulator's key: (psn_no, insurance type, year).
 pub type AccumulatorKey = (String, i64, i64);
 
-/// Locks many accumulator rows, in key order; a missing row reads as zero (PostgreSQL creates it
-/// here, to lock it; SQLite when the batch adds to it).
+/// Locks (creating at zero when missing) many accumulator rows, in key order.
 pub async fn lock_accumulators(
     c: &mut Conn,
     keys: &[AccumulatorKey],
@@ -446,14 +445,17 @@ pub async fn lock_accumulators(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    // SQLite: one prepared lookup per key, a missing row reading as zero (the batch's write
-    // creates it, see `add_to_accumulators_direct`); the write lock of the transaction is the
-    // lock. Nothing is written, so the swipe writer can also read them from a snapshot.
+    // SQLite: one prepared lookup per key, and an insert only for a missing one (see
+    // `super::direct`); the write lock of the transaction is the lock.
     let on_sqlite = c
         .with_sqlite(|x| {
             let mut find = x.prepare(
                 "SELECT annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, admissions \
                  FROM accumulator WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
+            )?;
+            let mut create = x.prepare(
+                "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
+                 burden_fen, ci_fen, maf_fen, admissions) VALUES (?1, ?2, ?3, 0, 0, 0, 0, 0, 0)",
             )?;
             let mut out = Vec::new();
             for key in keys {
@@ -470,7 +472,14 @@ pub async fn lock_accumulators(
                         })
                     })
                     .optional()?;
-                out.push((key.clone(), found.unwrap_or_default()));
+                let row = match found {
+                    Some(row) => row,
+                    None => {
+                        create.execute(rusqlite::params![p, t, y])?;
+                        AccumulatorRow::default()
+                    }
+                };
+                out.push((key.clone(), row));
             }
             out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             out.dedup_by(|a, b| a.0 == b.0);
@@ -563,7 +572,7 @@ pub async fn add_to_accumulators(
 }
 
 /// [`add_to_accumulators`] on SQLite's handle (see [`super::direct`]): one prepared
-/// single-row upsert (a row [`lock_accumulators`] read as missing is created here).
+/// single-row UPDATE.
 pub fn add_to_accumulators_direct(
     c: &rusqlite::Connection,
     deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
@@ -572,13 +581,9 @@ pub fn add_to_accumulators_direct(
         return Ok(());
     }
     let mut st = c.prepare(
-        "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
-         burden_fen, ci_fen, maf_fen, admissions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-         ON CONFLICT (psn_no, insurance_type, year) DO UPDATE SET \
-         annual_ded_fen = annual_ded_fen + excluded.annual_ded_fen, \
-         fund_fen = fund_fen + excluded.fund_fen, burden_fen = burden_fen + excluded.burden_fen, \
-         ci_fen = ci_fen + excluded.ci_fen, maf_fen = maf_fen + excluded.maf_fen, \
-         admissions = admissions + excluded.admissions",
+        "UPDATE accumulator SET annual_ded_fen = annual_ded_fen + ?4, fund_fen = fund_fen + ?5, \
+         burden_fen = burden_fen + ?6, ci_fen = ci_fen + ?7, maf_fen = maf_fen + ?8, \
+         admissions = admissions + ?9 WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
     )?;
     for ((p, t, y), d) in deltas {
         st.execute(rusqlite::params![

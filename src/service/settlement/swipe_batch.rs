@@ -9,8 +9,7 @@
 //! them all. A request that breaks a rule fails alone: only its audit record is written. A
 //! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
 //! replays. A batch the database refuses as a whole is retried, then split into single
-//! requests, so one bad request never fails the others. On a SQLite file the reading and the
-//! adjudication of a batch are done while the batch before it is written (see [`pipeline`]).
+//! requests, so one bad request never fails the others.
 
 use super::context::{pharmacy_context, pharmacy_precheck};
 use super::pharmacy::{Swipe, price};
@@ -33,17 +32,12 @@ use crate::store::batch::Writes;
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::PurchaseLineRow;
 use crate::store::settlement::{self, AccumulatorKey, AccumulatorRow, SettlementRow};
-use crate::store::{
-    Committed, Db, Engine, StoreError, Transacted, Writer, batch, catalogue, derived, persons,
-    registry,
-};
+use crate::store::{Committed, Db, Engine, Writer, batch, catalogue, derived, persons, registry};
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Why a batch runs again when one of its request ids was stored meanwhile.
-const STORED_CONCURRENTLY: &str = "a request id of the batch was stored concurrently";
 /// Swipes booked in one transaction at most.
 const MAX_BATCH: usize = 256;
 /// Swipes waiting at most; beyond it callers wait to enqueue (back-pressure).
@@ -77,23 +71,18 @@ impl Batcher {
         let answers = tokio::runtime::Handle::current();
         match db.engine() {
             Engine::Sqlite => {
+                let writer = writer(db.clone(), clock, metrics, rx, answers);
                 // Its own thread: a batch waits on the database a dozen times, and each wake-up
                 // queued behind hundreds of gRPC tasks on the shared workers cost milliseconds.
-                // (SQLite connections run on threads of their own, bound to no runtime.) The
-                // runtime's one worker thread prepares the next batch while this one commits.
+                // (SQLite connections run on threads of their own, bound to no runtime.)
                 let spawned = std::thread::Builder::new()
                     .name("swipe-writer".into())
                     .spawn(move || {
-                        match tokio::runtime::Builder::new_multi_thread()
-                            .worker_threads(1)
-                            .thread_name("swipe-prepare")
+                        match tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
                         {
-                            Ok(rt) => {
-                                let prepare = rt.handle().clone();
-                                rt.block_on(pipeline(db, clock, metrics, rx, answers, prepare))
-                            }
+                            Ok(rt) => rt.block_on(writer),
                             Err(e) => tracing::error!(error = %e, "cannot start the swipe writer"),
                         }
                     });
@@ -134,7 +123,6 @@ impl Batcher {
     }
 }
 
-/// A PostgreSQL swipe writer: takes what is queued, books it, again.
 async fn writer(
     db: Db,
     clock: Clock,
@@ -143,142 +131,40 @@ async fn writer(
     answers: tokio::runtime::Handle,
 ) {
     let wdb = db.writer();
-    let mut seen = None;
+    // SQLite's batch-maintained indexes take what is left of their tail when swipes pause.
+    let idle = (db.engine() == Engine::Sqlite).then_some(IDLE_MERGE);
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            take(&mut rx, vec![first])
-        };
-        run_caught(&db, &wdb, &clock, &metrics, &answers, jobs, None, &mut seen).await;
-    }
-}
-
-/// The SQLite swipe writer, a pipeline of two stages: while one batch is booked in the write
-/// transaction, the swipes queued behind it are prepared — looked up, priced, adjudicated,
-/// encoded — on the `prepare` runtime's thread, reading a snapshot taken before that transaction
-/// began and adding what the batch being booked writes (its request ids, what it adds to
-/// accumulators and personal accounts). The prepared batch is booked as prepared only if the
-/// batch before it committed exactly as prepared and no other connection committed anything
-/// since the snapshot (`PRAGMA data_version`, see [`book`]); otherwise it is prepared again inside
-/// its own transaction, as PostgreSQL's writers always do. The write lock is held only to write.
-async fn pipeline(
-    db: Db,
-    clock: Clock,
-    metrics: Arc<Metrics>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    answers: tokio::runtime::Handle,
-    prepare: tokio::runtime::Handle,
-) {
-    let wdb = db.writer();
-    let mut seen = None;
-    // The connection the next batch is prepared on (see `Db::open_reader`).
-    let mut reader = None;
-    let mut rx = rx.lock().await;
-    // The batch to book next, and what was prepared for it (None: prepare it in its transaction).
-    let mut ready: Option<(Vec<Job>, Option<Prepared>)> = None;
-    loop {
-        let Some((jobs, ahead)) = ready.take() else {
-            // Nothing to book: wait for a swipe (SQLite's batch-maintained indexes take what is
-            // left of their tail when swipes pause), then prepare what queued on a snapshot.
-            let first = match tokio::time::timeout(IDLE_MERGE, rx.recv()).await {
-                Ok(Some(first)) => first,
-                Ok(None) => return,
-                Err(_) => {
-                    if let Err(e) = merge_tail(&db, &wdb).await {
-                        tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
+            let first = match idle {
+                Some(after) => match tokio::time::timeout(after, rx.recv()).await {
+                    Ok(first) => first,
+                    Err(_) => {
+                        drop(rx);
+                        if let Err(e) = merge_tail(&db, &wdb).await {
+                            tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
+                None => rx.recv().await,
             };
-            let jobs = take(&mut rx, vec![first]);
-            let snapshot = snapshot_on(&db, reader.take());
-            let (ahead, back) = prepare_ahead(snapshot, &clock, &jobs, None).await;
-            reader = back;
-            ready = Some((jobs, ahead));
-            continue;
-        };
-        let next = match &ahead {
-            Some(_) => take(&mut rx, Vec::new()),
-            None => Vec::new(),
-        };
-        let Some(before) = ahead
-            .as_ref()
-            .map(|p| Overlay::of(&p.w))
-            .filter(|_| !next.is_empty())
-        else {
-            run_caught(
-                &db, &wdb, &clock, &metrics, &answers, jobs, ahead, &mut seen,
-            )
-            .await;
-            continue;
-        };
-        // The snapshot is taken here, before this batch's transaction begins.
-        let snapshot = snapshot_on(&db, reader.take());
-        let clock_next = clock.clone();
-        let preparing = prepare.spawn(async move {
-            let (ahead, back) = prepare_ahead(snapshot, &clock_next, &next, Some(&before)).await;
-            (next, ahead, back)
-        });
-        let as_prepared = run_caught(
-            &db, &wdb, &clock, &metrics, &answers, jobs, ahead, &mut seen,
-        )
-        .await;
-        match preparing.await {
-            Ok((next, ahead, back)) => {
-                reader = back;
-                ready = Some((next, ahead.filter(|_| as_prepared)));
+            let Some(first) = first else { return };
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
             }
-            // Its callers were dropped with it: they are answered INTERNAL.
-            Err(e) => tracing::error!(error = %e, "preparing a swipe batch panicked"),
+            jobs
+        };
+        // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
+        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, &answers, jobs));
+        if futures::FutureExt::catch_unwind(batch).await.is_err() {
+            tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
     }
-}
-
-/// Adds to `jobs` whatever else is queued, up to a batch.
-fn take(rx: &mut mpsc::Receiver<Job>, mut jobs: Vec<Job>) -> Vec<Job> {
-    while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(j) => jobs.push(j),
-            Err(_) => break,
-        }
-    }
-    jobs
-}
-
-/// A snapshot taken now on the pipeline's reader connection (opened when there is none yet);
-/// None without a database file, or if the connection failed (the batch is then prepared in its
-/// transaction).
-fn snapshot_on(db: &Db, reader: Option<rusqlite::Connection>) -> Option<crate::store::Conn> {
-    let x = match reader {
-        Some(x) => x,
-        None => match db.open_reader() {
-            Ok(x) => x?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot open the swipe pipeline's reader");
-                return None;
-            }
-        },
-    };
-    db.snapshot(x).ok()
-}
-
-/// Prepares a batch on a snapshot, ended as soon as everything is read; gives the reader
-/// connection back. No batch where that failed for a reason other than a request's own (a
-/// policy or catalogue version not cached yet, say): it is then prepared in its transaction,
-/// where the error, if any, shows as it would have there.
-async fn prepare_ahead(
-    snapshot: Option<crate::store::Conn>,
-    clock: &Clock,
-    jobs: &[Job],
-    before: Option<&Overlay>,
-) -> (Option<Prepared>, Option<rusqlite::Connection>) {
-    let Some(mut snapshot) = snapshot else {
-        return (None, None);
-    };
-    let gathered = gather(&mut snapshot, clock, jobs, before).await;
-    let reader = snapshot.end_snapshot();
-    (gathered.ok().and_then(|g| decide(jobs, g).ok()), reader)
 }
 
 /// Merges everything left in the tails of SQLite's batch-maintained indexes (see
@@ -295,35 +181,10 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
     Ok(())
 }
 
-/// [`run`], where a bug that panics fails its batch (the callers get INTERNAL), not the writer.
-#[allow(clippy::too_many_arguments)]
-async fn run_caught(
-    db: &Db,
-    wdb: &Writer,
-    clock: &Clock,
-    metrics: &Metrics,
-    answers: &tokio::runtime::Handle,
-    jobs: Vec<Job>,
-    ahead: Option<Prepared>,
-    seen: &mut Option<(u64, i64)>,
-) -> bool {
-    let batch =
-        std::panic::AssertUnwindSafe(run(db, wdb, clock, metrics, answers, jobs, ahead, seen));
-    match futures::FutureExt::catch_unwind(batch).await {
-        Ok(as_prepared) => as_prepared,
-        Err(_) => {
-            tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
-            false
-        }
-    }
-}
-
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
 /// the commit is durable, while the writer goes on with the next batch (see
-/// [`crate::store::durability`]). True if it committed at the first attempt as `ahead` prepared
-/// it.
-#[allow(clippy::too_many_arguments)]
+/// [`crate::store::durability`]).
 async fn run(
     db: &Db,
     wdb: &Writer,
@@ -331,20 +192,18 @@ async fn run(
     metrics: &Metrics,
     answers: &tokio::runtime::Handle,
     jobs: Vec<Job>,
-    mut ahead: Option<Prepared>,
-    seen: &mut Option<(u64, i64)>,
-) -> bool {
+) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(wdb, clock, metrics, &jobs, ahead.take(), seen).await {
-            Ok((outcome, committed, as_prepared)) => {
+        match book(wdb, clock, metrics, &jobs).await {
+            Ok((outcome, committed)) => {
                 let db = db.clone();
                 answers.spawn(async move {
                     committed.durable().await;
                     finish(&db, jobs, outcome).await;
                 });
-                return as_prepared && attempt == 1;
+                return;
             }
             Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
                 tracing::debug!(
@@ -359,9 +218,9 @@ async fn run(
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job], None, seen)).await;
+                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job])).await;
                 }
-                return false;
+                return;
             }
             Err(e) => {
                 // A single swipe the database refused (the batch was already split).
@@ -369,7 +228,7 @@ async fn run(
                     audit_alone(db, &job.call, e.code_name(), &e.to_string()).await;
                     let _ = job.reply.send(Err(e));
                 }
-                return false;
+                return;
             }
         }
     }
@@ -426,130 +285,17 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// A batch decided: the per-request outcomes and everything it writes.
-struct Prepared {
-    out: Vec<Option<Outcome>>,
-    w: Writes,
-}
-
-/// What the batch being booked meanwhile will have written, for the batch prepared behind it on
-/// a snapshot taken before: the request ids it stores answers for, and what it adds to
-/// accumulators and personal accounts.
-struct Overlay {
-    keys: HashSet<(String, String)>,
-    accumulators: HashMap<AccumulatorKey, AccumulatorRow>,
-    accounts: HashMap<String, i64>,
-}
-
-impl Overlay {
-    fn of(w: &Writes) -> Overlay {
-        Overlay {
-            keys: w
-                .answers
-                .iter()
-                .map(|a| (a.principal.clone(), a.request_id.clone()))
-                .collect(),
-            accumulators: w.accumulators.clone(),
-            accounts: w.accounts.clone(),
-        }
-    }
-}
-
-/// Everything a batch reads, before it is adjudicated.
-struct Gathered {
-    now: chrono::DateTime<Utc>,
-    out: Vec<Option<Outcome>>,
-    w: Writes,
-    priced: Vec<Priced>,
-    accs: HashMap<AccumulatorKey, AccumulatorRow>,
-    balances: HashMap<String, i64>,
-}
-
 /// Books a batch in one transaction; per-request outcomes (to be answered once the commit is
-/// durable), or an error for the whole batch. The batch is written as `ahead` prepared it only if
-/// no other connection committed since the writer last looked (`seen`, updated here): `ahead` was
-/// prepared on a snapshot taken after that look, so its reads are still the database's (with
-/// what the writer itself committed since, which `ahead` added). Otherwise it is prepared here,
-/// under the write lock. Counts the batch and its settlements in `metrics` once it has
-/// committed. The last value is true if `ahead` was written.
+/// durable), or an error for the whole batch. Counts the batch and its settlements in `metrics`
+/// once it has committed.
 async fn book(
     db: &Writer,
     clock: &Clock,
     metrics: &Metrics,
     jobs: &[Job],
-    ahead: Option<Prepared>,
-    seen: &mut Option<(u64, i64)>,
-) -> AppResult<(Vec<Outcome>, Committed, bool)> {
+) -> AppResult<(Vec<Outcome>, Committed)> {
     let t0 = std::time::Instant::now();
-    let last_seen = *seen;
-    // As prepared, on SQLite's handle in one visit, if nothing else committed since `seen`.
-    let fast = db
-        .transact(|x, version| {
-            *seen = Some(version);
-            let Some(p) = ahead.as_ref().filter(|_| last_seen == Some(version)) else {
-                return Ok(None);
-            };
-            if batch::write_direct(x, &p.w)? < p.w.answers.len() {
-                return Err(StoreError::Retry(STORED_CONCURRENTLY.into()));
-            }
-            derived::merge_direct(x, derived::MERGE_ROWS, derived::MERGE_MAX)?;
-            Ok(Some(()))
-        })
-        .await?;
-    let (Prepared { out, w }, committed, as_prepared) = match (fast, ahead) {
-        (Transacted::Committed((), committed), Some(p)) => (p, committed, true),
-        (Transacted::Committed((), _), None) => {
-            return Err(AppError::Internal(anyhow::anyhow!(
-                "a swipe batch committed without its writes"
-            )));
-        }
-        // Prepared here, under the write lock, and written through the driver (PostgreSQL's
-        // writers always; SQLite's when the database changed since the batch was prepared).
-        (Transacted::Open(mut conn), _) => {
-            let gathered = gather(&mut conn, clock, jobs, None).await?;
-            let p = decide(jobs, gathered)?;
-            // The answers (the idempotency rows) go first, in key order (see `decide`): a
-            // concurrent batch holding one of these request ids (another writer on
-            // PostgreSQL) makes this insert wait for it and then skip the row, before anything
-            // else of ours (the settlement's own unique request id) could collide with it.
-            // Then the batch runs again, and that call replays the committed answer.
-            if batch::write(&mut conn, &p.w).await? < p.w.answers.len() {
-                return Err(AppError::Retry(STORED_CONCURRENTLY.into()));
-            }
-            derived::merge(&mut conn, derived::MERGE_ROWS).await?;
-            let committed = db.commit(conn).await?;
-            (p, committed, false)
-        }
-    };
-    metrics.swipe_batch(jobs.len());
-    for s in &w.settlements {
-        metrics.booked(&Booked::of(s));
-    }
-    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), prepared_ahead = as_prepared,
-        elapsed = ?t0.elapsed(), "swipe batch committed");
-    let outcomes = out
-        .into_iter()
-        .map(|o| {
-            // Lazily: an error built per swipe would capture a backtrace (RUST_BACKTRACE).
-            o.unwrap_or_else(|| {
-                Outcome::Done(Err(AppError::Internal(anyhow::anyhow!(
-                    "swipe left unanswered"
-                ))))
-            })
-        })
-        .collect();
-    Ok((outcomes, committed, as_prepared))
-}
-
-/// Reads everything a batch needs, set-based, on `conn` — the batch's write transaction, or a
-/// snapshot taken before the batch `before` began to be booked (whose writes are added to what
-/// is read here) — and checks and prices each request.
-async fn gather(
-    conn: &mut crate::store::Conn,
-    clock: &Clock,
-    jobs: &[Job],
-    before: Option<&Overlay>,
-) -> AppResult<Gathered> {
+    let mut conn = db.begin().await?;
     let now = clock.now();
     let today = business_date(now);
     let mut out: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
@@ -561,7 +307,6 @@ async fn gather(
 
     // 1. Request ids: every stored first answer at once; the rest are fresh. Their answers are
     // inserted with the batch's other writes (one row each, no claim to complete or release).
-    // A request id the batch before stores is answered as a replay of it, after both commit.
     let mut seen = HashSet::new();
     let mut keys: Vec<(String, String)> = Vec::new();
     let mut key_of: Vec<usize> = Vec::new();
@@ -573,14 +318,14 @@ async fn gather(
             continue;
         }
         let key = (j.call.principal.key(), j.call.request_id.clone());
-        if before.is_some_and(|b| b.keys.contains(&key)) || !seen.insert(key.clone()) {
+        if !seen.insert(key.clone()) {
             out[i] = Some(Outcome::Defer);
             continue;
         }
         keys.push(key);
         key_of.push(i);
     }
-    let mut firsts: HashMap<(String, String), _> = access::find_many(conn, &keys)
+    let mut firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &keys)
         .await?
         .into_iter()
         .map(|(p, r, row)| ((p, r), row))
@@ -611,7 +356,7 @@ async fn gather(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let institutions: HashMap<String, _> = registry::institutions_by_codes(conn, &codes)
+    let institutions: HashMap<String, _> = registry::institutions_by_codes(&mut conn, &codes)
         .await?
         .into_iter()
         .map(|r| (r.code.clone(), r))
@@ -628,9 +373,9 @@ async fn gather(
     cards.dedup();
     vouchers.sort_unstable();
     vouchers.dedup();
-    let people = persons::find_by_credentials(conn, &cards, &vouchers, true).await?;
+    let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
     let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
-    let held = persons::insurances_of(conn, &psn_nos).await?;
+    let held = persons::insurances_of(&mut conn, &psn_nos).await?;
     let by_card: HashMap<&str, _> = people
         .iter()
         .filter_map(|p| Some((p.card_no.as_deref()?, p)))
@@ -648,7 +393,7 @@ async fn gather(
     for &i in &fresh {
         let job = &jobs[i];
         match price_one(
-            conn,
+            &mut conn,
             job,
             today,
             &institutions,
@@ -683,55 +428,18 @@ async fn gather(
     keys.sort_unstable();
     keys.dedup();
     let mut accs: HashMap<AccumulatorKey, AccumulatorRow> =
-        settlement::lock_accumulators(conn, &keys)
+        settlement::lock_accumulators(&mut conn, &keys)
             .await?
             .into_iter()
             .collect();
     let mut owners: Vec<String> = priced.iter().map(|p| p.ctx.person.psn_no.clone()).collect();
     owners.sort_unstable();
     owners.dedup();
-    let mut balances: HashMap<String, i64> = persons::balances_of(conn, &owners, true)
+    let mut balances: HashMap<String, i64> = persons::balances_of(&mut conn, &owners, true)
         .await?
         .into_iter()
         .collect();
 
-    if let Some(before) = before {
-        for (key, acc) in accs.iter_mut() {
-            if let Some(d) = before.accumulators.get(key) {
-                *acc = sum(acc, d);
-            }
-        }
-        for (psn_no, balance) in balances.iter_mut() {
-            if let Some(d) = before.accounts.get(psn_no) {
-                *balance += d;
-            }
-        }
-    }
-    Ok(Gathered {
-        now,
-        out,
-        w,
-        priced,
-        accs,
-        balances,
-    })
-}
-
-/// Adjudicates a gathered batch in arrival order (so two swipes of one person see each other)
-/// and queues its writes.
-fn decide(jobs: &[Job], g: Gathered) -> AppResult<Prepared> {
-    let Gathered {
-        now,
-        mut out,
-        mut w,
-        priced,
-        mut accs,
-        mut balances,
-    } = g;
-    let fail = |w: &mut Writes, job: &Job, e: &AppError| {
-        w.audits
-            .push(audit_row(&job.call, e.code_name(), &e.to_string(), now));
-    };
     for p in priced {
         let job = &jobs[p.i];
         match adjudicate_one(job, p.ctx, p.lines, &mut accs, &mut balances, &mut w, now) {
@@ -755,22 +463,38 @@ fn decide(jobs: &[Job], g: Gathered) -> AppResult<Prepared> {
         }
     }
 
-    // The answers in key order (see `book`).
+    // 5. Write everything (see `store::batch`) and commit once. The answers (the idempotency rows) go
+    // first, in key order: a concurrent batch holding one of these request ids (another writer
+    // on PostgreSQL) makes this insert wait for it and then skip the row, before anything
+    // else of ours (the settlement's own unique request id) could collide with it. Then the
+    // batch runs again, and that call replays the committed answer.
     w.answers
         .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
-    Ok(Prepared { out, w })
-}
-
-/// An accumulator with `d` added.
-fn sum(a: &AccumulatorRow, d: &AccumulatorRow) -> AccumulatorRow {
-    AccumulatorRow {
-        annual_ded_fen: a.annual_ded_fen + d.annual_ded_fen,
-        fund_fen: a.fund_fen + d.fund_fen,
-        burden_fen: a.burden_fen + d.burden_fen,
-        ci_fen: a.ci_fen + d.ci_fen,
-        maf_fen: a.maf_fen + d.maf_fen,
-        admissions: a.admissions + d.admissions,
+    let stored = batch::write(&mut conn, &w).await?;
+    if stored < w.answers.len() {
+        return Err(AppError::Retry(
+            "a request id of the batch was stored concurrently".into(),
+        ));
     }
+    derived::merge(&mut conn, derived::MERGE_ROWS).await?;
+    let committed = db.commit(conn).await?;
+    metrics.swipe_batch(jobs.len());
+    for s in &w.settlements {
+        metrics.booked(&Booked::of(s));
+    }
+    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), "swipe batch committed");
+    let outcomes = out
+        .into_iter()
+        .map(|o| {
+            // Lazily: an error built per swipe would capture a backtrace (RUST_BACKTRACE).
+            o.unwrap_or_else(|| {
+                Outcome::Done(Err(AppError::Internal(anyhow::anyhow!(
+                    "swipe left unanswered"
+                ))))
+            })
+        })
+        .collect();
+    Ok((outcomes, committed))
 }
 
 /// Errors that belong to one request (its input or a rule), not to the batch.
@@ -943,6 +667,14 @@ fn adjudicate_one(
         *w.accounts.entry(settled.psn_no.clone()).or_default() -= settled.acct_fen;
     }
     let delta = delta_row(&settled);
+    let sum = |a: &AccumulatorRow, d: &AccumulatorRow| AccumulatorRow {
+        annual_ded_fen: a.annual_ded_fen + d.annual_ded_fen,
+        fund_fen: a.fund_fen + d.fund_fen,
+        burden_fen: a.burden_fen + d.burden_fen,
+        ci_fen: a.ci_fen + d.ci_fen,
+        maf_fen: a.maf_fen + d.maf_fen,
+        admissions: a.admissions + d.admissions,
+    };
     accs.insert(key.clone(), sum(&acc, &delta));
     let queued = w.accumulators.entry(key).or_default();
     *queued = sum(queued, &delta);
