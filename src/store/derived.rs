@@ -44,7 +44,8 @@ const INDEXES: [(&str, &str, &str); 2] = [
 /// In the caller's write transaction: merges a tail (up to [`MERGE_MAX`] rows of it) into its
 /// index table once it holds at least `min_rows` rows. Above 1, only the first such index is
 /// merged (the tails grow together, so a batch pays for one merge, the next batch for the
-/// other); at 1 every tail is merged. Returns the rows merged (settlements or journal transactions); 0 on PostgreSQL.
+/// other); at 1 every tail is merged. Returns the rows merged (settlements or journal
+/// transactions); 0 on PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
     merge_at_most(c, min_rows, MERGE_MAX).await
 }
