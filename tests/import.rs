@@ -359,6 +359,7 @@ async fn failing_batch_writes_nothing(b: Backend) {
             .await
             .expect("sqlite trigger");
         }
+        medsettle::store::Raw::Direct(_) => panic!("a pool transaction is not a direct connection"),
         medsettle::store::Raw::Pg(c) => {
             sqlx::query(&format!(
                 "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
@@ -429,6 +430,7 @@ async fn failing_batch_writes_nothing(b: Backend) {
                 .await
                 .expect("drop");
         }
+        medsettle::store::Raw::Direct(_) => panic!("a pool transaction is not a direct connection"),
         medsettle::store::Raw::Pg(c) => {
             sqlx::query("DROP TRIGGER boom ON person")
                 .execute(c)

@@ -202,7 +202,7 @@ pub async fn find_many(
     // SQLite: one prepared lookup per key (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare(
+            let mut st = x.prepare_cached(
                 "SELECT rpc, payload_hash, response FROM idempotency \
                  WHERE principal = ?1 AND request_id = ?2",
             )?;

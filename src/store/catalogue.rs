@@ -7,6 +7,7 @@ use crate::domain::kinds::CatalogueClass;
 use crate::domain::money::{Ratio, UnitPrice};
 use crate::on_conn;
 use chrono::NaiveDate;
+use rusqlite::OptionalExtension;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -122,6 +123,17 @@ pub async fn search(
 
 /// The region's current catalogue version (0 = no catalogue yet).
 pub async fn current_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
+    // SQLite: on the handle (every swipe batch asks; see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st =
+                x.prepare_cached("SELECT version FROM catalogue_version WHERE region = ?1")?;
+            Ok(st.query_row([region], |r| r.get(0)).optional()?)
+        })
+        .await?;
+    if let Some(v) = on_sqlite {
+        return Ok(v.unwrap_or(0));
+    }
     let sql = "SELECT version FROM catalogue_version WHERE region = $1";
     let v: Option<i64> =
         on_conn!(c, x => sqlx::query_scalar(sql).bind(region).fetch_optional(x).await)?;
@@ -139,8 +151,31 @@ pub async fn snapshot(c: &mut Conn, region: &str) -> StoreResult<Arc<CatalogueSn
     let sql = format!(
         "SELECT {COLS} FROM catalogue_item WHERE region = $1 ORDER BY code, effective_from"
     );
-    let rows: Vec<CatalogueRow> =
-        on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_all(x).await)?;
+    // SQLite: on the handle (a swipe batch loads a catalogue it has not cached on the swipe
+    // writer's own connection, see `super::Writer`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare(&sql.replace("$1", "?1"))?;
+            let rows = st.query_map([region], |r| {
+                Ok(CatalogueRow {
+                    region: r.get(0)?,
+                    code: r.get(1)?,
+                    effective_from: super::direct::date(r, 2)?,
+                    name: r.get(3)?,
+                    kind: r.get(4)?,
+                    class: r.get(5)?,
+                    b_ratio_bp: r.get(6)?,
+                    cap_micros: r.get(7)?,
+                    version: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let rows: Vec<CatalogueRow> = match on_sqlite {
+        Some(rows) => rows,
+        None => on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_all(x).await)?,
+    };
     let mut by_code: HashMap<String, Vec<CatalogueRow>> = HashMap::new();
     for r in rows {
         by_code.entry(r.code.clone()).or_default().push(r);

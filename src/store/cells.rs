@@ -54,6 +54,7 @@ pub async fn insert<T: Cells>(c: &mut Conn, rows: &[T], suffix: &str) -> StoreRe
                     .rows_affected();
             }
         }
+        Raw::Direct(x) => n = super::direct::insert(x, rows, suffix)? as u64,
         Raw::Pg(x) => {
             for chunk in rows.chunks(PG_ROWS) {
                 let (sql, args) = unnest(chunk, suffix)?;

@@ -88,16 +88,13 @@ pub async fn pending(c: &mut Conn) -> StoreResult<bool> {
 fn tails(x: &rusqlite::Connection) -> StoreResult<Vec<(i64, i64)>> {
     let mut out = Vec::with_capacity(INDEXES.len());
     for (name, table, _) in INDEXES {
-        let upto: i64 = x.query_row(
-            "SELECT upto FROM derived_index WHERE name = ?1",
-            [name],
-            |r| r.get(0),
-        )?;
-        let last: i64 = x.query_row(
-            &format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"),
-            [],
-            |r| r.get(0),
-        )?;
+        // Prepared once on the swipe writer's own connection (every batch asks).
+        let upto: i64 = x
+            .prepare_cached("SELECT upto FROM derived_index WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))?;
+        let last: i64 = x
+            .prepare_cached(&format!("SELECT COALESCE(MAX(rowid), 0) FROM {table}"))?
+            .query_row([], |r| r.get(0))?;
         out.push((upto, last));
     }
     Ok(out)

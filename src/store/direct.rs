@@ -21,8 +21,11 @@ impl Conn {
         &mut self,
         f: impl FnOnce(&rusqlite::Connection) -> StoreResult<R>,
     ) -> StoreResult<Option<R>> {
-        let Raw::Sqlite(x) = self.raw() else {
-            return Ok(None);
+        let x = match self.raw() {
+            Raw::Sqlite(x) => x,
+            // The writer's own connection: on this thread already.
+            Raw::Direct(x) => return f(x).map(Some),
+            Raw::Pg(_) => return Ok(None),
         };
         let mut locked = x.lock_handle().await?;
         let handle = locked.as_raw_handle();
@@ -51,7 +54,7 @@ pub fn insert<T: Cells>(c: &rusqlite::Connection, rows: &[T], suffix: &str) -> S
         T::COLUMNS,
         super::list(super::Engine::Sqlite, T::N, 1)
     );
-    let mut st = c.prepare(&sql)?;
+    let mut st = c.prepare_cached(&sql)?;
     let mut n = 0;
     for row in rows {
         let mut i = 0;

@@ -151,11 +151,10 @@ impl Db {
                 // Durable commits: every acknowledged write survives a power cut.
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10))
-                // 64 MiB page cache and memory-mapped reads: the hot rows stay in memory.
-                .pragma("cache_size", "-65536")
-                .pragma("mmap_size", "268435456")
-                .pragma("temp_store", "memory");
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let opts = SQLITE_PRAGMAS
+                .iter()
+                .fold(opts, |o, (name, value)| o.pragma(*name, *value));
             let file = opts.get_filename();
             let in_memory = file == std::path::Path::new(":memory:") || url.contains("mode=memory");
             let durability = if in_memory {
@@ -199,6 +198,7 @@ impl Db {
         Writer {
             db: self.clone(),
             kept: Arc::new(std::sync::Mutex::new(None)),
+            direct: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -283,6 +283,17 @@ impl Db {
     }
 }
 
+/// How long a SQLite connection waits for another's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of every SQLite connection besides WAL mode, foreign keys and the busy timeout: a
+/// 64 MiB page cache and memory-mapped reads (the hot rows stay in memory).
+const SQLITE_PRAGMAS: [(&str, &str); 3] = [
+    ("cache_size", "-65536"),
+    ("mmap_size", "268435456"),
+    ("temp_store", "memory"),
+];
+
 /// WAL pages after which the swipe writer's commit checkpoints (measured against 1,000 — SQLite's
 /// default — 2,000 and 10,000 in BENCHMARKS.md).
 const WRITER_CHECKPOINT_PAGES: u32 = 4000;
@@ -291,12 +302,20 @@ const WRITER_CHECKPOINT_PAGES: u32 = 4000;
 /// from one transaction to the next, outside the pool: its page cache stays warm (SQLite drops a
 /// connection's cache whenever another connection wrote since it last ran, and the pool hands
 /// its idle connections out in turn), and no pool round trips (a ping on release, another on
-/// acquire) stand between two transactions. On PostgreSQL transactions come from the pool.
+/// acquire) stand between two transactions. On a SQLite file that connection is outside the
+/// driver too: its statements run on the writer's own thread, where each statement sent through
+/// sqlx is a round trip to the driver's thread for the connection (and every wake-up of a thread
+/// costs 0.15–0.5 ms on a busy virtual machine; a batch made about ten). An in-memory database
+/// can only be reached through the driver, which names it. On PostgreSQL transactions come from
+/// the pool.
 pub struct Writer {
     db: Db,
-    /// The SQLite connection between two transactions; None before the first, or after a
-    /// transaction that did not end cleanly (its connection was closed, which rolls it back).
+    /// The driver's SQLite connection between two transactions (an in-memory database); None
+    /// before the first, or after a transaction that did not end cleanly (its connection was
+    /// closed, which rolls it back).
     kept: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
+    /// The same for a SQLite file: a connection of the writer's own, outside the driver.
+    direct: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Writer {
@@ -306,27 +325,13 @@ impl Writer {
         let Pool::Sqlite(pool) = &self.db.pool else {
             return self.db.begin().await;
         };
+        if self.db.durability.is_some() {
+            return self.begin_direct(pool);
+        }
         let kept = self.kept.lock().ok().and_then(|mut k| k.take());
         let mut conn = match kept {
             Some(c) => c,
-            None => {
-                let mut c = pool.connect_options().connect().await?;
-                if self.db.durability.is_some() {
-                    // Lazy commits: the syncer makes them durable before anyone is answered.
-                    sqlx::query("PRAGMA synchronous = NORMAL")
-                        .execute(&mut c)
-                        .await?;
-                    // Checkpoint every 16 MiB of WAL rather than SQLite's 4 MiB: a page the
-                    // swipes rewrite all the time is copied into the database once per
-                    // checkpoint, and each checkpoint costs this writer two fsyncs.
-                    sqlx::query(&format!(
-                        "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
-                    ))
-                    .execute(&mut c)
-                    .await?;
-                }
-                c
-            }
+            None => pool.connect_options().connect().await?,
         };
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
         Ok(Conn {
@@ -339,10 +344,35 @@ impl Writer {
         })
     }
 
+    /// [`Writer::begin`] on a SQLite file: BEGIN IMMEDIATE on the writer's own connection
+    /// (opened on first use), run on the calling thread.
+    fn begin_direct(&self, pool: &SqlitePool) -> StoreResult<Conn> {
+        let kept = self.direct.lock().ok().and_then(|mut k| k.take());
+        let x = match kept {
+            Some(x) => x,
+            None => open_direct(pool.connect_options().get_filename())?,
+        };
+        if let Err(e) = x.execute_batch("BEGIN IMMEDIATE") {
+            // Nothing begun (the lock stayed busy): the connection waits for the next.
+            if let Ok(mut home) = self.direct.lock() {
+                *home = Some(x);
+            }
+            return Err(e.into());
+        }
+        Ok(Conn {
+            inner: Inner::Direct(Direct {
+                x,
+                home: self.direct.clone(),
+            }),
+            caches: self.db.caches.clone(),
+            booked: Vec::new(),
+        })
+    }
+
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
     /// durable once [`Committed::durable`] returns.
     pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {
-        let lazy = matches!(conn.inner, Inner::SqliteKept(_));
+        let lazy = matches!(conn.inner, Inner::SqliteKept(_) | Inner::Direct(_));
         let Some(d) = self.db.durability.clone().filter(|_| lazy) else {
             conn.commit().await?;
             return Ok(Committed { ticket: None });
@@ -393,6 +423,52 @@ impl Kept {
     }
 }
 
+/// Opens the swipe writer's connection to a SQLite file outside the driver (see [`Writer`]),
+/// set up as the pool's connections are, with lazy commits (the syncer makes them durable before
+/// anyone is answered, see [`durability`]) and checkpoints every [`WRITER_CHECKPOINT_PAGES`]
+/// rather than SQLite's 1,000: a page the swipes rewrite all the time is copied into the
+/// database once per checkpoint, and each checkpoint costs this writer two fsyncs.
+fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let x = rusqlite::Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    x.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    let mut setup = String::from("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; ");
+    for (name, value) in SQLITE_PRAGMAS {
+        setup.push_str(&format!("PRAGMA {name} = {value}; "));
+    }
+    setup.push_str(&format!(
+        "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+    ));
+    x.execute_batch(&setup)?;
+    // Every statement of a batch stays prepared from one batch to the next.
+    x.set_prepared_statement_cache_capacity(64);
+    Ok(x)
+}
+
+/// A write transaction on a [`Writer`]'s own SQLite connection, begun with BEGIN IMMEDIATE.
+/// Dropped unfinished, the connection closes (SQLite rolls the transaction back) and the writer
+/// opens another.
+struct Direct {
+    x: rusqlite::Connection,
+    home: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+}
+
+impl Direct {
+    /// Ends the transaction (`COMMIT` or `ROLLBACK`) and hands the connection back to its
+    /// writer; on failure the connection is closed instead.
+    fn end(self, sql: &str) -> StoreResult<()> {
+        let Direct { x, home } = self;
+        x.execute_batch(sql)?;
+        if let Ok(mut home) = home.lock() {
+            *home = Some(x);
+        }
+        Ok(())
+    }
+}
+
 /// A connection: inside a transaction (from [`Db::begin`]) or not (from [`Db::read`]), with its
 /// database's caches.
 pub struct Conn {
@@ -408,12 +484,16 @@ enum Inner {
     Sqlite(PoolConnection<Sqlite>),
     Pg(PoolConnection<Postgres>),
     SqliteKept(Kept),
+    Direct(Direct),
 }
 
 /// The engine-specific connection behind a [`Conn`].
 pub enum Raw<'a> {
     Sqlite(&'a mut SqliteConnection),
     Pg(&'a mut PgConnection),
+    /// The swipe writer's SQLite connection outside the driver (see [`Writer`]): statements run
+    /// on it through [`Conn::with_sqlite`] and [`cells::insert`]; one sent through sqlx fails.
+    Direct(&'a rusqlite::Connection),
 }
 
 impl Conn {
@@ -424,6 +504,7 @@ impl Conn {
             Inner::Sqlite(c) => Raw::Sqlite(c),
             Inner::Pg(c) => Raw::Pg(c),
             Inner::SqliteKept(k) => Raw::Sqlite(&mut k.conn),
+            Inner::Direct(d) => Raw::Direct(&d.x),
         }
     }
 
@@ -432,7 +513,7 @@ impl Conn {
     pub fn pg(&mut self) -> StoreResult<&mut PgConnection> {
         match self.raw() {
             Raw::Pg(x) => Ok(x),
-            Raw::Sqlite(_) => Err(StoreError::Other(anyhow::anyhow!(
+            Raw::Sqlite(_) | Raw::Direct(_) => Err(StoreError::Other(anyhow::anyhow!(
                 "a PostgreSQL-only statement on SQLite"
             ))),
         }
@@ -440,7 +521,9 @@ impl Conn {
 
     pub fn engine(&self) -> Engine {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) => Engine::Sqlite,
+            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) | Inner::Direct(_) => {
+                Engine::Sqlite
+            }
             Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
         }
     }
@@ -476,6 +559,7 @@ impl Conn {
             Inner::SqliteTx(t) => t.commit().await?,
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
+            Inner::Direct(d) => d.end("COMMIT")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
@@ -487,6 +571,7 @@ impl Conn {
             Inner::SqliteTx(t) => t.rollback().await?,
             Inner::PgTx(t) => t.rollback().await?,
             Inner::SqliteKept(k) => k.end("ROLLBACK").await?,
+            Inner::Direct(d) => d.end("ROLLBACK")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(())
@@ -501,6 +586,9 @@ macro_rules! on_conn {
         match $conn.raw() {
             $crate::store::Raw::Sqlite($c) => $body,
             $crate::store::Raw::Pg($c) => $body,
+            $crate::store::Raw::Direct(_) => Err(sqlx::Error::Protocol(
+                "a statement through the driver on the swipe writer's own connection".into(),
+            )),
         }
     };
 }

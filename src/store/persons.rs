@@ -246,7 +246,7 @@ pub async fn find_by_credentials(
                 if values.is_empty() {
                     continue;
                 }
-                let mut st = x.prepare(&format!(
+                let mut st = x.prepare_cached(&format!(
                     "SELECT {PERSON_COLS} FROM person WHERE {col} = ?1"
                 ))?;
                 for v in values {
@@ -283,7 +283,7 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     // SQLite: one prepared lookup per person (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare(
+            let mut st = x.prepare_cached(
                 "SELECT psn_no, insurance_type, category, status FROM person_insurance \
                  WHERE psn_no = ?1 ORDER BY insurance_type",
             )?;
@@ -327,7 +327,8 @@ pub async fn balances_of(
     // SQLite: one prepared lookup per person (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare("SELECT balance_fen FROM personal_account WHERE psn_no = ?1")?;
+            let mut st =
+                x.prepare_cached("SELECT balance_fen FROM personal_account WHERE psn_no = ?1")?;
             let mut out = Vec::new();
             for p in psn_nos {
                 if let Some(b) = st.query_row([p], |r| r.get::<_, i64>(0)).optional()? {
@@ -384,8 +385,9 @@ pub fn add_to_accounts_direct(
     if deltas.values().all(|d| *d == 0) {
         return Ok(());
     }
-    let mut st =
-        c.prepare("UPDATE personal_account SET balance_fen = balance_fen + ?2 WHERE psn_no = ?1")?;
+    let mut st = c.prepare_cached(
+        "UPDATE personal_account SET balance_fen = balance_fen + ?2 WHERE psn_no = ?1",
+    )?;
     for (p, d) in deltas.iter().filter(|(_, d)| **d != 0) {
         st.execute(rusqlite::params![p, d])?;
     }

@@ -4,6 +4,7 @@
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRow {
@@ -34,6 +35,23 @@ pub async fn in_force_version(
     region: &str,
     on: NaiveDate,
 ) -> StoreResult<Option<i64>> {
+    // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date as sqlx
+    // stores it.
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare_cached(
+                "SELECT version FROM policy_version WHERE region = ?1 AND effective_from <= ?2 \
+                 ORDER BY effective_from DESC LIMIT 1",
+            )?;
+            let on = on.format("%Y-%m-%d").to_string();
+            Ok(st
+                .query_row([region, on.as_str()], |r| r.get(0))
+                .optional()?)
+        })
+        .await?;
+    if let Some(v) = on_sqlite {
+        return Ok(v);
+    }
     let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
                ORDER BY effective_from DESC LIMIT 1";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(on).fetch_optional(x).await)?)
@@ -51,6 +69,28 @@ pub async fn by_version(
     region: &str,
     version: i64,
 ) -> StoreResult<Option<PolicyRow>> {
+    // SQLite: on the handle (a swipe batch loads a policy it has not cached on the swipe
+    // writer's own connection, see `super::Writer`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare_cached(
+                "SELECT region, version, effective_from, body FROM policy_version \
+                 WHERE region = ?1 AND version = ?2",
+            )?;
+            let row = st.query_row(rusqlite::params![region, version], |r| {
+                Ok(PolicyRow {
+                    region: r.get(0)?,
+                    version: r.get(1)?,
+                    effective_from: super::direct::date(r, 2)?,
+                    body: r.get(3)?,
+                })
+            });
+            Ok(row.optional()?)
+        })
+        .await?;
+    if let Some(found) = on_sqlite {
+        return Ok(found);
+    }
     let sql = "SELECT region, version, effective_from, body FROM policy_version \
                WHERE region = $1 AND version = $2";
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(version).fetch_optional(x).await)?)

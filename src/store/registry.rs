@@ -126,7 +126,7 @@ pub async fn institutions_by_codes(
     // SQLite: one prepared lookup per code (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare(&format!(
+            let mut st = x.prepare_cached(&format!(
                 "SELECT {INSTITUTION_COLS} FROM institution WHERE code = ?1"
             ))?;
             let mut out = Vec::new();

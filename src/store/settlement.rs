@@ -449,11 +449,11 @@ pub async fn lock_accumulators(
     // `super::direct`); the write lock of the transaction is the lock.
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut find = x.prepare(
+            let mut find = x.prepare_cached(
                 "SELECT annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, admissions \
                  FROM accumulator WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
             )?;
-            let mut create = x.prepare(
+            let mut create = x.prepare_cached(
                 "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
                  burden_fen, ci_fen, maf_fen, admissions) VALUES (?1, ?2, ?3, 0, 0, 0, 0, 0, 0)",
             )?;
@@ -580,7 +580,7 @@ pub fn add_to_accumulators_direct(
     if deltas.is_empty() {
         return Ok(());
     }
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "UPDATE accumulator SET annual_ded_fen = annual_ded_fen + ?4, fund_fen = fund_fen + ?5, \
          burden_fen = burden_fen + ?6, ci_fen = ci_fen + ?7, maf_fen = maf_fen + ?8, \
          admissions = admissions + ?9 WHERE psn_no = ?1 AND insurance_type = ?2 AND year = ?3",
