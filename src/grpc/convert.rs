@@ -473,6 +473,13 @@ fn fund_codes(insurance_type: i64) -> (&'static str, &'static str) {
 }
 
 pub fn settlement(s: SettlementRow) -> pb::Settlement {
+    let explanation = serde_json::from_str::<Explanation>(&s.explanation).ok();
+    settlement_explained(s, explanation)
+}
+
+/// [`settlement`] with its explanation at hand, not read back from the row's JSON (a swipe's
+/// answer is encoded where it was just adjudicated, on the swipe writer's serial path).
+pub fn settlement_explained(s: SettlementRow, explained: Option<Explanation>) -> pb::Settlement {
     let a = Amount::from_fen;
     let (pooled, large) = fund_codes(s.insurance_type);
     let funds = [
@@ -489,9 +496,7 @@ pub fn settlement(s: SettlementRow) -> pb::Settlement {
         amount: a(fen).to_string(),
     })
     .collect();
-    let explanation = serde_json::from_str::<Explanation>(&s.explanation)
-        .ok()
-        .map(explanation);
+    let explanation = explained.map(explanation);
     pb::Settlement {
         kind: if s.kind == KIND_SETTLEMENT {
             pb::SettlementKind::Settlement as i32
@@ -616,8 +621,18 @@ pub fn purchase_line(l: PurchaseLineRow) -> pb::PurchaseLineResult {
 }
 
 pub fn purchase(s: SettlementRow, lines: Vec<PurchaseLineRow>) -> pb::Purchase {
+    let explanation = serde_json::from_str::<Explanation>(&s.explanation).ok();
+    purchase_explained(s, lines, explanation)
+}
+
+/// [`purchase`] with its explanation at hand (see [`settlement_explained`]).
+pub fn purchase_explained(
+    s: SettlementRow,
+    lines: Vec<PurchaseLineRow>,
+    explained: Option<Explanation>,
+) -> pb::Purchase {
     pb::Purchase {
-        settlement: Some(settlement(s)),
+        settlement: Some(settlement_explained(s, explained)),
         lines: lines.into_iter().map(purchase_line).collect(),
     }
 }

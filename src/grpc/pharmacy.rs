@@ -17,9 +17,10 @@ mutating!(SettlePurchaseRequest, RefundPurchaseRequest);
 fn encode_purchase(
     s: &crate::store::settlement::SettlementRow,
     l: &[crate::store::pharmacy::PurchaseLineRow],
+    e: &crate::service::settlement::Explanation,
 ) -> Vec<u8> {
     use prost::Message;
-    convert::purchase(s.clone(), l.to_vec()).encode_to_vec()
+    convert::purchase_explained(s.clone(), l.to_vec(), Some(e.clone())).encode_to_vec()
 }
 
 fn credential(c: &Option<CardCredential>) -> DomainResult<Credential> {

@@ -45,8 +45,9 @@ const QUEUE: usize = 8192;
 /// With no swipe for this long, the SQLite writer merges the index tail.
 const IDLE_MERGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Encodes the answer of a booked purchase (the bytes stored for replays and returned).
-pub type Encode = fn(&SettlementRow, &[PurchaseLineRow]) -> Vec<u8>;
+/// Encodes the answer of a booked purchase (the bytes stored for replays and returned), given
+/// its explanation (also stored in the row, as JSON).
+pub type Encode = fn(&SettlementRow, &[PurchaseLineRow], &super::Explanation) -> Vec<u8>;
 
 struct Job {
     call: Call,
@@ -681,7 +682,7 @@ fn adjudicate_one(
     for l in &mut lines {
         l.setl_id = setl_id.clone();
     }
-    let answer = (job.encode)(&settled, &lines);
+    let answer = (job.encode)(&settled, &lines, &adj.explanation);
     w.settlements.push(settled);
     w.lines.extend(lines);
     Ok(answer)
