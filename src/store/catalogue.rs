@@ -155,7 +155,7 @@ pub async fn snapshot(c: &mut Conn, region: &str) -> StoreResult<Arc<CatalogueSn
     // writer's own connection, see `super::Writer`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare(&sql.replace("$1", "?1"))?;
+            let mut st = x.prepare(&sql)?;
             let rows = st.query_map([region], |r| {
                 Ok(CatalogueRow {
                     region: r.get(0)?,
