@@ -137,11 +137,25 @@ pub async fn list_audit(
     before: &str,
     limit: i64,
 ) -> StoreResult<Vec<AuditRow>> {
-    let sql = "SELECT audit_id, principal, rpc, request_id, outcome, detail, at FROM audit_log \
-               WHERE ($1 = '' OR principal = $1) AND ($2 = '' OR audit_id < $2) \
-               ORDER BY audit_id DESC LIMIT $3";
+    // Two statement texts: `($1 = '' OR principal = $1)` in one would keep SQLite's planner off
+    // the (principal, audit_id) index, scanning the whole log for one principal's records.
+    const COLS: &str = "audit_id, principal, rpc, request_id, outcome, detail, at";
+    if principal.is_empty() {
+        let sql = format!(
+            "SELECT {COLS} FROM audit_log WHERE ($1 = '' OR audit_id < $1) \
+             ORDER BY audit_id DESC LIMIT $2"
+        );
+        return Ok(
+            on_conn!(c, x => sqlx::query_as(&sql).bind(before).bind(limit)
+            .fetch_all(x).await)?,
+        );
+    }
+    let sql = format!(
+        "SELECT {COLS} FROM audit_log WHERE principal = $1 AND ($2 = '' OR audit_id < $2) \
+         ORDER BY audit_id DESC LIMIT $3"
+    );
     Ok(
-        on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(before).bind(limit)
+        on_conn!(c, x => sqlx::query_as(&sql).bind(principal).bind(before).bind(limit)
         .fetch_all(x).await)?,
     )
 }
