@@ -75,7 +75,7 @@ pub fn insert<T: Cells>(c: &rusqlite::Connection, rows: &[T], suffix: &str) -> S
 
 /// A cell bound as sqlx-sqlite binds its type: times as RFC 3339 text (`AutoSi` fractions,
 /// `+00:00`), dates as `YYYY-MM-DD`.
-struct Bound<'a>(Cell<'a>);
+pub(super) struct Bound<'a>(pub(super) Cell<'a>);
 
 impl rusqlite::ToSql for Bound<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {

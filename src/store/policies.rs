@@ -35,18 +35,19 @@ pub async fn in_force_version(
     region: &str,
     on: NaiveDate,
 ) -> StoreResult<Option<i64>> {
-    // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date as sqlx
-    // stores it.
+    // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date bound as
+    // sqlx stores it.
     let on_sqlite = c
         .with_sqlite(|x| {
+            use super::{cells::Cell, direct::Bound};
             let mut st = x.prepare_cached(
                 "SELECT version FROM policy_version WHERE region = ?1 AND effective_from <= ?2 \
                  ORDER BY effective_from DESC LIMIT 1",
             )?;
-            let on = on.format("%Y-%m-%d").to_string();
-            Ok(st
-                .query_row([region, on.as_str()], |r| r.get(0))
-                .optional()?)
+            let row = st.query_row(rusqlite::params![region, Bound(Cell::Date(on))], |r| {
+                r.get(0)
+            });
+            Ok(row.optional()?)
         })
         .await?;
     if let Some(v) = on_sqlite {
