@@ -28,7 +28,8 @@ pub async fn totals(
                CAST(SUM(CASE WHEN kind = 1 THEN 1 ELSE -1 END) AS BIGINT) AS count, \
                CAST(SUM(medfee_fen) AS BIGINT) AS medfee_fen, CAST(SUM(fund_fen) AS BIGINT) AS fund_fen, \
                CAST(SUM(acct_fen) AS BIGINT) AS acct_fen, CAST(SUM(cash_fen) AS BIGINT) AS cash_fen \
-               FROM settlement WHERE institution = $1 AND business_date >= $2 AND business_date <= $3 \
+               FROM settlement WHERE setl_id IN (SELECT setl_id FROM settlement_by_institution \
+               WHERE institution = $1 AND business_date >= $2 AND business_date <= $3) \
                GROUP BY insurance_type, care_type ORDER BY insurance_type, care_type";
     Ok(
         on_conn!(c, x => sqlx::query_as(sql).bind(institution).bind(from).bind(to).fetch_all(x).await)?,
@@ -214,8 +215,9 @@ pub async fn missing_theirs(
          NULL AS t_cash, NULL AS t_refund, s.request_id AS o_request_id, s.medfee_fen AS o_medfee, \
          s.fund_fen AS o_fund, s.acct_fen AS o_acct, s.cash_fen AS o_cash, s.kind AS o_kind, \
          t.setl_id AS t_key FROM settlement s LEFT JOIN {table} t ON t.setl_id = s.setl_id \
-         WHERE s.institution = $1 AND s.business_date >= $2 AND s.business_date <= $3 \
-         AND s.setl_id > $4 ORDER BY s.setl_id LIMIT $5"
+         WHERE s.setl_id IN (SELECT setl_id FROM settlement_by_institution WHERE institution = $1 \
+         AND business_date >= $2 AND business_date <= $3 AND setl_id > $4) \
+         ORDER BY s.setl_id LIMIT $5"
     );
     #[derive(sqlx::FromRow)]
     struct Row {

@@ -303,8 +303,10 @@ pub async fn list_settlements(
             p.as_str(),
             None,
         ),
+        // Likewise an institution's by day.
         SettlementFilter::InstitutionDay(i, d) => (
-            "institution = $1 AND business_date = $2",
+            "setl_id IN (SELECT setl_id FROM settlement_by_institution \
+             WHERE institution = $1 AND business_date = $2)",
             i.as_str(),
             Some(*d),
         ),
