@@ -1,7 +1,7 @@
 -- Three more indexes kept in batches (like 0009 and 0010), with one insertion point per
 -- institution, principal or account rather than a random one: a settlement by institution and
 -- day, an audit record by principal, a journal entry of a fund's, a due's or an institution's
--- account. As ordinary indexes each swipe batch dirtied a leaf page of each of them for every
+-- account (this one replaced by totals, see below). As ordinary indexes each swipe batch dirtied a leaf page of each of them for every
 -- pharmacy in the batch (with splits, 40–70 pages of each per commit: together ≈ 40 % of the
 -- pages a batch logs in the WAL). The swipe writer now copies their rows into clustered index
 -- tables every few thousand rows (store::derived::merge: sorted, each leaf written once per
@@ -47,35 +47,37 @@ CREATE VIEW audit_by_principal AS
     SELECT principal, audit_id FROM audit_log NOT INDEXED
     WHERE rowid > (SELECT upto FROM derived_index WHERE name = 'audit_principal');
 
--- The other accounts' journal entries (funds, dues, advances, institutions: the partial index
--- of 0010), with their amounts, as the personal accounts' already are.
+-- The other accounts (funds, dues, advances, institutions: the partial index of 0010) are
+-- read only as sums — an account's balance and number of entries, the balances of accounts with
+-- a prefix — so they keep no index of their entries at all: each merge adds the tail's entries,
+-- summed by account, into account_total (a few rows per account, however many entries). The view
+-- account_sums gives every account's parts to be summed: the totals, the personal accounts'
+-- merged entries, and both tails' entries.
 DROP INDEX ix_journal_entry_account;
-CREATE TABLE entry_acct_ix (
-    account    TEXT NOT NULL,
-    journal_id TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
+CREATE TABLE account_total (
+    account    TEXT NOT NULL PRIMARY KEY,
     amount_fen INTEGER NOT NULL,
-    PRIMARY KEY (account, journal_id, seq)
+    entries    INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO entry_acct_ix (account, journal_id, seq, amount_fen)
-    SELECT account, journal_id, seq, amount_fen FROM journal_entry
-    WHERE account NOT LIKE 'pacct:%';
+INSERT INTO account_total (account, amount_fen, entries)
+    SELECT account, SUM(amount_fen), COUNT(*) FROM journal_entry
+    WHERE account NOT LIKE 'pacct:%' GROUP BY account;
 INSERT INTO derived_index (name, upto)
-    VALUES ('entry_acct', (SELECT COALESCE(MAX(rowid), 0) FROM journal_tx));
+    VALUES ('account_total', (SELECT COALESCE(MAX(rowid), 0) FROM journal_tx));
 DROP VIEW entry_by_account;
-CREATE VIEW entry_by_account AS
-    SELECT account, journal_id, seq, amount_fen FROM entry_acct_ix
+CREATE VIEW account_sums AS
+    SELECT account, amount_fen, entries FROM account_total
     UNION ALL
-    SELECT account, journal_id, seq, amount_fen FROM entry_pacct_ix
+    SELECT account, amount_fen, 1 FROM entry_pacct_ix
     UNION ALL
-    SELECT e.account, e.journal_id, e.seq, e.amount_fen
+    SELECT e.account, e.amount_fen, 1
     -- CROSS JOIN: SQLite's hint to drive from the tail's transactions (by rowid), never from a
     -- scan of every entry.
     FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id
-    WHERE t.rowid > (SELECT upto FROM derived_index WHERE name = 'entry_acct')
+    WHERE t.rowid > (SELECT upto FROM derived_index WHERE name = 'account_total')
       AND e.account NOT LIKE 'pacct:%'
     UNION ALL
-    SELECT e.account, e.journal_id, e.seq, e.amount_fen
+    SELECT e.account, e.amount_fen, 1
     FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id
     WHERE t.rowid > (SELECT upto FROM derived_index WHERE name = 'entry_pacct')
       AND e.account LIKE 'pacct:%';

@@ -1,14 +1,15 @@
 //! SQLite's batch-maintained indexes. Two have random keys — a person's settlements
 //! (`settlement_person_ix`), the personal accounts' journal entries (`entry_pacct_ix`) — and
 //! three one insertion point per institution, principal or account — settlements by institution
-//! and day (`settlement_inst_ix`), audit records by principal (`audit_principal_ix`), the other
-//! accounts' journal entries (`entry_acct_ix`). As ordinary indexes every swipe batch dirtied a
-//! leaf page of each for every person or pharmacy in it, and SQLite's WAL logs whole pages.
-//! Instead [`merge`] copies the rows committed since the last merge (the tail: rowids above
-//! `derived_index.upto`) into the index tables, sorted, in the caller's transaction; the views
-//! `settlement_by_person`, `settlement_by_institution`, `audit_by_principal` and
-//! `entry_by_account` read the index tables plus the tails, so they are exact at every moment
-//! (migrations 0009–0011). The swipe writer merges inside a batch once a tail reaches
+//! and day (`settlement_inst_ix`), audit records by principal (`audit_principal_ix`), and the
+//! other accounts' entries, which are only ever read as sums and so are kept as totals by
+//! account (`account_total`). As ordinary indexes every swipe batch dirtied a leaf page of each
+//! for every person or pharmacy in it, and SQLite's WAL logs whole pages. Instead [`merge`]
+//! copies the rows committed since the last merge (the tail: rowids above `derived_index.upto`)
+//! into the index tables, sorted (or adds them up), in the caller's transaction; the views
+//! `settlement_by_person`, `settlement_by_institution`, `audit_by_principal` and `account_sums`
+//! read the index tables plus the tails, so they are exact at every moment (migrations
+//! 0009–0011). The swipe writer merges inside a batch once a tail reaches
 //! [`MERGE_ROWS`], and when idle merges whatever is left. On PostgreSQL the views are the tables
 //! (its indexes log small records) and there is nothing to merge.
 
@@ -104,24 +105,26 @@ const INDEXES: [Index; 5] = [
              LIMIT ?2",
     },
     Index {
-        name: "entry_acct",
+        name: "account_total",
         table: "journal_tx",
-        copy: "INSERT OR IGNORE INTO entry_acct_ix (account, journal_id, seq, amount_fen) \
-               SELECT e.account, e.journal_id, e.seq, e.amount_fen \
+        // The WHERE before GROUP BY also keeps SQLite from reading ON CONFLICT as a join's.
+        copy: "INSERT INTO account_total (account, amount_fen, entries) \
+               SELECT e.account, SUM(e.amount_fen), COUNT(*) \
                FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
                WHERE t.rowid > ?1 AND t.rowid <= ?2 AND e.account NOT LIKE 'pacct:%' \
-               ORDER BY e.account, e.journal_id, e.seq",
-        check: "SELECT 'entry_acct_ix lacks ' || e.account || ' ' || e.journal_id || '#' || e.seq \
-             FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
-             WHERE t.rowid <= ?1 AND e.account NOT LIKE 'pacct:%' AND NOT EXISTS \
-                (SELECT 1 FROM entry_acct_ix i WHERE i.account = e.account \
-                 AND i.journal_id = e.journal_id AND i.seq = e.seq AND i.amount_fen = e.amount_fen) \
+               GROUP BY e.account \
+               ON CONFLICT (account) DO UPDATE SET amount_fen = amount_fen + excluded.amount_fen, \
+               entries = entries + excluded.entries",
+        check: "WITH s AS (SELECT e.account, SUM(e.amount_fen) AS amount_fen, COUNT(*) AS entries \
+                FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+                WHERE t.rowid <= ?1 AND e.account NOT LIKE 'pacct:%' GROUP BY e.account) \
+             SELECT 'account_total lacks ' || s.account || ' ' || s.amount_fen || ' in ' || s.entries \
+             FROM s WHERE NOT EXISTS (SELECT 1 FROM account_total a WHERE a.account = s.account \
+                AND a.amount_fen = s.amount_fen AND a.entries = s.entries) \
              UNION ALL \
-             SELECT 'entry_acct_ix has ' || i.account || ' ' || i.journal_id || '#' || i.seq \
-             FROM entry_acct_ix i WHERE NOT EXISTS (SELECT 1 FROM journal_entry e \
-                JOIN journal_tx t ON t.journal_id = e.journal_id WHERE e.journal_id = i.journal_id \
-                AND e.seq = i.seq AND e.account = i.account AND e.amount_fen = i.amount_fen \
-                AND t.rowid <= ?1) \
+             SELECT 'account_total has ' || a.account || ' ' || a.amount_fen || ' in ' || a.entries \
+             FROM account_total a WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.account = a.account \
+                AND s.amount_fen = a.amount_fen AND s.entries = a.entries) \
              LIMIT ?2",
     },
 ];
@@ -146,9 +149,11 @@ pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreR
                     continue;
                 }
                 let last = last.min(upto + max_rows);
+                let t0 = std::time::Instant::now();
                 x.prepare_cached(ix.copy)?.execute([upto, last])?;
                 x.prepare_cached("UPDATE derived_index SET upto = ?2 WHERE name = ?1")?
                     .execute(rusqlite::params![ix.name, last])?;
+                tracing::debug!(index = ix.name, rows = last - upto, elapsed = ?t0.elapsed(), "index tail merged");
                 merged += last - upto;
                 if min_rows > 1 {
                     break;

@@ -29,16 +29,16 @@ pub async fn insert_tx(c: &mut Conn, t: &JournalTxRow, entries: &[EntryRow]) -> 
 
 /// (sum in fen, number of entries) of an account.
 pub async fn account_sum(c: &mut Conn, account: &str) -> StoreResult<(i64, i64)> {
-    // By account through the view: on SQLite personal accounts' entries are indexed in batches
-    // (see `store::derived`).
-    let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT), COUNT(*) FROM entry_by_account \
-               WHERE account = $1";
+    // Through the view: on SQLite the other accounts' entries are summed, and personal accounts'
+    // entries indexed, in batches (see `store::derived`).
+    let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(entries), 0) AS BIGINT) FROM account_sums WHERE account = $1";
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(account).fetch_one(x).await)?)
 }
 
 /// (account, sum in fen) of every account whose name starts with `prefix` (e.g. "due:").
 pub async fn sums_with_prefix(c: &mut Conn, prefix: &str) -> StoreResult<Vec<(String, i64)>> {
-    let sql = "SELECT account, CAST(SUM(amount_fen) AS BIGINT) FROM entry_by_account \
+    let sql = "SELECT account, CAST(SUM(amount_fen) AS BIGINT) FROM account_sums \
                WHERE account LIKE $1 GROUP BY account ORDER BY account";
     // Account prefixes are plain ("due:", "net:"): no LIKE wildcards to escape.
     let pattern = format!("{prefix}%");
