@@ -478,12 +478,14 @@ async fn book(
         ));
     }
     derived::merge(&mut conn, derived::MERGE_ROWS).await?;
+    let t_commit = std::time::Instant::now();
     let committed = db.commit(conn).await?;
+    let commit = t_commit.elapsed();
     metrics.swipe_batch(jobs.len());
     for s in &w.settlements {
         metrics.booked(&Booked::of(s));
     }
-    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), "swipe batch committed");
+    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), ?commit, "swipe batch committed");
     let outcomes = out
         .into_iter()
         .map(|o| {
