@@ -2215,6 +2215,36 @@ async fn institution_reads_across_merges(b: Backend) {
     assert_eq!(read(date.clone()).await, want);
     verify_ok(&ts).await;
 
+    // The swipe writer's in-batch merge (`merge(MERGE_ROWS)`) takes a table keyed by principal
+    // once its tail reaches MERGE_ROWS_BY_KEY rows, not MERGE_ROWS: 1,024 audit records of
+    // another principal are merged, and the random-key tables' tiny tails are not.
+    const { assert!(derived::MERGE_ROWS_BY_KEY < derived::MERGE_ROWS) };
+    raw_sql(
+        &ts,
+        &[&format!(
+            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             SELECT 'Azz' || i, 'bureau:999999', '/x', 'r' || i, 'OK', '', '{date}' FROM n",
+            derived::MERGE_ROWS_BY_KEY
+        )],
+    )
+    .await;
+    let mut c = ts.db.begin().await.expect("begin");
+    let n = derived::merge(&mut c, derived::MERGE_ROWS)
+        .await
+        .expect("merge");
+    c.commit().await.expect("commit");
+    assert_eq!(
+        n,
+        if sqlite {
+            derived::MERGE_ROWS_BY_KEY
+        } else {
+            0
+        }
+    );
+    assert_eq!(read(date.clone()).await, want);
+    verify_ok(&ts).await;
+
     // The verification notices an index table that lost a row or had one changed.
     if sqlite {
         raw_sql(

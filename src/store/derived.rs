@@ -19,18 +19,23 @@ use super::{Conn, StoreResult};
 /// writer merge it within its batch: the tail is what a read through a view scans besides the
 /// index table, and the merge writes each index leaf once for all of it.
 pub const MERGE_ROWS: i64 = 4096;
+/// The same for the tables keyed by institution, principal or account: a merge writes one run
+/// of leaves per key whatever its size, so they merge four times as often as the random-key
+/// ones, each merge a quarter as long (every swipe queued behind a merging batch waits for it).
+pub const MERGE_ROWS_BY_KEY: i64 = 1024;
 /// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
 /// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
 /// second.
 pub const MERGE_MAX: i64 = 65_536;
 
 /// One batch-maintained index: its name in `derived_index`, the table whose rowids mark what it
-/// holds, the statement copying rows `?1 < rowid <= ?2` of that table in index order, and the
-/// statement listing its disagreements with its source up to the merged rowid `?1` (at most
-/// `?2` of them).
+/// holds, the tail length at which the swipe writer merges it, the statement copying rows
+/// `?1 < rowid <= ?2` of that table in index order, and the statement listing its disagreements
+/// with its source up to the merged rowid `?1` (at most `?2` of them).
 struct Index {
     name: &'static str,
     table: &'static str,
+    every: i64,
     copy: &'static str,
     check: &'static str,
 }
@@ -39,6 +44,7 @@ const INDEXES: [Index; 5] = [
     Index {
         name: "settlement_person",
         table: "settlement",
+        every: MERGE_ROWS,
         copy: "INSERT OR IGNORE INTO settlement_person_ix (psn_no, setl_id) \
                SELECT psn_no, setl_id FROM settlement WHERE rowid > ?1 AND rowid <= ?2 \
                ORDER BY psn_no, setl_id",
@@ -54,6 +60,7 @@ const INDEXES: [Index; 5] = [
     Index {
         name: "entry_pacct",
         table: "journal_tx",
+        every: MERGE_ROWS,
         copy: "INSERT OR IGNORE INTO entry_pacct_ix (account, journal_id, seq, amount_fen) \
                SELECT e.account, e.journal_id, e.seq, e.amount_fen \
                FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
@@ -75,6 +82,7 @@ const INDEXES: [Index; 5] = [
     Index {
         name: "settlement_inst",
         table: "settlement",
+        every: MERGE_ROWS_BY_KEY,
         copy: "INSERT OR IGNORE INTO settlement_inst_ix (institution, business_date, setl_id) \
                SELECT institution, business_date, setl_id FROM settlement \
                WHERE rowid > ?1 AND rowid <= ?2 ORDER BY institution, business_date, setl_id",
@@ -92,6 +100,7 @@ const INDEXES: [Index; 5] = [
     Index {
         name: "audit_principal",
         table: "audit_log",
+        every: MERGE_ROWS_BY_KEY,
         copy: "INSERT OR IGNORE INTO audit_principal_ix (principal, audit_id) \
                SELECT principal, audit_id FROM audit_log WHERE rowid > ?1 AND rowid <= ?2 \
                ORDER BY principal, audit_id",
@@ -107,6 +116,7 @@ const INDEXES: [Index; 5] = [
     Index {
         name: "account_total",
         table: "journal_tx",
+        every: MERGE_ROWS_BY_KEY,
         // The WHERE before GROUP BY also keeps SQLite from reading ON CONFLICT as a join's.
         copy: "INSERT INTO account_total (account, amount_fen, entries) \
                SELECT e.account, SUM(e.amount_fen), COUNT(*) \
@@ -130,9 +140,9 @@ const INDEXES: [Index; 5] = [
 ];
 
 /// In the caller's write transaction: merges a tail (up to [`MERGE_MAX`] rows of it) into its
-/// index table once it holds at least `min_rows` rows. Above 1, only the first such index is
-/// merged (the tails grow together, so a batch pays for one merge, the next batches for the
-/// others); at 1 every tail is merged. Returns the rows merged (of the sources); 0 on
+/// index table once it holds at least `min_rows` rows, or its index's `every` if fewer. Above 1,
+/// only the first such index is merged (the tails grow together, so a batch pays for one merge,
+/// the next batches for the others); at 1 every tail is merged. Returns the rows merged (of the sources); 0 on
 /// PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
     merge_at_most(c, min_rows, MERGE_MAX).await
@@ -145,7 +155,7 @@ pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreR
         .with_sqlite(|x| {
             let mut merged = 0;
             for (ix, (upto, last)) in INDEXES.iter().zip(tails(x)?) {
-                if last - upto < min_rows {
+                if last - upto < min_rows.min(ix.every) {
                     continue;
                 }
                 let last = last.min(upto + max_rows);
