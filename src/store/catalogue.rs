@@ -123,18 +123,18 @@ pub async fn search(
 
 /// The region's current catalogue version (0 = no catalogue yet).
 pub async fn current_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
+    let sql = "SELECT version FROM catalogue_version WHERE region = $1";
     // SQLite: on the handle (every swipe batch asks; see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st =
-                x.prepare_cached("SELECT version FROM catalogue_version WHERE region = ?1")?;
-            Ok(st.query_row([region], |r| r.get(0)).optional()?)
+            Ok(x.prepare_cached(sql)?
+                .query_row([region], |r| r.get(0))
+                .optional()?)
         })
         .await?;
     if let Some(v) = on_sqlite {
         return Ok(v.unwrap_or(0));
     }
-    let sql = "SELECT version FROM catalogue_version WHERE region = $1";
     let v: Option<i64> =
         on_conn!(c, x => sqlx::query_scalar(sql).bind(region).fetch_optional(x).await)?;
     Ok(v.unwrap_or(0))

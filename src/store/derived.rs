@@ -182,18 +182,34 @@ pub async fn pending(c: &mut Conn) -> StoreResult<bool> {
     Ok(tails.is_some_and(|t| t.iter().any(|(upto, last)| last > upto)))
 }
 
-/// (merged up to, last rowid of the source) of each index in [`INDEXES`], in order.
+/// (merged up to, last rowid of the source) of each index in [`INDEXES`], in order: every batch
+/// asks, so one statement reads every `upto` and one the last rowid of each source table.
 fn tails(x: &rusqlite::Connection) -> StoreResult<Vec<(i64, i64)>> {
+    // Prepared once on the swipe writer's own connection.
+    let mut upto = std::collections::HashMap::new();
+    let mut st = x.prepare_cached("SELECT name, upto FROM derived_index")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        upto.insert(r.get::<_, String>(0)?, r.get::<_, i64>(1)?);
+    }
+    let mut last: Vec<(&str, i64)> = Vec::with_capacity(3);
     let mut out = Vec::with_capacity(INDEXES.len());
     for ix in &INDEXES {
-        // Prepared once on the swipe writer's own connection (every batch asks).
-        let upto: i64 = x
-            .prepare_cached("SELECT upto FROM derived_index WHERE name = ?1")?
-            .query_row([ix.name], |r| r.get(0))?;
-        let last: i64 = x
-            .prepare_cached(&format!("SELECT COALESCE(MAX(rowid), 0) FROM {}", ix.table))?
-            .query_row([], |r| r.get(0))?;
-        out.push((upto, last));
+        let found = last.iter().find(|(t, _)| *t == ix.table).map(|(_, l)| *l);
+        let l = match found {
+            Some(l) => l,
+            None => {
+                let l: i64 = x
+                    .prepare_cached(&format!("SELECT COALESCE(MAX(rowid), 0) FROM {}", ix.table))?
+                    .query_row([], |r| r.get(0))?;
+                last.push((ix.table, l));
+                l
+            }
+        };
+        let u = upto.get(ix.name).copied().ok_or_else(|| {
+            super::StoreError::Other(anyhow::anyhow!("derived_index lacks {}", ix.name))
+        })?;
+        out.push((u, l));
     }
     Ok(out)
 }

@@ -372,7 +372,8 @@ impl Writer {
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
     /// durable once [`Committed::durable`] returns.
     pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {
-        let lazy = matches!(conn.inner, Inner::SqliteKept(_) | Inner::Direct(_));
+        // Only a SQLite file's writer commits lazily (an in-memory database has no syncer).
+        let lazy = matches!(conn.inner, Inner::Direct(_));
         let Some(d) = self.db.durability.clone().filter(|_| lazy) else {
             conn.commit().await?;
             return Ok(Committed { ticket: None });

@@ -35,15 +35,14 @@ pub async fn in_force_version(
     region: &str,
     on: NaiveDate,
 ) -> StoreResult<Option<i64>> {
+    let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
+               ORDER BY effective_from DESC LIMIT 1";
     // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date bound as
     // sqlx stores it.
     let on_sqlite = c
         .with_sqlite(|x| {
             use super::{cells::Cell, direct::Bound};
-            let mut st = x.prepare_cached(
-                "SELECT version FROM policy_version WHERE region = ?1 AND effective_from <= ?2 \
-                 ORDER BY effective_from DESC LIMIT 1",
-            )?;
+            let mut st = x.prepare_cached(sql)?;
             let row = st.query_row(rusqlite::params![region, Bound(Cell::Date(on))], |r| {
                 r.get(0)
             });
@@ -53,8 +52,6 @@ pub async fn in_force_version(
     if let Some(v) = on_sqlite {
         return Ok(v);
     }
-    let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
-               ORDER BY effective_from DESC LIMIT 1";
     Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(on).fetch_optional(x).await)?)
 }
 
@@ -70,14 +67,13 @@ pub async fn by_version(
     region: &str,
     version: i64,
 ) -> StoreResult<Option<PolicyRow>> {
+    let sql = "SELECT region, version, effective_from, body FROM policy_version \
+               WHERE region = $1 AND version = $2";
     // SQLite: on the handle (a swipe batch loads a policy it has not cached on the swipe
     // writer's own connection, see `super::Writer`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare_cached(
-                "SELECT region, version, effective_from, body FROM policy_version \
-                 WHERE region = ?1 AND version = ?2",
-            )?;
+            let mut st = x.prepare_cached(sql)?;
             let row = st.query_row(rusqlite::params![region, version], |r| {
                 Ok(PolicyRow {
                     region: r.get(0)?,
@@ -92,8 +88,6 @@ pub async fn by_version(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    let sql = "SELECT region, version, effective_from, body FROM policy_version \
-               WHERE region = $1 AND version = $2";
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(version).fetch_optional(x).await)?)
 }
 
