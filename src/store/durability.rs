@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
+use super::checkpoint::{Checkpointer, RESTART_FRAMES};
+
 /// Exit code of a process stopped by a failed fsync (EX_TEMPFAIL).
 const FSYNC_FAILED_EXIT: i32 = 75;
 
@@ -53,6 +55,8 @@ pub struct Durability {
     wake: mpsc::Sender<()>,
     /// The lock file of the one server serving this database (see [`Durability::claim_server`]).
     server_lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Copies the WAL into the database off the writer's path (see [`super::checkpoint`]).
+    checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for Durability {
@@ -83,10 +87,12 @@ impl Durability {
         std::thread::Builder::new()
             .name("wal-syncer".into())
             .spawn(move || syncer(&s, &woken))?;
+        let checkpointer = Checkpointer::start(&shared.database, RESTART_FRAMES)?;
         Ok(Arc::new(Durability {
             shared,
             wake,
             server_lock: std::sync::Mutex::new(None),
+            checkpointer,
         }))
     }
 
@@ -128,6 +134,13 @@ impl Durability {
     pub fn ended(&self, ticket: u64) {
         self.shared.committed.store(ticket, Ordering::SeqCst);
         let _ = self.wake.send(());
+        self.checkpointer.committed();
+    }
+
+    /// Whether the writer should finish a checkpoint before its next transaction, so that the
+    /// WAL starts again (see [`super::checkpoint`]).
+    pub fn restart_due(&self) -> bool {
+        self.checkpointer.restart_due()
     }
 
     /// Returns once lazy commit `ticket` (and every one before it) has ended and is on disk.

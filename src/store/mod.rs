@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cache;
 pub mod catalogue;
 pub mod cells;
+pub mod checkpoint;
 pub mod clearing;
 pub mod derived;
 pub mod direct;
@@ -162,6 +163,15 @@ impl Db {
             } else {
                 Some(durability::Durability::start(file).context("starting the WAL syncer")?)
             };
+            // A file's WAL is checkpointed in the background; SQLite's own checkpoints stay as
+            // the backstop (see `checkpoint`).
+            let opts = match durability {
+                Some(_) => opts.pragma(
+                    "wal_autocheckpoint",
+                    checkpoint::BACKSTOP_FRAMES.to_string(),
+                ),
+                None => opts,
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)
                 .acquire_timeout(Duration::from_secs(10))
@@ -294,10 +304,6 @@ const SQLITE_PRAGMAS: [(&str, &str); 3] = [
     ("temp_store", "memory"),
 ];
 
-/// WAL pages after which the swipe writer's commit checkpoints (measured against 1,000 — SQLite's
-/// default — 2,000 and 10,000 in BENCHMARKS.md).
-const WRITER_CHECKPOINT_PAGES: u32 = 4000;
-
 /// One long-lived writer's transactions (the swipe batcher's). On SQLite its connection is kept
 /// from one transaction to the next, outside the pool: its page cache stays warm (SQLite drops a
 /// connection's cache whenever another connection wrote since it last ran, and the pool hands
@@ -352,6 +358,9 @@ impl Writer {
             Some(x) => x,
             None => open_direct(pool.connect_options().get_filename())?,
         };
+        if self.db.durability.as_ref().is_some_and(|d| d.restart_due()) {
+            finish_checkpoint(&x);
+        }
         if let Err(e) = x.execute_batch("BEGIN IMMEDIATE") {
             // Nothing begun (the lock stayed busy): the connection waits for the next.
             if let Ok(mut home) = self.direct.lock() {
@@ -424,11 +433,27 @@ impl Kept {
     }
 }
 
+/// Copies into the database what the background checkpointer's passes left in the WAL, so that
+/// the writer's next write starts the WAL afresh (see [`checkpoint`]): the frames of one pass's
+/// duration, between two batches.
+fn finish_checkpoint(x: &rusqlite::Connection) {
+    let started = std::time::Instant::now();
+    match checkpoint::passive(x) {
+        Ok(p) => tracing::debug!(
+            log = p.log,
+            copied = p.copied,
+            busy = p.busy,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "WAL checkpoint finished by the writer"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the writer's WAL checkpoint failed"),
+    }
+}
+
 /// Opens the swipe writer's connection to a SQLite file outside the driver (see [`Writer`]),
 /// set up as the pool's connections are, with lazy commits (the syncer makes them durable before
-/// anyone is answered, see [`durability`]) and checkpoints every [`WRITER_CHECKPOINT_PAGES`]
-/// rather than SQLite's 1,000: a page the swipes rewrite all the time is copied into the
-/// database once per checkpoint, and each checkpoint costs this writer two fsyncs.
+/// anyone is answered, see [`durability`]); its WAL is checkpointed in the background, SQLite's
+/// autocheckpoint only a backstop (see [`checkpoint`]).
 fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let x = rusqlite::Connection::open_with_flags(
@@ -441,7 +466,8 @@ fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
         setup.push_str(&format!("PRAGMA {name} = {value}; "));
     }
     setup.push_str(&format!(
-        "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+        "PRAGMA wal_autocheckpoint = {};",
+        checkpoint::BACKSTOP_FRAMES
     ));
     x.execute_batch(&setup)?;
     // Every statement of a batch stays prepared from one batch to the next.
