@@ -17,7 +17,10 @@
 //!
 //! Nothing depends on this thread for correctness: every connection keeps SQLite's own
 //! autocheckpoint at [`BACKSTOP_FRAMES`], which takes over if the passes ever fall behind (or
-//! cannot run at all). A checkpoint with `synchronous=NORMAL` syncs the WAL before copying and the
+//! cannot run at all). Only the swipe writer's commits wake the thread: without swipes, a pool
+//! connection's commit checkpoints the WAL at that backstop. Measured with hospital flows only
+//! (BENCHMARKS.md, session 10): better than SQLite's 1,000 frames, and better than waking the
+//! thread on every pool commit too (its passes' fsyncs then compete with the pool's). A checkpoint with `synchronous=NORMAL` syncs the WAL before copying and the
 //! database after, so the passes never make a lazy commit look durable before it is (see
 //! [`super::durability`]).
 
