@@ -20,9 +20,10 @@
 //! cannot run at all). Only the swipe writer's commits wake the thread: without swipes, a pool
 //! connection's commit checkpoints the WAL at that backstop. Measured with hospital flows only
 //! (BENCHMARKS.md, session 10): better than SQLite's 1,000 frames, and better than waking the
-//! thread on every pool commit too (its passes' fsyncs then compete with the pool's). A checkpoint with `synchronous=NORMAL` syncs the WAL before copying and the
-//! database after, so the passes never make a lazy commit look durable before it is (see
-//! [`super::durability`]).
+//! thread on every pool commit too (its passes' fsyncs then compete with the pool's).
+//!
+//! A checkpoint with `synchronous=NORMAL` syncs the WAL before copying and the database after, so
+//! the passes never make a lazy commit look durable before it is (see [`super::durability`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,8 +187,7 @@ mod tests {
     use super::{Checkpointer, passive};
     use std::time::{Duration, Instant};
 
-    /// A connection to a fresh WAL database in a temp directory, its own checkpoints off (as if
-    /// they never came due), and that directory (removed when dropped).
+    /// A temp directory, removed when dropped.
     struct TempDb(std::path::PathBuf);
 
     impl Drop for TempDb {
@@ -196,6 +196,8 @@ mod tests {
         }
     }
 
+    /// A connection to a fresh WAL database in a temp directory, its own checkpoints off (as if
+    /// they never came due), and that directory.
     fn writer() -> anyhow::Result<(TempDb, rusqlite::Connection)> {
         let dir = std::env::temp_dir().join(format!(
             "medsettle-checkpoint-{:016x}",

@@ -434,8 +434,8 @@ impl Kept {
 }
 
 /// Copies into the database what the background checkpointer's passes left in the WAL, so that
-/// the writer's next write starts the WAL afresh (see [`checkpoint`]): the frames of one pass's
-/// duration, between two batches.
+/// the writer's next write starts the WAL afresh (see [`checkpoint`]): the frames of the last
+/// short catch-up pass, between two batches.
 fn finish_checkpoint(x: &rusqlite::Connection) {
     let started = std::time::Instant::now();
     match checkpoint::passive(x) {
