@@ -57,7 +57,7 @@ pub struct Pass {
 }
 
 /// Runs a passive checkpoint on `x` (copies what it can without waiting for anyone).
-pub fn passive(x: &rusqlite::Connection) -> rusqlite::Result<Pass> {
+fn passive(x: &rusqlite::Connection) -> rusqlite::Result<Pass> {
     x.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok(Pass {
             busy: r.get::<_, i64>(0)? != 0,
@@ -65,6 +65,23 @@ pub fn passive(x: &rusqlite::Connection) -> rusqlite::Result<Pass> {
             copied: r.get(2)?,
         })
     })
+}
+
+/// The swipe writer's part, between two batches when [`Checkpointer::restart_due`]: copies into
+/// the database what the passes left in the WAL (the frames of the last short catch-up pass), so
+/// that the writer's next write starts the WAL afresh.
+pub fn finish(x: &rusqlite::Connection) {
+    let started = std::time::Instant::now();
+    match passive(x) {
+        Ok(p) => tracing::debug!(
+            log = p.log,
+            copied = p.copied,
+            busy = p.busy,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "WAL checkpoint finished by the writer"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the writer's WAL checkpoint failed"),
+    }
 }
 
 struct Shared {
@@ -105,8 +122,7 @@ impl Checkpointer {
     /// Whether the writer should finish a checkpoint now (see the module docs); true once per
     /// pass that asked for it.
     pub fn restart_due(&self) -> bool {
-        self.shared.restart_due.load(Ordering::Relaxed)
-            && self.shared.restart_due.swap(false, Ordering::Relaxed)
+        self.shared.restart_due.swap(false, Ordering::Relaxed)
     }
 }
 

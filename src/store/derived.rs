@@ -142,8 +142,8 @@ const INDEXES: [Index; 5] = [
 /// In the caller's write transaction: merges a tail (up to [`MERGE_MAX`] rows of it) into its
 /// index table once it holds at least `min_rows` rows, or its index's `every` if fewer. Above 1,
 /// only the first such index is merged (the tails grow together, so a batch pays for one merge,
-/// the next batches for the others); at 1 every tail is merged. Returns the rows merged (of the sources); 0 on
-/// PostgreSQL.
+/// the next batches for the others); at 1 every tail is merged. Returns the rows merged (of the
+/// sources); 0 on PostgreSQL.
 pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
     merge_at_most(c, min_rows, MERGE_MAX).await
 }

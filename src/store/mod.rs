@@ -359,7 +359,7 @@ impl Writer {
             None => open_direct(pool.connect_options().get_filename())?,
         };
         if self.db.durability.as_ref().is_some_and(|d| d.restart_due()) {
-            finish_checkpoint(&x);
+            checkpoint::finish(&x);
         }
         if let Err(e) = x.execute_batch("BEGIN IMMEDIATE") {
             // Nothing begun (the lock stayed busy): the connection waits for the next.
@@ -430,23 +430,6 @@ impl Kept {
             *home = Some(conn);
         }
         Ok(())
-    }
-}
-
-/// Copies into the database what the background checkpointer's passes left in the WAL, so that
-/// the writer's next write starts the WAL afresh (see [`checkpoint`]): the frames of the last
-/// short catch-up pass, between two batches.
-fn finish_checkpoint(x: &rusqlite::Connection) {
-    let started = std::time::Instant::now();
-    match checkpoint::passive(x) {
-        Ok(p) => tracing::debug!(
-            log = p.log,
-            copied = p.copied,
-            busy = p.busy,
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "WAL checkpoint finished by the writer"
-        ),
-        Err(e) => tracing::warn!(error = %e, "the writer's WAL checkpoint failed"),
     }
 }
 
