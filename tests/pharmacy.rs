@@ -2215,9 +2215,37 @@ async fn institution_reads_across_merges(b: Backend) {
     assert_eq!(read(date.clone()).await, want);
     verify_ok(&ts).await;
 
-    // The swipe writer's in-batch merge (`merge(MERGE_ROWS)`) takes a table keyed by principal
-    // once its tail reaches MERGE_ROWS_BY_KEY rows, not MERGE_ROWS: 1,024 audit records of
-    // another principal are merged, and the random-key tables' tiny tails are not.
+    // The swipe writer's in-batch merge at its pace: 512 audit records of another principal
+    // (MERGE_ROWS_BY_KEY_SOON) wait while the writer is busy, and are merged once it keeps up.
+    const { assert!(derived::MERGE_ROWS_BY_KEY_SOON < derived::MERGE_ROWS_BY_KEY) };
+    const { assert!(derived::MERGE_ROWS_BY_KEY_SOON < derived::MERGE_ROWS_SOON) };
+    raw_sql(
+        &ts,
+        &[&format!(
+            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             SELECT 'Ayy' || i, 'bureau:999998', '/x', 'r' || i, 'OK', '', '{date}' FROM n",
+            derived::MERGE_ROWS_BY_KEY_SOON
+        )],
+    )
+    .await;
+    let mut merged_at = Vec::new();
+    for pace in [
+        derived::Pace::Busy,
+        derived::Pace::KeepingUp,
+        derived::Pace::KeepingUp,
+    ] {
+        let mut c = ts.db.begin().await.expect("begin");
+        merged_at.push(derived::merge_due(&mut c, pace).await.expect("merge"));
+        c.commit().await.expect("commit");
+    }
+    let soon = derived::MERGE_ROWS_BY_KEY_SOON;
+    assert_eq!(merged_at, if sqlite { [0, soon, 0] } else { [0, 0, 0] });
+    assert_eq!(read(date.clone()).await, want);
+
+    // The busy writer (and `merge(MERGE_ROWS)`) takes a table keyed by principal once its tail
+    // reaches MERGE_ROWS_BY_KEY rows, not MERGE_ROWS: 1,024 audit records of another principal
+    // are merged, and the random-key tables' tiny tails are not.
     const { assert!(derived::MERGE_ROWS_BY_KEY < derived::MERGE_ROWS) };
     raw_sql(
         &ts,

@@ -134,6 +134,8 @@ async fn writer(
     let wdb = db.writer();
     // SQLite's batch-maintained indexes take what is left of their tail when swipes pause.
     let idle = (db.engine() == Engine::Sqlite).then_some(IDLE_MERGE);
+    // And within batches, sooner while the writer keeps up (see `derived::Pace`).
+    let mut pacer = derived::Pacer::default();
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -161,7 +163,9 @@ async fn writer(
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let batch = std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, &answers, jobs));
+        let pace = pacer.batch(jobs.len());
+        let batch =
+            std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, &answers, jobs, pace));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -185,7 +189,7 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
 /// the commit is durable, while the writer goes on with the next batch (see
-/// [`crate::store::durability`]).
+/// [`crate::store::durability`]). Index tails are merged at the writer's `pace`.
 async fn run(
     db: &Db,
     wdb: &Writer,
@@ -193,11 +197,12 @@ async fn run(
     metrics: &Metrics,
     answers: &tokio::runtime::Handle,
     jobs: Vec<Job>,
+    pace: derived::Pace,
 ) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(wdb, clock, metrics, &jobs).await {
+        match book(wdb, clock, metrics, &jobs, pace).await {
             Ok((outcome, committed)) => {
                 let db = db.clone();
                 answers.spawn(async move {
@@ -219,7 +224,7 @@ async fn run(
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job])).await;
+                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job], pace)).await;
                 }
                 return;
             }
@@ -288,12 +293,14 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 
 /// Books a batch in one transaction; per-request outcomes (to be answered once the commit is
 /// durable), or an error for the whole batch. Counts the batch and its settlements in `metrics`
-/// once it has committed.
+/// once it has committed. A tail of SQLite's batch-maintained indexes that reached its threshold
+/// at `pace` is merged in the same transaction.
 async fn book(
     db: &Writer,
     clock: &Clock,
     metrics: &Metrics,
     jobs: &[Job],
+    pace: derived::Pace,
 ) -> AppResult<(Vec<Outcome>, Committed)> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
@@ -477,7 +484,7 @@ async fn book(
             "a request id of the batch was stored concurrently".into(),
         ));
     }
-    derived::merge(&mut conn, derived::MERGE_ROWS).await?;
+    derived::merge_due(&mut conn, pace).await?;
     let t_commit = std::time::Instant::now();
     let committed = db.commit(conn).await?;
     let commit = t_commit.elapsed();
