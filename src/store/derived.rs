@@ -26,7 +26,7 @@ pub const MERGE_ROWS: i64 = 4096;
 /// 5–8 ms and its stall about doubled that way (p99 at 5,000 swipes/s offered). A quarter of the
 /// rows is a quarter of the stall; it costs more page writes per row merged (a leaf is written
 /// by each merge that touches it), which the writer can afford only while it has time to spare
-/// (closed loop: 10–19 % fewer swipes/s with these thresholds always).
+/// (closed loop: 7–19 % fewer swipes/s with these thresholds always).
 pub const MERGE_ROWS_SOON: i64 = 1024;
 /// [`MERGE_ROWS`] for the tables keyed by institution, principal or account: a merge writes one
 /// run of leaves per key whatever its size, so they merge four times as often as the
