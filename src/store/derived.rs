@@ -34,6 +34,11 @@ pub const MERGE_ROWS_SOON: i64 = 1024;
 pub const MERGE_ROWS_BY_KEY: i64 = 1024;
 /// [`MERGE_ROWS_SOON`] for the tables keyed by institution, principal or account.
 pub const MERGE_ROWS_BY_KEY_SOON: i64 = 512;
+/// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
+/// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
+/// second.
+pub const MERGE_MAX: i64 = 65_536;
+
 /// The largest average swipe batch of a writer that keeps up (averaged over the last ≈ 16
 /// batches: see [`Pacer`]). Offered 5,000 swipes/s, batches average 3–5 swipes; in a closed loop
 /// of 256 callers, which keeps the writer always busy, 60–100 (single batches vary far more, so
@@ -70,16 +75,10 @@ impl Pacer {
     }
 }
 
-/// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
-/// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
-/// second.
-pub const MERGE_MAX: i64 = 65_536;
-
 /// One batch-maintained index: its name in `derived_index`, the table whose rowids mark what it
 /// holds, the tail lengths at which the swipe writer merges it (keeping up, busy: see [`Pace`]),
-/// the statement copying rows
-/// `?1 < rowid <= ?2` of that table in index order, and the statement listing its disagreements
-/// with its source up to the merged rowid `?1` (at most `?2` of them).
+/// the statement copying rows `?1 < rowid <= ?2` of that table in index order, and the statement
+/// listing its disagreements with its source up to the merged rowid `?1` (at most `?2` of them).
 struct Index {
     name: &'static str,
     table: &'static str,
