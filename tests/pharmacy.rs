@@ -2219,14 +2219,17 @@ async fn institution_reads_across_merges(b: Backend) {
     // (MERGE_ROWS_BY_KEY_SOON) wait while the writer is busy, and are merged once it keeps up.
     const { assert!(derived::MERGE_ROWS_BY_KEY_SOON < derived::MERGE_ROWS_BY_KEY) };
     const { assert!(derived::MERGE_ROWS_BY_KEY_SOON < derived::MERGE_ROWS_SOON) };
+    // `n` audit records of principal `bureau:{code}`, written behind the writer's back.
+    let audit_rows = |code: &str, n: i64| {
+        format!(
+            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             SELECT 'A{code}-' || i, 'bureau:{code}', '/x', 'r' || i, 'OK', '', '{date}' FROM n"
+        )
+    };
     raw_sql(
         &ts,
-        &[&format!(
-            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
-             SELECT 'Ayy' || i, 'bureau:999998', '/x', 'r' || i, 'OK', '', '{date}' FROM n",
-            derived::MERGE_ROWS_BY_KEY_SOON
-        )],
+        &[&audit_rows("999998", derived::MERGE_ROWS_BY_KEY_SOON)],
     )
     .await;
     let mut merged_at = Vec::new();
@@ -2247,16 +2250,7 @@ async fn institution_reads_across_merges(b: Backend) {
     // reaches MERGE_ROWS_BY_KEY rows, not MERGE_ROWS: 1,024 audit records of another principal
     // are merged, and the random-key tables' tiny tails are not.
     const { assert!(derived::MERGE_ROWS_BY_KEY < derived::MERGE_ROWS) };
-    raw_sql(
-        &ts,
-        &[&format!(
-            "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
-             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
-             SELECT 'Azz' || i, 'bureau:999999', '/x', 'r' || i, 'OK', '', '{date}' FROM n",
-            derived::MERGE_ROWS_BY_KEY
-        )],
-    )
-    .await;
+    raw_sql(&ts, &[&audit_rows("999999", derived::MERGE_ROWS_BY_KEY)]).await;
     let mut c = ts.db.begin().await.expect("begin");
     let n = derived::merge(&mut c, derived::MERGE_ROWS)
         .await
