@@ -133,7 +133,10 @@ fn run(shared: &Shared, woken: &mpsc::Receiver<()>) {
         while woken.try_recv().is_ok() {}
         let x = match conn.take() {
             Some(x) => x,
-            None => match open(&shared.database) {
+            // Set up as the writer's (`synchronous = NORMAL`: the WAL synced before a copy, the
+            // database after; the backstop autocheckpoint). A passive checkpoint never waits on
+            // the busy timeout, and reads the WAL rather than through the page cache.
+            None => match super::open_direct(&shared.database) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "the WAL checkpointer cannot open the database; SQLite's own checkpoints remain");
@@ -181,21 +184,6 @@ fn passes(x: &rusqlite::Connection, restart_frames: i64) -> rusqlite::Result<Pas
         }
     }
     Ok(p)
-}
-
-/// The checkpointer's own connection: syncs as the writer's does (the WAL before a copy, the
-/// database after); a small cache (a checkpoint reads the WAL, not through the cache).
-fn open(database: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let x = rusqlite::Connection::open_with_flags(
-        database,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    x.busy_timeout(Duration::from_secs(1))?;
-    x.execute_batch(&format!(
-        "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES};"
-    ))?;
-    Ok(x)
 }
 
 #[cfg(test)]

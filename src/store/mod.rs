@@ -436,7 +436,8 @@ impl Kept {
 /// Opens the swipe writer's connection to a SQLite file outside the driver (see [`Writer`]),
 /// set up as the pool's connections are, with lazy commits (the syncer makes them durable before
 /// anyone is answered, see [`durability`]); its WAL is checkpointed in the background, SQLite's
-/// autocheckpoint only a backstop (see [`checkpoint`]).
+/// autocheckpoint only a backstop (see [`checkpoint`]). The checkpointer's connection is opened
+/// the same way.
 fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let x = rusqlite::Connection::open_with_flags(
