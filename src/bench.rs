@@ -98,6 +98,11 @@ pub struct BenchResult {
     pub bench_cpu_ms: Option<u64>,
     /// Server CPU time per swipe (µs), when the server is a child process.
     pub server_cpu_us_per_op: Option<u64>,
+    /// Bytes the server's process sent to storage over the measured window (its WAL and
+    /// checkpoint writes on SQLite; with the server in-process, this process's, and the load
+    /// generator writes nothing), from `write_bytes` in /proc/PID/io; per completed operation.
+    /// None where it cannot be read, and on PostgreSQL (the database server writes, not medsettle).
+    pub server_disk_bytes_per_op: Option<u64>,
 }
 
 /// Latency percentiles in microseconds.
@@ -608,7 +613,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             rec.recording.store(true, Ordering::Relaxed);
-            (cpu_ms(None), child.and_then(|p| cpu_ms(Some(p))))
+            let server = child.or(Some(std::process::id()));
+            (
+                cpu_ms(None),
+                child.and_then(|p| cpu_ms(Some(p))),
+                server.and_then(disk_bytes),
+            )
         })
     };
     match cfg.load {
@@ -655,8 +665,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
             while tasks.join_next().await.is_some() {}
         }
     }
-    let (bench_cpu_0, server_cpu_0) = cpu_at_start.await?;
+    let (bench_cpu_0, server_cpu_0, disk_0) = cpu_at_start.await?;
     let (bench_cpu_1, server_cpu_1) = (cpu_ms(None), server.pid().and_then(|p| cpu_ms(Some(p))));
+    let disk_1 = server
+        .pid()
+        .or(Some(std::process::id()))
+        .and_then(disk_bytes);
     let server_kind = server.kind().to_owned();
     server.stop().await?;
     db.close().await;
@@ -680,6 +694,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
     let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
     let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     let server_cpu_ms = spent(server_cpu_0, server_cpu_1);
+    let server_disk_bytes_per_op = spent(disk_0, disk_1)
+        .filter(|_| completed > 0 && engine == "Sqlite")
+        .map(|b| b / completed);
     Ok(BenchResult {
         engine,
         load: match cfg.load {
@@ -698,6 +715,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         server_cpu_us_per_op: server_cpu_ms
             .filter(|_| completed > 0)
             .map(|ms| ms.saturating_mul(1000) / completed),
+        server_disk_bytes_per_op,
     })
 }
 
@@ -842,8 +860,33 @@ fn cpu_ms(pid: Option<u32>) -> Option<u64> {
     Some((ticks(14)? + ticks(15)?) * 10)
 }
 
+/// Bytes process `pid` has caused to be sent to storage (`write_bytes` in /proc/PID/io, counted
+/// when it dirties a page; Linux); None where it cannot be read.
+fn disk_bytes(pid: u32) -> Option<u64> {
+    write_bytes(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+/// The `write_bytes` field of a /proc/PID/io text.
+fn write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn write_bytes_is_read_from_proc_io() {
+        // /proc/PID/io as Linux prints it: `write_bytes` (storage), not `wchar` (any write call).
+        let io = "rchar: 6976\nwchar: 123\nsyscr: 10\nsyscw: 2\nread_bytes: 4096\n\
+                  write_bytes: 1310720\ncancelled_write_bytes: 8192\n";
+        assert_eq!(super::write_bytes(io), Some(1_310_720));
+        assert_eq!(super::write_bytes("rchar: 1\nwchar: 2\n"), None);
+        assert_eq!(super::write_bytes("write_bytes: many\n"), None);
+    }
+
     #[test]
     fn integer_percentiles() {
         let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 1_000_000, 3).unwrap();
