@@ -613,11 +613,10 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             rec.recording.store(true, Ordering::Relaxed);
-            let server = child.or(Some(std::process::id()));
             (
                 cpu_ms(None),
                 child.and_then(|p| cpu_ms(Some(p))),
-                server.and_then(disk_bytes),
+                disk_bytes(child),
             )
         })
     };
@@ -667,10 +666,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
     }
     let (bench_cpu_0, server_cpu_0, disk_0) = cpu_at_start.await?;
     let (bench_cpu_1, server_cpu_1) = (cpu_ms(None), server.pid().and_then(|p| cpu_ms(Some(p))));
-    let disk_1 = server
-        .pid()
-        .or(Some(std::process::id()))
-        .and_then(disk_bytes);
+    let disk_1 = disk_bytes(server.pid());
     let server_kind = server.kind().to_owned();
     server.stop().await?;
     db.close().await;
@@ -848,11 +844,7 @@ impl Drop for ChildServer {
 /// /proc/PID/stat (Linux; clock ticks of 1/100 s, the USER_HZ of every Linux ABI); None where
 /// it cannot be read.
 fn cpu_ms(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/stat"),
-        None => "/proc/self/stat".to_owned(),
-    };
-    let stat = std::fs::read_to_string(path).ok()?;
+    let stat = proc_file(pid, "stat")?;
     // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -860,10 +852,19 @@ fn cpu_ms(pid: Option<u32>) -> Option<u64> {
     Some((ticks(14)? + ticks(15)?) * 10)
 }
 
-/// Bytes process `pid` has caused to be sent to storage (`write_bytes` in /proc/PID/io, counted
-/// when it dirties a page; Linux); None where it cannot be read.
-fn disk_bytes(pid: u32) -> Option<u64> {
-    write_bytes(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+/// Bytes this process (None) or process `pid` has caused to be sent to storage (`write_bytes` in
+/// /proc/PID/io, counted when it dirties a page; Linux); None where it cannot be read.
+fn disk_bytes(pid: Option<u32>) -> Option<u64> {
+    write_bytes(&proc_file(pid, "io")?)
+}
+
+/// /proc/self/NAME (None) or /proc/PID/NAME; None where it cannot be read.
+fn proc_file(pid: Option<u32>, name: &str) -> Option<String> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/{name}"),
+        None => format!("/proc/self/{name}"),
+    };
+    std::fs::read_to_string(path).ok()
 }
 
 /// The `write_bytes` field of a /proc/PID/io text.
