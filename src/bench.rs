@@ -17,7 +17,7 @@ use crate::proto::settlement_service_client::SettlementServiceClient;
 use crate::proto::{self as pb};
 use crate::service::App;
 use crate::service::auth::{self, Grant};
-use crate::store::{Db, DbConfig};
+use crate::store::{Db, DbConfig, Engine};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -582,6 +582,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         max_connections: cfg.db_max_connections,
     })
     .await?;
+    let on_sqlite = db.engine() == Engine::Sqlite;
     let engine = format!("{:?}", db.engine());
     let server = Server::start(&cfg.server, &db, &url, cfg.db_max_connections).await?;
     let addr = server.addr;
@@ -607,17 +608,13 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
 
     let deadline = Instant::now() + cfg.warmup + cfg.duration;
     let measure_from = Instant::now() + cfg.warmup;
-    let cpu_at_start = {
+    let usage_at_start = {
         let rec = rec.clone();
         let child = server.pid();
         tokio::spawn(async move {
             tokio::time::sleep_until(measure_from.into()).await;
             rec.recording.store(true, Ordering::Relaxed);
-            (
-                cpu_ms(None),
-                child.and_then(|p| cpu_ms(Some(p))),
-                disk_bytes(child),
-            )
+            Usage::now(child)
         })
     };
     match cfg.load {
@@ -664,9 +661,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
             while tasks.join_next().await.is_some() {}
         }
     }
-    let (bench_cpu_0, server_cpu_0, disk_0) = cpu_at_start.await?;
-    let (bench_cpu_1, server_cpu_1) = (cpu_ms(None), server.pid().and_then(|p| cpu_ms(Some(p))));
-    let disk_1 = disk_bytes(server.pid());
+    let (start, end) = (usage_at_start.await?, Usage::now(server.pid()));
     let server_kind = server.kind().to_owned();
     server.stop().await?;
     db.close().await;
@@ -689,9 +684,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         .unwrap_or_default();
     let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
     let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
-    let server_cpu_ms = spent(server_cpu_0, server_cpu_1);
-    let server_disk_bytes_per_op = spent(disk_0, disk_1)
-        .filter(|_| completed > 0 && engine == "Sqlite")
+    let server_cpu_ms = spent(start.server_cpu_ms, end.server_cpu_ms);
+    let server_disk_bytes_per_op = spent(start.server_disk_bytes, end.server_disk_bytes)
+        .filter(|_| completed > 0 && on_sqlite)
         .map(|b| b / completed);
     Ok(BenchResult {
         engine,
@@ -707,7 +702,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         hospital_flows,
         server: server_kind,
         server_cpu_ms,
-        bench_cpu_ms: spent(bench_cpu_0, bench_cpu_1),
+        bench_cpu_ms: spent(start.bench_cpu_ms, end.bench_cpu_ms),
         server_cpu_us_per_op: server_cpu_ms
             .filter(|_| completed > 0)
             .map(|ms| ms.saturating_mul(1000) / completed),
@@ -836,6 +831,27 @@ impl Drop for ChildServer {
         if let Some(c) = self.0.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// What the processes have used so far, read at both ends of the measured window.
+struct Usage {
+    /// This process's CPU time (ms).
+    bench_cpu_ms: Option<u64>,
+    /// The server's CPU time (ms), when it is a child process.
+    server_cpu_ms: Option<u64>,
+    /// Bytes the server's process (the child, else this one) has sent to storage.
+    server_disk_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// Reads it now; `child` is the server's process when it is not this one.
+    fn now(child: Option<u32>) -> Usage {
+        Usage {
+            bench_cpu_ms: cpu_ms(None),
+            server_cpu_ms: child.and_then(|p| cpu_ms(Some(p))),
+            server_disk_bytes: disk_bytes(child),
         }
     }
 }
