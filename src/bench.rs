@@ -684,10 +684,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         .unwrap_or_default();
     let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
     let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let per_op = |total: Option<u64>| total.filter(|_| completed > 0).map(|t| t / completed);
     let server_cpu_ms = spent(start.server_cpu_ms, end.server_cpu_ms);
-    let server_disk_bytes_per_op = spent(start.server_disk_bytes, end.server_disk_bytes)
-        .filter(|_| completed > 0 && on_sqlite)
-        .map(|b| b / completed);
+    let server_disk_bytes = spent(start.server_disk_bytes, end.server_disk_bytes);
     Ok(BenchResult {
         engine,
         load: match cfg.load {
@@ -703,10 +702,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         server: server_kind,
         server_cpu_ms,
         bench_cpu_ms: spent(start.bench_cpu_ms, end.bench_cpu_ms),
-        server_cpu_us_per_op: server_cpu_ms
-            .filter(|_| completed > 0)
-            .map(|ms| ms.saturating_mul(1000) / completed),
-        server_disk_bytes_per_op,
+        server_cpu_us_per_op: per_op(server_cpu_ms.map(|ms| ms.saturating_mul(1000))),
+        server_disk_bytes_per_op: per_op(server_disk_bytes.filter(|_| on_sqlite)),
     })
 }
 
