@@ -22,6 +22,7 @@ pub mod policies;
 pub mod reconciliation;
 pub mod registry;
 pub mod settlement;
+mod walbuf;
 
 use cache::Caches;
 use sqlx::pool::PoolConnection;
@@ -440,9 +441,12 @@ impl Kept {
 /// the same way.
 fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
-    let x = rusqlite::Connection::open_with_flags(
+    // Its WAL appends reach the file in one write per commit (see [`walbuf`]).
+    let vfs = walbuf::register().map_err(|e| anyhow::anyhow!("registering the WAL VFS: {e}"))?;
+    let x = rusqlite::Connection::open_with_flags_and_vfs(
         file,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        vfs,
     )?;
     x.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
     let mut setup = String::from("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; ");
