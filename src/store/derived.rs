@@ -10,7 +10,8 @@
 //! `settlement_by_person`, `settlement_by_institution`, `audit_by_principal` and `account_sums`
 //! read the index tables plus the tails, so they are exact at every moment (migrations
 //! 0009–0011). The swipe writer merges inside a batch once a tail reaches its threshold, which
-//! is lower while the writer keeps up ([`Pace`]), and when idle merges whatever is left. On
+//! is lower while the writer keeps up ([`Pace`]) — and then a random-key tail a slice a batch
+//! ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On
 //! PostgreSQL the views are the tables (its indexes log small records) and there is nothing to
 //! merge.
 
@@ -34,6 +35,15 @@ pub const MERGE_ROWS_SOON: i64 = 1024;
 pub const MERGE_ROWS_BY_KEY: i64 = 1024;
 /// [`MERGE_ROWS_SOON`] for the tables keyed by institution, principal or account.
 pub const MERGE_ROWS_BY_KEY_SOON: i64 = 512;
+/// Rows of a random-key tail merged within one batch while the writer keeps up: the tail is
+/// taken in slices from the threshold on, one slice a batch, rather than whole. Each row of a
+/// random-key merge dirties a leaf of its own, so a slice costs about what its rows would have
+/// cost in the whole merge, but holds the batch it is in for ≈ 0.5 ms instead of 3–7 ms
+/// (BENCHMARKS.md, session 14: p99 at 5,000 swipes/s 14–21 → 14–17 ms, p99.9 23–48 → 21–28 ms
+/// in most rounds, for ≈ 4 % more CPU and 10 % more bytes). The tables keyed by institution,
+/// principal or account are not sliced: their merge writes one run of leaves per key whatever
+/// its size, so slices would multiply their writes.
+pub const MERGE_SLICE: i64 = 128;
 /// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
 /// holds the writer for a bounded time; the rest goes in the next batch, or the next idle
 /// second.
@@ -76,7 +86,8 @@ impl Pacer {
 }
 
 /// One batch-maintained index: its name in `derived_index`, the table whose rowids mark what it
-/// holds, the tail lengths at which the swipe writer merges it (keeping up, busy: see [`Pace`]),
+/// holds, the tail lengths at which the swipe writer merges it (keeping up, busy: see [`Pace`])
+/// and the rows of it merged in one batch while keeping up,
 /// the statement copying rows `?1 < rowid <= ?2` of that table in index order, and the statement
 /// listing its disagreements with its source up to the merged rowid `?1` (at most `?2` of them).
 struct Index {
@@ -84,6 +95,8 @@ struct Index {
     table: &'static str,
     soon: i64,
     every: i64,
+    /// Rows merged within one batch at most while the writer keeps up.
+    slice: i64,
     copy: &'static str,
     check: &'static str,
 }
@@ -94,6 +107,7 @@ const INDEXES: [Index; 5] = [
         table: "settlement",
         soon: MERGE_ROWS_SOON,
         every: MERGE_ROWS,
+        slice: MERGE_SLICE,
         copy: "INSERT OR IGNORE INTO settlement_person_ix (psn_no, setl_id) \
                SELECT psn_no, setl_id FROM settlement WHERE rowid > ?1 AND rowid <= ?2 \
                ORDER BY psn_no, setl_id",
@@ -111,6 +125,7 @@ const INDEXES: [Index; 5] = [
         table: "journal_tx",
         soon: MERGE_ROWS_SOON,
         every: MERGE_ROWS,
+        slice: MERGE_SLICE,
         copy: "INSERT OR IGNORE INTO entry_pacct_ix (account, journal_id, seq, amount_fen) \
                SELECT e.account, e.journal_id, e.seq, e.amount_fen \
                FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
@@ -134,6 +149,7 @@ const INDEXES: [Index; 5] = [
         table: "settlement",
         soon: MERGE_ROWS_BY_KEY_SOON,
         every: MERGE_ROWS_BY_KEY,
+        slice: MERGE_MAX,
         copy: "INSERT OR IGNORE INTO settlement_inst_ix (institution, business_date, setl_id) \
                SELECT institution, business_date, setl_id FROM settlement \
                WHERE rowid > ?1 AND rowid <= ?2 ORDER BY institution, business_date, setl_id",
@@ -153,6 +169,7 @@ const INDEXES: [Index; 5] = [
         table: "audit_log",
         soon: MERGE_ROWS_BY_KEY_SOON,
         every: MERGE_ROWS_BY_KEY,
+        slice: MERGE_MAX,
         copy: "INSERT OR IGNORE INTO audit_principal_ix (principal, audit_id) \
                SELECT principal, audit_id FROM audit_log WHERE rowid > ?1 AND rowid <= ?2 \
                ORDER BY principal, audit_id",
@@ -170,6 +187,7 @@ const INDEXES: [Index; 5] = [
         table: "journal_tx",
         soon: MERGE_ROWS_BY_KEY_SOON,
         every: MERGE_ROWS_BY_KEY,
+        slice: MERGE_MAX,
         // The WHERE before GROUP BY also keeps SQLite from reading ON CONFLICT as a join's.
         copy: "INSERT INTO account_total (account, amount_fen, entries) \
                SELECT e.account, SUM(e.amount_fen), COUNT(*) \
@@ -204,36 +222,40 @@ pub async fn merge(c: &mut Conn, min_rows: i64) -> StoreResult<i64> {
 /// [`merge`], with at most `max_rows` rows of a tail per call.
 pub async fn merge_at_most(c: &mut Conn, min_rows: i64, max_rows: i64) -> StoreResult<i64> {
     let min_rows = min_rows.max(1);
-    merge_where(c, |ix| min_rows.min(ix.every), min_rows > 1, max_rows).await
+    merge_where(c, |ix| (min_rows.min(ix.every), max_rows), min_rows > 1).await
 }
 
 /// The swipe writer's merge within a batch, at its `pace`: the first tail that reached its
-/// index's threshold for that pace, if any (see [`merge`]).
+/// index's threshold for that pace, if any (see [`merge`]); while keeping up, a random-key tail
+/// a slice at a time ([`MERGE_SLICE`]).
 pub async fn merge_due(c: &mut Conn, pace: Pace) -> StoreResult<i64> {
-    let threshold = |ix: &Index| match pace {
-        Pace::KeepingUp => ix.soon,
-        Pace::Busy => ix.every,
-    };
-    merge_where(c, threshold, true, MERGE_MAX).await
+    merge_where(c, |ix| due(ix, pace), true).await
 }
 
-/// Merges the tails that hold at least `threshold(index)` rows (only the first if `first_only`),
-/// at most `max_rows` rows of each.
+/// (threshold, rows at most) of `ix`'s merge within a batch at `pace`.
+fn due(ix: &Index, pace: Pace) -> (i64, i64) {
+    match pace {
+        Pace::KeepingUp => (ix.soon, ix.slice),
+        Pace::Busy => (ix.every, MERGE_MAX),
+    }
+}
+
+/// Merges the tails that hold at least the threshold `rule(index)` gives, at most the rows it
+/// gives of each (only the first such tail if `first_only`).
 async fn merge_where(
     c: &mut Conn,
-    threshold: impl Fn(&Index) -> i64,
+    rule: impl Fn(&Index) -> (i64, i64),
     first_only: bool,
-    max_rows: i64,
 ) -> StoreResult<i64> {
-    let max_rows = max_rows.max(1);
     let merged = c
         .with_sqlite(|x| {
             let mut merged = 0;
             for (ix, (upto, last)) in INDEXES.iter().zip(tails(x)?) {
-                if last - upto < threshold(ix) {
+                let (threshold, max_rows) = rule(ix);
+                if last - upto < threshold {
                     continue;
                 }
-                let last = last.min(upto + max_rows);
+                let last = last.min(upto + max_rows.max(1));
                 let t0 = std::time::Instant::now();
                 x.prepare_cached(ix.copy)?.execute([upto, last])?;
                 x.prepare_cached("UPDATE derived_index SET upto = ?2 WHERE name = ?1")?
@@ -316,7 +338,41 @@ pub async fn mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{KEEPING_UP_BATCH, Pace, Pacer};
+    use super::{
+        INDEXES, KEEPING_UP_BATCH, MERGE_MAX, MERGE_ROWS, MERGE_ROWS_BY_KEY,
+        MERGE_ROWS_BY_KEY_SOON, MERGE_ROWS_SOON, MERGE_SLICE, Pace, Pacer, due,
+    };
+
+    #[test]
+    fn keeping_up_the_writer_takes_random_key_tails_a_slice_a_batch() {
+        let due_of = |name: &str, pace| {
+            INDEXES
+                .iter()
+                .find(|ix| ix.name == name)
+                .map(|ix| due(ix, pace))
+        };
+        const { assert!(MERGE_SLICE < MERGE_ROWS_SOON) };
+        for random in ["settlement_person", "entry_pacct"] {
+            // From 1,024 rows on, 128 of them a batch: the tail drains while it keeps growing by
+            // a few rows a batch, and no batch holds a whole merge.
+            assert_eq!(
+                due_of(random, Pace::KeepingUp),
+                Some((MERGE_ROWS_SOON, MERGE_SLICE))
+            );
+            // Busy (big batches), the whole tail from 4,096 rows on, as before.
+            assert_eq!(due_of(random, Pace::Busy), Some((MERGE_ROWS, MERGE_MAX)));
+        }
+        for by_key in ["settlement_inst", "audit_principal", "account_total"] {
+            assert_eq!(
+                due_of(by_key, Pace::KeepingUp),
+                Some((MERGE_ROWS_BY_KEY_SOON, MERGE_MAX))
+            );
+            assert_eq!(
+                due_of(by_key, Pace::Busy),
+                Some((MERGE_ROWS_BY_KEY, MERGE_MAX))
+            );
+        }
+    }
 
     #[test]
     fn the_pace_follows_the_average_batch_not_one_batch() {
