@@ -39,10 +39,10 @@ pub const MERGE_ROWS_BY_KEY_SOON: i64 = 512;
 /// taken in slices from the threshold on, one slice a batch, rather than whole. Each row of a
 /// random-key merge dirties a leaf of its own, so a slice costs about what its rows would have
 /// cost in the whole merge, but holds the batch it is in for ≈ 0.5 ms instead of 3–7 ms
-/// (BENCHMARKS.md, session 14: p99 at 5,000 swipes/s 14–21 → 14–17 ms, p99.9 23–48 → 21–28 ms
-/// in most rounds, for ≈ 4 % more CPU and 10 % more bytes). The tables keyed by institution,
-/// principal or account are not sliced: their merge writes one run of leaves per key whatever
-/// its size, so slices would multiply their writes.
+/// (BENCHMARKS.md, session 14, six rounds at 5,000 swipes/s: the p99's median 18.9 → 15.2 ms,
+/// the p99.9's 30.9 → 22.4 ms, for ≈ 4 % more CPU and 10 % more bytes). The tables keyed by
+/// institution, principal or account are not sliced: their merge writes one run of leaves per
+/// key whatever its size, so slices would multiply their writes.
 pub const MERGE_SLICE: i64 = 128;
 /// Rows of a tail merged by one call at most, so that a long tail (after a bulk import, say)
 /// holds the writer for a bounded time; the rest goes in the next batch, or the next idle

@@ -449,8 +449,9 @@ mod tests {
         let insert = |first: char, keys: std::ops::Range<i64>| -> rusqlite::Result<usize> {
             x.execute(
                 "INSERT INTO t (k, v) SELECT value, printf('%.*c', 2000, \
-                 char(unicode(?3) + value % 26)) FROM (WITH RECURSIVE s(value) AS (SELECT ?1 UNION ALL \
-                 SELECT value + 1 FROM s WHERE value + 1 < ?2) SELECT value FROM s)",
+                 char(unicode(?3) + value % 26)) FROM (WITH RECURSIVE s(value) AS \
+                 (SELECT ?1 UNION ALL SELECT value + 1 FROM s WHERE value + 1 < ?2) \
+                 SELECT value FROM s)",
                 rusqlite::params![keys.start, keys.end, first.to_string()],
             )
         };
@@ -552,7 +553,8 @@ mod tests {
                 proptest::prop_assert_eq!(g.write(&data, offset, &mut out), ffi::SQLITE_OK);
                 put(&mut expected, &data, offset);
                 if after_commit_header && len != FRAME_HEADER {
-                    proptest::prop_assert!(g.buf.is_empty(), "a commit frame's page left frames gathered");
+                    let left = g.buf.len();
+                    proptest::prop_assert!(left == 0, "a commit frame's page left {} bytes", left);
                 }
                 after_commit_header = len == FRAME_HEADER && commit != 0;
                 let mut seen = file.clone();
