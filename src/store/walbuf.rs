@@ -45,19 +45,20 @@ pub fn register() -> Result<&'static str, String> {
         // SAFETY: sqlite3_vfs_find returns SQLite's static default VFS (or null); the copy made
         // of it lives for the process (leaked), as SQLite requires of a registered VFS.
         unsafe {
-            let real = ffi::sqlite3_vfs_find(std::ptr::null());
-            if real.is_null() {
+            let system = ffi::sqlite3_vfs_find(std::ptr::null());
+            if system.is_null() {
                 return Err("SQLite has no default VFS".into());
             }
             let size =
-                std::mem::size_of::<WalFile>() + usize::try_from((*real).szOsFile).unwrap_or(0);
-            let mut vfs: ffi::sqlite3_vfs = std::ptr::read(real);
+                std::mem::size_of::<WalFile>() + usize::try_from((*system).szOsFile).unwrap_or(0);
+            let mut vfs: ffi::sqlite3_vfs = std::ptr::read(system);
             vfs.szOsFile = c_int::try_from(size).map_err(|e| e.to_string())?;
             vfs.zName = CString::new(NAME).map_err(|e| e.to_string())?.into_raw();
             vfs.pNext = std::ptr::null_mut();
             vfs.xOpen = Some(open);
             // Every other method is the system VFS's own, called with this copy (same pAppData).
-            REAL.set(Real(real))
+            SYSTEM_VFS
+                .set(SystemVfs(system))
                 .map_err(|_| "registered twice".to_owned())?;
             let rc = ffi::sqlite3_vfs_register(Box::into_raw(Box::new(vfs)), 0);
             if rc != ffi::SQLITE_OK {
@@ -71,18 +72,18 @@ pub fn register() -> Result<&'static str, String> {
 }
 
 /// The system VFS this one wraps.
-struct Real(*mut ffi::sqlite3_vfs);
+struct SystemVfs(*mut ffi::sqlite3_vfs);
 // SAFETY: SQLite's VFS objects are process-wide and immutable once registered.
-unsafe impl Send for Real {}
-unsafe impl Sync for Real {}
-static REAL: OnceLock<Real> = OnceLock::new();
+unsafe impl Send for SystemVfs {}
+unsafe impl Sync for SystemVfs {}
+static SYSTEM_VFS: OnceLock<SystemVfs> = OnceLock::new();
 
 /// A WAL file: the system's file (placed after this struct, in the memory SQLite allocated for
 /// `szOsFile`) and the frames gathered for it.
 #[repr(C)]
 struct WalFile {
     base: ffi::sqlite3_file,
-    real: *mut ffi::sqlite3_file,
+    system: *mut ffi::sqlite3_file,
     gathered: Gathered,
 }
 
@@ -115,33 +116,33 @@ unsafe extern "C" fn open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let Some(Real(real)) = REAL.get() else {
+    let Some(SystemVfs(system)) = SYSTEM_VFS.get() else {
         return ffi::SQLITE_ERROR;
     };
     // SAFETY (all of this function): `file` points to `szOsFile` bytes SQLite allocated for
     // this VFS: a WalFile followed by room for the system's file, which is opened there.
     unsafe {
-        let Some(real_open) = (**real).xOpen else {
+        let Some(system_open) = (**system).xOpen else {
             return ffi::SQLITE_ERROR;
         };
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             // Any other file is the system's own, in place.
-            return real_open(*real, name, file, flags, out_flags);
+            return system_open(*system, name, file, flags, out_flags);
         }
         let inner = file.cast::<u8>().add(std::mem::size_of::<WalFile>()).cast();
         let w = file.cast::<WalFile>();
         std::ptr::write(
             w,
             WalFile {
-                // No methods until the real open succeeded: SQLite then closes nothing.
+                // No methods until the system open succeeded: SQLite then closes nothing.
                 base: ffi::sqlite3_file {
                     pMethods: std::ptr::null(),
                 },
-                real: inner,
+                system: inner,
                 gathered: Gathered::default(),
             },
         );
-        let rc = real_open(*real, name, inner, flags, out_flags);
+        let rc = system_open(*system, name, inner, flags, out_flags);
         if rc != ffi::SQLITE_OK {
             std::ptr::drop_in_place(w);
             // The memory stays SQLite's; make it look unopened.
@@ -159,14 +160,23 @@ unsafe extern "C" fn open(
 unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a mut WalFile, &'a ffi::sqlite3_io_methods) {
     unsafe {
         let w = &mut *f.cast::<WalFile>();
-        let m = &*(*w.real).pMethods;
+        let m = &*(*w.system).pMethods;
         (w, m)
     }
 }
 
-/// Writes `data` at `offset` through the system's file `real` (its methods `m`).
-fn write_real(
-    real: *mut ffi::sqlite3_file,
+impl WalFile {
+    /// Writes out what is gathered (`m`: the system file's methods).
+    fn flush(&mut self, m: &ffi::sqlite3_io_methods) -> c_int {
+        let system = self.system;
+        self.gathered
+            .flush(&mut |b, at| write_system(system, m, b, at))
+    }
+}
+
+/// Writes `data` at `offset` through the system's file `system` (its methods `m`).
+fn write_system(
+    system: *mut ffi::sqlite3_file,
     m: &ffi::sqlite3_io_methods,
     data: &[u8],
     offset: i64,
@@ -177,7 +187,7 @@ fn write_real(
     #[cfg(test)]
     tests::SYSTEM_WRITES.with(|w| w.set(w.get() + 1));
     // SAFETY: the system's file is open; `data` is valid for `n` bytes.
-    unsafe { x(real, data.as_ptr().cast(), n, offset) }
+    unsafe { x(system, data.as_ptr().cast(), n, offset) }
 }
 
 /// The frames gathered for one WAL file, and the rules of when they are written out (see the
@@ -263,18 +273,17 @@ unsafe extern "C" fn write(
         let (w, m) = parts(f);
         (w, m, std::slice::from_raw_parts(data.cast::<u8>(), len))
     };
-    let real = w.real;
+    let system = w.system;
     w.gathered
-        .write(data, offset, &mut |b, at| write_real(real, m, b, at))
+        .write(data, offset, &mut |b, at| write_system(system, m, b, at))
 }
 
 unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes each file once; the wrapper is dropped here and never used again.
     unsafe {
         let (w, m) = parts(f);
-        let real = w.real;
-        let flushed = w.gathered.flush(&mut |b, at| write_real(real, m, b, at));
-        let closed = m.xClose.map_or(ffi::SQLITE_OK, |x| x(w.real));
+        let flushed = w.flush(m);
+        let closed = m.xClose.map_or(ffi::SQLITE_OK, |x| x(w.system));
         std::ptr::drop_in_place(f.cast::<WalFile>());
         if flushed != ffi::SQLITE_OK {
             flushed
@@ -291,13 +300,12 @@ macro_rules! flushing {
             // SAFETY: SQLite passes its WAL file and the arguments the method documents.
             unsafe {
                 let (w, m) = parts(f);
-                let real = w.real;
-                let rc = w.gathered.flush(&mut |b, at| write_real(real, m, b, at));
+                let rc = w.flush(m);
                 if rc != ffi::SQLITE_OK {
                     return rc;
                 }
                 match m.$method {
-                    Some(x) => x(w.real $(, $arg)*),
+                    Some(x) => x(w.system $(, $arg)*),
                     None => ffi::SQLITE_NOTFOUND,
                 }
             }
@@ -318,7 +326,7 @@ unsafe extern "C" fn sector_size(f: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: as `parts`.
     unsafe {
         let (w, m) = parts(f);
-        m.xSectorSize.map_or(4096, |x| x(w.real))
+        m.xSectorSize.map_or(4096, |x| x(w.system))
     }
 }
 
@@ -326,7 +334,7 @@ unsafe extern "C" fn device_characteristics(f: *mut ffi::sqlite3_file) -> c_int 
     // SAFETY: as `parts`.
     unsafe {
         let (w, m) = parts(f);
-        m.xDeviceCharacteristics.map_or(0, |x| x(w.real))
+        m.xDeviceCharacteristics.map_or(0, |x| x(w.system))
     }
 }
 
