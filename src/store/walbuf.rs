@@ -18,6 +18,15 @@
 //! - a commit frame header that starts nothing (SQLite rewriting checksums after the commit's
 //!   frames, or a commit of one frame after a pause) is written at once, as is the WAL header.
 //!
+//! Each write-out also starts the disk writing those bytes at once (on Linux, `sync_file_range`
+//! with `SYNC_FILE_RANGE_WRITE`, through a read-only handle on the same file): the syncer's
+//! `fdatasync` then finds the batch's pages already on their way and waits mostly for the
+//! disk's flush, instead of writing every commit made during the fsync before it only then. A
+//! hint and nothing more: it does not wait for the disk (at most for room in its queue), and
+//! durability still comes from the `fdatasync` alone. Measured at 2,500 swipes/s on a machine
+//! whose disk set the latency (BENCHMARKS.md, session 15, medians of four alternating pairs):
+//! the syncer's `fdatasync` 1.43 → 0.81 ms, the swipes' p50 15.1 → 10.0 ms, p99 72 → 40 ms.
+//!
 //! Main and rollback journals, the database file and its shared memory are the system VFS's own
 //! files: only WAL files are wrapped, so locking is untouched.
 
@@ -85,6 +94,9 @@ struct WalFile {
     base: ffi::sqlite3_file,
     system: *mut ffi::sqlite3_file,
     gathered: Gathered,
+    /// A read-only handle on the same file, to start the disk writing what was written out
+    /// (none where the system cannot: see [`start_writeback`]).
+    writeback: Option<std::fs::File>,
 }
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -140,6 +152,7 @@ unsafe extern "C" fn open(
                 },
                 system: inner,
                 gathered: Gathered::default(),
+                writeback: None,
             },
         );
         let rc = system_open(*system, name, inner, flags, out_flags);
@@ -150,6 +163,14 @@ unsafe extern "C" fn open(
             return rc;
         }
         (*w).base.pMethods = &METHODS;
+        // The same file SQLite has just opened (or created) under this name; without it the
+        // WAL is written exactly as before, only without the early start.
+        if cfg!(target_os = "linux") && !name.is_null() {
+            let path = std::ffi::CStr::from_ptr(name)
+                .to_string_lossy()
+                .into_owned();
+            (*w).writeback = std::fs::File::open(path).ok();
+        }
         ffi::SQLITE_OK
     }
 }
@@ -168,11 +189,53 @@ unsafe fn parts<'a>(f: *mut ffi::sqlite3_file) -> (&'a mut WalFile, &'a ffi::sql
 impl WalFile {
     /// Writes out what is gathered (`m`: the system file's methods).
     fn flush(&mut self, m: &ffi::sqlite3_io_methods) -> c_int {
+        self.out(m, |g, out| g.flush(out))
+    }
+
+    /// SQLite's write of `data` at `offset` (`m`: the system file's methods).
+    fn write(&mut self, m: &ffi::sqlite3_io_methods, data: &[u8], offset: i64) -> c_int {
+        self.out(m, |g, out| g.write(data, offset, out))
+    }
+
+    /// Runs `step` on what is gathered with a writer to the system's file, then starts the disk
+    /// writing the bytes it wrote out.
+    fn out(
+        &mut self,
+        m: &ffi::sqlite3_io_methods,
+        step: impl FnOnce(&mut Gathered, &mut Out) -> c_int,
+    ) -> c_int {
         let system = self.system;
-        self.gathered
-            .flush(&mut |b, at| write_system(system, m, b, at))
+        let mut span: Option<(i64, i64)> = None;
+        let rc = step(&mut self.gathered, &mut |b, at| {
+            let rc = write_system(system, m, b, at);
+            if rc == ffi::SQLITE_OK {
+                let end = at + b.len() as i64;
+                span = Some(span.map_or((at, end), |(s, e)| (s.min(at), e.max(end))));
+            }
+            rc
+        });
+        if let (Some(f), Some((start, end))) = (&self.writeback, span) {
+            start_writeback(f, start, end - start);
+        }
+        rc
     }
 }
+
+/// Starts the disk writing `len` bytes of `f` at `offset` that are in the operating system's
+/// cache, without waiting for it (a hint: errors are ignored; the fsync decides durability).
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &std::fs::File, offset: i64, len: i64) {
+    use std::os::fd::AsRawFd;
+    #[cfg(test)]
+    tests::WRITEBACKS.with(|w| w.borrow_mut().push((offset, len)));
+    // SAFETY: a plain system call on an open descriptor; it touches no memory of ours.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &std::fs::File, _: i64, _: i64) {}
 
 /// Writes `data` at `offset` through the system's file `system` (its methods `m`).
 fn write_system(
@@ -273,9 +336,7 @@ unsafe extern "C" fn write(
         let (w, m) = parts(f);
         (w, m, std::slice::from_raw_parts(data.cast::<u8>(), len))
     };
-    let system = w.system;
-    w.gathered
-        .write(data, offset, &mut |b, at| write_system(system, m, b, at))
+    w.write(m, data, offset)
 }
 
 unsafe extern "C" fn close(f: *mut ffi::sqlite3_file) -> c_int {
@@ -348,6 +409,9 @@ mod tests {
     thread_local! {
         /// Writes handed to the system's file on this thread.
         pub(super) static SYSTEM_WRITES: Cell<u64> = const { Cell::new(0) };
+        /// Writebacks started on this thread: (offset, bytes).
+        pub(super) static WRITEBACKS: std::cell::RefCell<Vec<(i64, i64)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
     }
 
     struct TempDir(PathBuf);
@@ -420,8 +484,11 @@ mod tests {
         let db = dir.0.join("t.db");
         let x = writer(&db)?;
         let reader = Connection::open(&db)?;
+        let wal = dir.0.join("t.db-wal");
         for i in 0..40i64 {
             SYSTEM_WRITES.with(|w| w.set(0));
+            WRITEBACKS.with(|w| w.borrow_mut().clear());
+            let before = std::fs::metadata(&wal)?.len();
             // Three rows of 3,000 bytes: three pages of the table, its interior pages and the
             // file header's page — frames of 4,120 bytes each, far below one write's 124 KiB.
             x.execute_batch(&format!(
@@ -432,6 +499,15 @@ mod tests {
             let writes = SYSTEM_WRITES.with(Cell::get);
             // (The WAL's header went with the CREATE TABLE's commit, on its own.)
             assert_eq!(writes, 1, "commit {i} took {writes} writes");
+            // And the disk was set to write exactly those bytes: the frames appended to the WAL
+            // (whole frames of 4,096 + 24 bytes), from where the file ended.
+            if cfg!(target_os = "linux") {
+                let after = std::fs::metadata(&wal)?.len();
+                let started = WRITEBACKS.with(|w| w.borrow().clone());
+                let appended = i64::try_from(after - before)?;
+                assert_eq!(started, [(i64::try_from(before)?, appended)], "commit {i}");
+                assert_eq!(appended % 4120, 0, "commit {i}");
+            }
             // Another connection (the system's VFS) sees every committed row, exactly.
             assert_eq!(matching(&reader, 'A', 3000, 0..(i + 1) * 3)?, (i + 1) * 3);
         }
