@@ -21,7 +21,7 @@
 //! Each write-out also starts the disk writing those bytes at once (on Linux, `sync_file_range`
 //! with `SYNC_FILE_RANGE_WRITE`, through a read-only handle on the same file): the syncer's
 //! `fdatasync` then finds the batch's pages already on their way and waits mostly for the
-//! disk's flush, instead of writing every commit made during the fsync before it only then. A
+//! disk's flush, instead of only then starting to write all that was committed meanwhile. A
 //! hint and nothing more: it does not wait for the disk (at most for room in its queue), and
 //! durability still comes from the `fdatasync` alone. Measured at 2,500 swipes/s on a machine
 //! whose disk set the latency (BENCHMARKS.md, session 15, medians of four alternating pairs):
