@@ -189,31 +189,19 @@ fn passes(x: &rusqlite::Connection, restart_frames: i64) -> rusqlite::Result<Pas
 #[cfg(test)]
 mod tests {
     use super::{Checkpointer, passive};
+    use crate::store::TempDir;
     use std::time::{Duration, Instant};
-
-    /// A temp directory, removed when dropped.
-    struct TempDb(std::path::PathBuf);
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A connection to a fresh WAL database in a temp directory, its own checkpoints off (as if
     /// they never came due), and that directory.
-    fn writer() -> anyhow::Result<(TempDb, rusqlite::Connection)> {
-        let dir = std::env::temp_dir().join(format!(
-            "medsettle-checkpoint-{:016x}",
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let x = rusqlite::Connection::open(dir.join("t.db"))?;
+    fn writer() -> anyhow::Result<(TempDir, rusqlite::Connection)> {
+        let dir = TempDir::new("checkpoint")?;
+        let x = rusqlite::Connection::open(dir.0.join("t.db"))?;
         x.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (v BLOB);",
         )?;
-        Ok((TempDb(dir), x))
+        Ok((dir, x))
     }
 
     /// Commits `n` transactions of one page-sized row each.

@@ -194,34 +194,24 @@ fn sync_wal(wal: &std::path::Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::Durability;
+    use crate::store::TempDir;
 
     /// A database path in a fresh temp directory, removed when dropped.
-    struct TempDb(std::path::PathBuf);
+    struct TempDb(TempDir);
 
     impl TempDb {
         fn new(name: &str) -> anyhow::Result<TempDb> {
-            let dir = std::env::temp_dir().join(format!(
-                "medsettle-durability-{name}-{:016x}",
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&dir)?;
-            Ok(TempDb(dir))
+            Ok(TempDb(TempDir::new(&format!("durability-{name}"))?))
         }
 
         fn db(&self) -> std::path::PathBuf {
-            self.0.join("t.db")
+            self.0.0.join("t.db")
         }
 
         /// A WAL file with something in it to sync.
         fn with_wal(self) -> anyhow::Result<TempDb> {
-            std::fs::write(self.0.join("t.db-wal"), b"frames")?;
+            std::fs::write(self.0.0.join("t.db-wal"), b"frames")?;
             Ok(self)
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

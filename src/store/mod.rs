@@ -686,6 +686,29 @@ pub fn chunk_rows(cols: usize) -> usize {
     (30_000 / cols.max(1)).max(1)
 }
 
+/// A fresh directory under the system's temp directory, removed when dropped: where the tests of
+/// the SQLite file machinery (WAL, checkpoints, durability) put their databases.
+#[cfg(test)]
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    /// `medsettle-{name}-{random}` under the temp directory, created.
+    pub(crate) fn new(name: &str) -> anyhow::Result<TempDir> {
+        let dir =
+            std::env::temp_dir().join(format!("medsettle-{name}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

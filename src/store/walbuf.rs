@@ -402,9 +402,10 @@ unsafe extern "C" fn device_characteristics(f: *mut ffi::sqlite3_file) -> c_int 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::TempDir;
     use rusqlite::{Connection, OpenFlags};
     use std::cell::Cell;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     thread_local! {
         /// Writes handed to the system's file on this thread.
@@ -412,21 +413,6 @@ mod tests {
         /// Writebacks started on this thread: (offset, bytes).
         pub(super) static WRITEBACKS: std::cell::RefCell<Vec<(i64, i64)>> =
             const { std::cell::RefCell::new(Vec::new()) };
-    }
-
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn temp_dir() -> anyhow::Result<TempDir> {
-        let dir =
-            std::env::temp_dir().join(format!("medsettle-walbuf-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(TempDir(dir))
     }
 
     /// A connection through this VFS to a fresh WAL database (checkpoints off, so that every
@@ -480,7 +466,7 @@ mod tests {
 
     #[test]
     fn each_commit_reaches_the_file_in_one_write_and_readers_see_it() -> anyhow::Result<()> {
-        let dir = temp_dir()?;
+        let dir = TempDir::new("walbuf")?;
         let db = dir.0.join("t.db");
         let x = writer(&db)?;
         let reader = Connection::open(&db)?;
@@ -523,7 +509,7 @@ mod tests {
     #[test]
     fn a_transaction_that_spills_rewrites_and_rolls_back_leaves_exactly_what_committed()
     -> anyhow::Result<()> {
-        let dir = temp_dir()?;
+        let dir = TempDir::new("walbuf")?;
         let db = dir.0.join("t.db");
         let x = writer(&db)?;
         // A cache of 10 pages: the transactions below spill frames to the WAL before they
