@@ -16,6 +16,7 @@ pub mod durability;
 pub mod events;
 pub mod filings;
 pub mod journal;
+mod pcache;
 pub mod persons;
 pub mod pharmacy;
 pub mod policies;
@@ -146,6 +147,7 @@ impl Db {
                 .context("connecting to PostgreSQL")?;
             Ok(Db::new(Pool::Postgres(pool), None))
         } else if url.starts_with("sqlite:") {
+            install_page_cache();
             let opts = SqliteConnectOptions::from_str(url)
                 .context("parsing SQLite URL")?
                 .create_if_missing(true)
@@ -431,6 +433,14 @@ impl Kept {
             *home = Some(conn);
         }
         Ok(())
+    }
+}
+
+/// Chooses SQLite's page cache ([`pcache`]), if the process has not opened a SQLite connection
+/// yet (it is a choice made once, before SQLite initializes).
+fn install_page_cache() {
+    if let Err(why) = pcache::install() {
+        tracing::debug!(%why, "SQLite's default page cache stays");
     }
 }
 
