@@ -17,7 +17,10 @@
 //! A page cache can only be chosen before SQLite initializes, once per process: [`install`] runs
 //! before the first SQLite connection is opened (see [`super::Db::connect`]). If SQLite was
 //! already initialized (something opened a connection first), the default cache stays: correct,
-//! only slower.
+//! only slower. Should another thread initialize SQLite while `install` runs (only tests open
+//! connections outside `Db::connect`), nothing mixes: `install` first asks for the default
+//! methods, which sets them, so SQLite's initialization never writes the methods itself, and no
+//! page cache exists before it has finished.
 
 use rusqlite::ffi;
 use std::ffi::{c_int, c_uint};
