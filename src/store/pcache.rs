@@ -87,8 +87,7 @@ pub fn install() -> Result<(), String> {
     .clone()
 }
 
-/// One cache: the inner cache and the temporary page number of its page size.
-#[repr(C)]
+/// One cache (opaque to SQLite): the inner cache and the temporary page number of its page size.
 struct Cache {
     inner: *mut ffi::sqlite3_pcache,
     temporary: c_uint,
