@@ -31,6 +31,7 @@ both_engines!(
     answers_equal_stored,
     settlements_by_person_across_merges,
     institution_reads_across_merges,
+    upgrade_to_request_ids_once,
 );
 
 // ------------------------------------------------------------------------------ reference
@@ -2304,6 +2305,145 @@ async fn institution_reads_across_merges(b: Backend) {
             assert!(detail.contains(&part), "{part} not in {detail}");
         }
     }
+}
+
+/// Settlements and their stored identities on `b`: (rowid, setl_id) on SQLite (the
+/// batch-maintained indexes find their tails by rowid), (0, setl_id) on PostgreSQL; and every
+/// (principal, request id, setl_id) the idempotency rows name, when they have the column.
+async fn stored_identities(
+    ts: &TestServer,
+    named: bool,
+) -> (Vec<(i64, String)>, Vec<(String, String, String)>) {
+    let rowid = match ts.backend {
+        Backend::Sqlite => "rowid",
+        Backend::Postgres => "0::bigint",
+    };
+    let mut conn = ts.db.begin().await.expect("begin");
+    let sql = format!("SELECT {rowid}, setl_id FROM settlement ORDER BY setl_id");
+    let settlements: Vec<(i64, String)> =
+        medsettle::on_conn!(&mut conn, x => sqlx::query_as(&sql).fetch_all(x).await)
+            .expect("settlements");
+    let sql = "SELECT principal, request_id, setl_id FROM idempotency \
+               WHERE setl_id IS NOT NULL ORDER BY setl_id";
+    let named = if named {
+        medsettle::on_conn!(&mut conn, x => sqlx::query_as(sql).fetch_all(x).await)
+            .expect("idempotency rows")
+    } else {
+        Vec::new()
+    };
+    conn.commit().await.expect("commit");
+    (settlements, named)
+}
+
+/// A database written before migrations sqlite/0013 and postgres/0011 kept each settlement's
+/// request id a second time, in a unique index of the settlement table. Built here by the real
+/// server (two pharmacies' swipes under one request id, a refund), then put back into that shape
+/// (the idempotency rows name no settlement, the unique index is back, the migration
+/// unrecorded): migrating again must keep every settlement (on SQLite with its rowid), name each
+/// in the idempotency row of the call that booked it, leave the request ids indexed once, and
+/// let each pharmacy's 冲正 by request id find its own settlement.
+async fn upgrade_to_request_ids_once(b: Backend) {
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    // Baotou's insured may swipe at both pharmacies (Ordos, and Shizuishan outside the province).
+    let p = person(&w, BAOTOU, 1, "300.00").await;
+    let shared = rid();
+    let s = swipe(&w.ph, swipe_req(&shared, card(&p), reference_lines(), true))
+        .await
+        .settlement
+        .unwrap();
+    let s_nx = swipe(&w.ph_nx, swipe_req(&shared, card(&p), nx_lines(), false))
+        .await
+        .settlement
+        .unwrap();
+    let req = refund_req(&s_nx.setl_id, &[("1", "1")]);
+    let refund_rid = req.request_id.clone();
+    let r = w.ph_nx.clone().refund_purchase(req).await.must();
+    let r = r.settlement.unwrap();
+    let (settlements, named) = stored_identities(&ts, true).await;
+    let mut expected = vec![
+        (
+            format!("institution:{PH}"),
+            shared.clone(),
+            s.setl_id.clone(),
+        ),
+        (
+            format!("institution:{PH_NX}"),
+            shared.clone(),
+            s_nx.setl_id.clone(),
+        ),
+        (
+            format!("institution:{PH_NX}"),
+            refund_rid.clone(),
+            r.setl_id.clone(),
+        ),
+    ];
+    expected.sort_by(|a, b| a.2.cmp(&b.2));
+    assert_eq!(
+        named, expected,
+        "each booking call's row names its settlement"
+    );
+
+    // Back to the shape before: no column naming settlements, the second index back.
+    let (unique, version) = match b {
+        Backend::Sqlite => (
+            "CREATE UNIQUE INDEX uq_settlement_request ON settlement (institution, request_id)",
+            13,
+        ),
+        Backend::Postgres => (
+            "ALTER TABLE settlement ADD CONSTRAINT uq_settlement_request \
+             UNIQUE (institution, request_id)",
+            11,
+        ),
+    };
+    let unrecord = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+    raw_sql(
+        &ts,
+        &[
+            "ALTER TABLE idempotency DROP COLUMN setl_id",
+            unique,
+            &unrecord,
+        ],
+    )
+    .await;
+    assert_eq!(stored_identities(&ts, false).await.0, settlements);
+    ts.db
+        .migrate()
+        .await
+        .expect("migrating to request ids once");
+
+    assert_eq!(stored_identities(&ts, true).await, (settlements, expected));
+    let unique_indexes = match b {
+        // The primary key's only.
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM pragma_index_list('settlement') WHERE \"unique\" = 1"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'settlement' \
+             AND indexdef LIKE 'CREATE UNIQUE%'"
+        }
+    };
+    let mut conn = ts.db.begin().await.expect("begin");
+    let (n,): (i64,) =
+        medsettle::on_conn!(&mut conn, x => sqlx::query_as(unique_indexes).fetch_one(x).await)
+            .expect("unique indexes");
+    conn.commit().await.expect("commit");
+    assert_eq!(n, 1, "settlement is unique by setl_id alone");
+
+    // Each pharmacy's 冲正 of the shared request id finds its own purchase; of the refund's,
+    // the refund (which is not a purchase).
+    refused(
+        reverse_by_request(&w.ph_nx, &refund_rid).await,
+        "not_a_purchase",
+    );
+    let back = reverse_by_request(&w.ph, &shared).await.must();
+    assert!(back.found);
+    assert_eq!(back.reversal.unwrap().reverses, s.setl_id);
+    let back_nx = reverse_by_request(&w.ph_nx, &shared).await.must();
+    assert!(back_nx.found);
+    assert_eq!(back_nx.reversal.unwrap().reverses, s_nx.setl_id);
+    assert_eq!(pacct(&w, &p.psn_no).await, "300.00");
+    verify_ok(&ts).await;
 }
 
 /// Runs futures concurrently and collects their outputs in order.

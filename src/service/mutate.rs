@@ -116,11 +116,13 @@ impl App {
         now: DateTime<Utc>,
     ) -> AppResult<()> {
         let principal = call.principal.key();
+        let booked = conn.first_booked().map(str::to_owned);
         access::complete_idempotent(
             &mut conn,
             &principal,
             &call.request_id,
             &response.encode_to_vec(),
+            booked.as_deref(),
         )
         .await?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;

@@ -83,16 +83,20 @@ pub async fn claim_idempotent(
     Ok(n == 1)
 }
 
-/// Stores the answer of a claimed request id.
+/// Stores the answer of a claimed request id, and the settlement the call booked (if it booked
+/// one): a settlement is found by its request id through this row (see
+/// `settlement::settlement_by_request`).
 pub async fn complete_idempotent(
     c: &mut Conn,
     principal: &str,
     request_id: &str,
     response: &[u8],
+    setl_id: Option<&str>,
 ) -> StoreResult<()> {
-    let sql = "UPDATE idempotency SET response = $3 WHERE principal = $1 AND request_id = $2";
+    let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
+               WHERE principal = $1 AND request_id = $2";
     on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
-        .execute(x).await.map(|r| r.rows_affected()))?;
+        .bind(setl_id).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -172,6 +176,8 @@ pub struct Answer {
     pub payload_hash: Vec<u8>,
     pub response: Vec<u8>,
     pub created_at: DateTime<Utc>,
+    /// The settlement the call booked (a swipe's), found by its request id through this row.
+    pub setl_id: Option<String>,
 }
 
 /// Stores many first answers in one statement per chunk, skipping request ids already stored
@@ -187,8 +193,9 @@ pub const ANSWER_CONFLICT: &str = " ON CONFLICT (principal, request_id) DO NOTHI
 
 impl Cells for Answer {
     const TABLE: &'static str = "idempotency";
-    const COLUMNS: &'static str = "principal, request_id, rpc, payload_hash, response, created_at";
-    const N: usize = 6;
+    const COLUMNS: &'static str =
+        "principal, request_id, rpc, payload_hash, response, created_at, setl_id";
+    const N: usize = 7;
     fn cells<'a>(&'a self, out: &mut dyn FnMut(Cell<'a>)) {
         out(Cell::Text(&self.principal));
         out(Cell::Text(&self.request_id));
@@ -196,6 +203,7 @@ impl Cells for Answer {
         out(Cell::Bytes(&self.payload_hash));
         out(Cell::Bytes(&self.response));
         out(Cell::Time(self.created_at));
+        out(Cell::OptText(self.setl_id.as_deref()));
     }
 }
 

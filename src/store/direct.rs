@@ -226,6 +226,7 @@ mod tests {
             payload_hash: vec![0, 1, 254, 255],
             response: vec![],
             created_at: at,
+            setl_id: Some("S1".into()),
         };
         same_either_way(&mut c, 2, answer("r1"), answer("r2")).await?;
         // And sqlx reads the direct rows back as they were.
@@ -249,6 +250,7 @@ mod tests {
             payload_hash: vec![1],
             response: vec![2],
             created_at: Utc::now(),
+            setl_id: None,
         };
         let rows = [answer.clone(), answer];
         // The second is skipped by the conflict clause, as the set-based insert skips it.

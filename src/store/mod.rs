@@ -195,7 +195,34 @@ impl Db {
             Pool::Sqlite(p) => {
                 let mut m = sqlx::migrate!("migrations/sqlite");
                 m.set_locking(false);
-                m.run(p).await.context("migrating SQLite")?;
+                // SQLite's procedure for rebuilding a table that others reference (0013): foreign
+                // keys off while migrating (they cannot change inside the migration's
+                // transaction), then every reference checked. The connection never returns to
+                // the pool with them off.
+                let mut conn = p.acquire().await.context("migrating SQLite")?;
+                let migrated = async {
+                    sqlx::query("PRAGMA foreign_keys = OFF")
+                        .execute(&mut *conn)
+                        .await?;
+                    m.run(&mut *conn).await.context("migrating SQLite")?;
+                    let broken = sqlx::query("PRAGMA foreign_key_check")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    anyhow::ensure!(
+                        broken.is_empty(),
+                        "migrating SQLite left {} rows whose foreign key points nowhere",
+                        broken.len()
+                    );
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    anyhow::Ok(())
+                }
+                .await;
+                if migrated.is_err() {
+                    conn.close_on_drop();
+                }
+                migrated?;
             }
             Pool::Postgres(p) => {
                 let mut m = sqlx::migrate!("migrations/postgres");
@@ -499,8 +526,9 @@ impl Direct {
 pub struct Conn {
     inner: Inner,
     caches: Arc<Caches>,
-    /// Settlement rows booked in this transaction, counted by the metrics once it commits.
-    booked: Vec<crate::metrics::Booked>,
+    /// Settlement rows booked in this transaction (id and figures): the metrics count them
+    /// once it commits, and the call's idempotency row names the first.
+    booked: Vec<(String, crate::metrics::Booked)>,
 }
 
 enum Inner {
@@ -559,14 +587,24 @@ impl Conn {
     }
 
     /// Notes a settlement row booked in this transaction (the metrics count it after the commit,
-    /// see `App::finish_call`; a rolled-back transaction takes its notes with it).
-    pub fn note_booked(&mut self, b: crate::metrics::Booked) {
-        self.booked.push(b);
+    /// and the call's idempotency row names it: see `App::finish_call`; a rolled-back
+    /// transaction takes its notes with it).
+    pub fn note_booked(&mut self, s: &settlement::SettlementRow) {
+        self.booked
+            .push((s.setl_id.clone(), crate::metrics::Booked::of(s)));
+    }
+
+    /// The first settlement booked in this transaction so far: the one a call booked.
+    pub fn first_booked(&self) -> Option<&str> {
+        self.booked.first().map(|(id, _)| id.as_str())
     }
 
     /// The settlement rows noted so far, taken out (to count once the commit succeeds).
     pub fn take_booked(&mut self) -> Vec<crate::metrics::Booked> {
         std::mem::take(&mut self.booked)
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()
     }
 
     /// Row-lock suffix for a SELECT inside a write transaction: PostgreSQL locks the rows;

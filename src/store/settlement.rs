@@ -259,16 +259,20 @@ pub async fn get_settlement(
     Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_optional(x).await)?)
 }
 
-/// The settlement an institution made under one of its request ids.
+/// The settlement a caller (`principal`: its key, as in the idempotency table) booked under one
+/// of its request ids — found through the idempotency row of that call, which names it: the
+/// request ids are indexed once, by that row's key (settlements keep theirs unindexed).
 pub async fn settlement_by_request(
     c: &mut Conn,
-    institution: &str,
+    principal: &str,
     request_id: &str,
 ) -> StoreResult<Option<SettlementRow>> {
-    let sql =
-        format!("SELECT {SETL_COLS} FROM settlement WHERE institution = $1 AND request_id = $2");
+    let sql = format!(
+        "SELECT {SETL_COLS} FROM settlement WHERE setl_id = \
+         (SELECT setl_id FROM idempotency WHERE principal = $1 AND request_id = $2)"
+    );
     Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(institution).bind(request_id)
+        on_conn!(c, x => sqlx::query_as(&sql).bind(principal).bind(request_id)
         .fetch_optional(x).await)?,
     )
 }

@@ -432,12 +432,14 @@ pub async fn reverse_by_request(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Option<(SettlementRow, Vec<PurchaseLineRow>)>> {
-    let Principal::Institution { code } = who else {
+    let Principal::Institution { .. } = who else {
         return Err(AppError::denied(
             "only pharmacies reverse purchases by request id",
         ));
     };
-    if let Some(s) = settlement::settlement_by_request(conn, code, original_request_id).await? {
+    if let Some(s) =
+        settlement::settlement_by_request(conn, &who.key(), original_request_id).await?
+    {
         if s.kind != KIND_SETTLEMENT {
             return Err(AppError::precondition(
                 "not_a_purchase",

@@ -39,12 +39,12 @@ pub async fn by_request(
     who: &Principal,
     request_id: &str,
 ) -> AppResult<SettlementRow> {
-    let Principal::Institution { code } = who else {
+    let Principal::Institution { .. } = who else {
         return Err(AppError::denied(
             "only institutions look settlements up by their request id",
         ));
     };
-    settlement::settlement_by_request(conn, code, request_id)
+    settlement::settlement_by_request(conn, &who.key(), request_id)
         .await?
         .ok_or_else(|| {
             AppError::not_found(format!(

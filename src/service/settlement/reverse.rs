@@ -135,10 +135,12 @@ pub async fn reverse_by_request(
     request_id: &str,
     now: DateTime<Utc>,
 ) -> AppResult<Option<SettlementRow>> {
-    let Principal::Institution { code } = who else {
+    let Principal::Institution { .. } = who else {
         return Err(AppError::denied("only institutions reverse by request id"));
     };
-    if let Some(s) = settlement::settlement_by_request(conn, code, original_request_id).await? {
+    if let Some(s) =
+        settlement::settlement_by_request(conn, &who.key(), original_request_id).await?
+    {
         if s.kind != KIND_SETTLEMENT {
             return Err(AppError::precondition(
                 "not_a_settlement",

@@ -329,7 +329,7 @@ pub async fn book(
     }
     settlement::insert_settlement(conn, &s).await?;
     // Counted by the metrics once (if) the transaction commits.
-    conn.note_booked(crate::metrics::Booked::of(&s));
+    conn.note_booked(&s);
     settlement::add_to_accumulator(
         conn,
         &s.psn_no,

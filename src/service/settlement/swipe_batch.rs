@@ -460,6 +460,7 @@ async fn book(
                     payload_hash: job.call.payload_hash.to_vec(),
                     response: answer.clone(),
                     created_at: now,
+                    setl_id: w.settlements.last().map(|s| s.setl_id.clone()),
                 });
                 out[p.i] = Some(Outcome::Done(Ok(answer)));
             }
@@ -471,10 +472,10 @@ async fn book(
         }
     }
 
-    // 5. Write everything (see `store::batch`) and commit once. The answers (the idempotency rows) go
-    // first, in key order: a concurrent batch holding one of these request ids (another writer
-    // on PostgreSQL) makes this insert wait for it and then skip the row, before anything
-    // else of ours (the settlement's own unique request id) could collide with it. Then the
+    // 5. Write everything (see `store::batch`) and commit once. The answers (the idempotency rows,
+    // each naming its settlement: the one index of the request ids) go first, in key order: a
+    // concurrent batch holding one of these request ids (another writer on PostgreSQL) makes
+    // this insert wait for it and then skip the row, and nothing else is written. Then the
     // batch runs again, and that call replays the committed answer.
     w.answers
         .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
