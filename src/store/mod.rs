@@ -199,12 +199,15 @@ impl Db {
                 // keys off while migrating (they cannot change inside the migration's
                 // transaction), then every reference checked. The connection never returns to
                 // the pool with them off.
+                let started = std::time::Instant::now();
                 let mut conn = p.acquire().await.context("migrating SQLite")?;
                 let migrated = async {
                     sqlx::query("PRAGMA foreign_keys = OFF")
                         .execute(&mut *conn)
                         .await?;
+                    let pending = log_pending(&mut *conn, &m).await?;
                     m.run(&mut *conn).await.context("migrating SQLite")?;
+                    log_applied(pending, started);
                     let broken = sqlx::query("PRAGMA foreign_key_check")
                         .fetch_all(&mut *conn)
                         .await?;
@@ -227,7 +230,11 @@ impl Db {
             Pool::Postgres(p) => {
                 let mut m = sqlx::migrate!("migrations/postgres");
                 m.set_locking(false);
-                m.run(p).await.context("migrating PostgreSQL")?;
+                let started = std::time::Instant::now();
+                let mut conn = p.acquire().await.context("migrating PostgreSQL")?;
+                let pending = log_pending(&mut *conn, &m).await?;
+                m.run(&mut *conn).await.context("migrating PostgreSQL")?;
+                log_applied(pending, started);
             }
         }
         Ok(())
@@ -328,6 +335,36 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of every SQLite connection besides WAL mode, foreign keys and the busy timeout: a
 /// 64 MiB page cache and memory-mapped reads (the hot rows stay in memory).
+/// Logs each migration `m` is about to apply on `conn` (one may take a while: sqlite/0013
+/// rebuilds the settlement table, ≈ 25 s a million settlements), and returns how many.
+async fn log_pending<C>(conn: &mut C, m: &sqlx::migrate::Migrator) -> anyhow::Result<usize>
+where
+    C: sqlx::migrate::Migrate + Send + ?Sized,
+{
+    conn.ensure_migrations_table().await?;
+    let applied: std::collections::HashSet<i64> = conn
+        .list_applied_migrations()
+        .await?
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    let pending: Vec<_> = m
+        .iter()
+        .filter(|x| x.migration_type.is_up_migration() && !applied.contains(&x.version))
+        .collect();
+    for x in &pending {
+        tracing::info!(version = x.version, description = %x.description, "migration pending");
+    }
+    Ok(pending.len())
+}
+
+/// Logs that `pending` migrations were applied, if any, and how long they took.
+fn log_applied(pending: usize, started: std::time::Instant) {
+    if pending > 0 {
+        tracing::info!(applied = pending, elapsed = ?started.elapsed(), "migrations applied");
+    }
+}
+
 const SQLITE_PRAGMAS: [(&str, &str); 3] = [
     ("cache_size", "-65536"),
     ("mmap_size", "268435456"),
