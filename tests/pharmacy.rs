@@ -2336,12 +2336,14 @@ async fn stored_identities(
 }
 
 /// A database written before migrations sqlite/0013 and postgres/0011 kept each settlement's
-/// request id a second time, in a unique index of the settlement table. Built here by the real
-/// server (two pharmacies' swipes under one request id, a refund), then put back into that shape
-/// (the idempotency rows name no settlement, the unique index is back, the migration
-/// unrecorded): migrating again must keep every settlement (on SQLite with its rowid), name each
-/// in the idempotency row of the call that booked it, leave the request ids indexed once, and
-/// let each pharmacy's 冲正 by request id find its own settlement.
+/// request id a second time, in a unique index of the settlement table (and on SQLite, before
+/// 0014, purchase lines in a rowid table with a separate key). Built here by the real server (two
+/// pharmacies' swipes under one request id, a refund), then put back into that shape (the
+/// idempotency rows name no settlement, the unique index is back, the lines unclustered, the
+/// migrations unrecorded): migrating again must keep every settlement (on SQLite with its rowid)
+/// and every purchase as it was, name each settlement in the idempotency row of the call that
+/// booked it, leave the request ids indexed once, and let each pharmacy's 冲正 by request id find
+/// its own settlement.
 async fn upgrade_to_request_ids_once(b: Backend) {
     let ts = TestServer::start(b).await;
     let w = world(&ts).await;
@@ -2361,6 +2363,10 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     let r = w.ph_nx.clone().refund_purchase(req).await.must();
     let r = r.settlement.unwrap();
     let (settlements, named) = stored_identities(&ts, true).await;
+    let purchases = [
+        get_purchase(&w.ph, &s.setl_id).await.must(),
+        get_purchase(&w.ph_nx, &s_nx.setl_id).await.must(),
+    ];
     let mut expected = vec![
         (
             format!("institution:{PH}"),
@@ -2396,7 +2402,7 @@ async fn upgrade_to_request_ids_once(b: Backend) {
             11,
         ),
     };
-    let unrecord = format!("DELETE FROM _sqlx_migrations WHERE version = {version}");
+    let unrecord = format!("DELETE FROM _sqlx_migrations WHERE version >= {version}");
     raw_sql(
         &ts,
         &[
@@ -2406,6 +2412,27 @@ async fn upgrade_to_request_ids_once(b: Backend) {
         ],
     )
     .await;
+    if b == Backend::Sqlite {
+        // Purchase lines as 0003 made them: a rowid table and its key.
+        let old = r"CREATE TABLE purchase_line_rowid (
+            setl_id TEXT NOT NULL REFERENCES settlement (setl_id), line_no TEXT NOT NULL,
+            code TEXT NOT NULL, name TEXT NOT NULL, qty_scaled BIGINT NOT NULL,
+            price_micros BIGINT NOT NULL, class BIGINT NOT NULL, cap_micros BIGINT,
+            b_ratio_bp BIGINT, catalogue_version BIGINT NOT NULL, amount_fen BIGINT NOT NULL,
+            fulamt_fen BIGINT NOT NULL, overlmt_fen BIGINT NOT NULL, preself_fen BIGINT NOT NULL,
+            inscp_fen BIGINT NOT NULL, refunded_qty_scaled BIGINT NOT NULL,
+            PRIMARY KEY (setl_id, line_no))";
+        raw_sql(
+            &ts,
+            &[
+                old,
+                "INSERT INTO purchase_line_rowid SELECT * FROM purchase_line",
+                "DROP TABLE purchase_line",
+                "ALTER TABLE purchase_line_rowid RENAME TO purchase_line",
+            ],
+        )
+        .await;
+    }
     assert_eq!(stored_identities(&ts, false).await.0, settlements);
     ts.db
         .migrate()
@@ -2429,6 +2456,23 @@ async fn upgrade_to_request_ids_once(b: Backend) {
             .expect("unique indexes");
     conn.commit().await.expect("commit");
     assert_eq!(n, 1, "settlement is unique by setl_id alone");
+    assert_eq!(
+        [
+            get_purchase(&w.ph, &s.setl_id).await.must(),
+            get_purchase(&w.ph_nx, &s_nx.setl_id).await.must(),
+        ],
+        purchases,
+        "every purchase as it was"
+    );
+    if b == Backend::Sqlite {
+        let mut conn = ts.db.begin().await.expect("begin");
+        let sql = "SELECT sql FROM sqlite_schema WHERE name = 'purchase_line'";
+        let (table,): (String,) =
+            medsettle::on_conn!(&mut conn, x => sqlx::query_as(sql).fetch_one(x).await)
+                .expect("purchase_line");
+        conn.commit().await.expect("commit");
+        assert!(table.ends_with("WITHOUT ROWID"), "{table}");
+    }
 
     // Each pharmacy's 冲正 of the shared request id finds its own purchase; of the refund's,
     // the refund (which is not a purchase).
