@@ -116,13 +116,14 @@ impl App {
         now: DateTime<Utc>,
     ) -> AppResult<()> {
         let principal = call.principal.key();
-        let booked = conn.first_booked().map(str::to_owned);
+        // The settlement this call booked, if any: found by its request id through this row.
+        let setl_id = conn.first_booked().map(str::to_owned);
         access::complete_idempotent(
             &mut conn,
             &principal,
             &call.request_id,
             &response.encode_to_vec(),
-            booked.as_deref(),
+            setl_id.as_deref(),
         )
         .await?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;

@@ -333,8 +333,6 @@ impl Db {
 /// How long a SQLite connection waits for another's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Settings of every SQLite connection besides WAL mode, foreign keys and the busy timeout: a
-/// 64 MiB page cache and memory-mapped reads (the hot rows stay in memory).
 /// Logs each migration `m` is about to apply on `conn` (one may take a while: sqlite/0013
 /// rebuilds the settlement table, ≈ 25 s a million settlements), and returns how many.
 async fn log_pending<C>(conn: &mut C, m: &sqlx::migrate::Migrator) -> anyhow::Result<usize>
@@ -365,6 +363,8 @@ fn log_applied(pending: usize, started: std::time::Instant) {
     }
 }
 
+/// Settings of every SQLite connection besides WAL mode, foreign keys and the busy timeout: a
+/// 64 MiB page cache and memory-mapped reads (the hot rows stay in memory).
 const SQLITE_PRAGMAS: [(&str, &str); 3] = [
     ("cache_size", "-65536"),
     ("mmap_size", "268435456"),
