@@ -451,7 +451,7 @@ async fn book(
     for p in priced {
         let job = &jobs[p.i];
         match adjudicate_one(job, p.ctx, p.lines, &mut accs, &mut balances, &mut w, now) {
-            Ok(answer) => {
+            Ok((answer, setl_id)) => {
                 w.audits.push(audit_row(&job.call, "OK", "", now));
                 w.answers.push(Answer {
                     principal: job.call.principal.key(),
@@ -460,7 +460,7 @@ async fn book(
                     payload_hash: job.call.payload_hash.to_vec(),
                     response: answer.clone(),
                     created_at: now,
-                    setl_id: w.settlements.last().map(|s| s.setl_id.clone()),
+                    setl_id: Some(setl_id),
                 });
                 out[p.i] = Some(Outcome::Done(Ok(answer)));
             }
@@ -599,7 +599,7 @@ async fn cached_catalogue(
 }
 
 /// Adjudicates one priced swipe against the batch's in-memory accumulators and balances and
-/// queues its writes; returns its encoded answer.
+/// queues its writes; returns its encoded answer and its settlement's id.
 fn adjudicate_one(
     job: &Job,
     ctx: super::context::Context,
@@ -608,7 +608,7 @@ fn adjudicate_one(
     balances: &mut HashMap<String, i64>,
     w: &mut Writes,
     now: chrono::DateTime<Utc>,
-) -> AppResult<Vec<u8>> {
+) -> AppResult<(Vec<u8>, String)> {
     let key = (
         ctx.person.psn_no.clone(),
         ctx.insurance_type.code(),
@@ -695,5 +695,5 @@ fn adjudicate_one(
     let answer = (job.encode)(&settled, &lines, &adj.explanation);
     w.settlements.push(settled);
     w.lines.extend(lines);
-    Ok(answer)
+    Ok((answer, setl_id))
 }
