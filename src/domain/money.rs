@@ -98,13 +98,46 @@ fn mantissa_at(d: Decimal, dp: u32) -> i64 {
     i64::try_from(m).unwrap_or(if m < 0 { -i64::MAX } else { i64::MAX })
 }
 
-/// Formats `d` with trailing zeros trimmed but at least `min_dp` decimals.
-fn write_trimmed(f: &mut fmt::Formatter<'_>, d: Decimal, min_dp: u32) -> fmt::Result {
-    let mut n = d.normalize();
-    if n.scale() < min_dp {
-        n.rescale(min_dp);
+/// Writes `units` × 10^-`dp` as a plain decimal with trailing fraction zeros trimmed down to
+/// `min_dp` decimals (`min_dp` ≤ `dp` ≤ 18): "-12.30" for (-1230, 2, 2), "0.5" for (5000, 4, 0).
+/// Integer arithmetic on a stack buffer, one write: every amount of every answer is formatted
+/// here, most of them on the swipe writer's thread. Zero is never signed.
+fn write_scaled(f: &mut fmt::Formatter<'_>, units: i64, dp: u32, min_dp: u32) -> fmt::Result {
+    const MAX_DP: usize = 18;
+    let dp = (dp as usize).min(MAX_DP);
+    let min_dp = (min_dp as usize).min(dp);
+    let mut m = units.unsigned_abs();
+    let mut frac = [b'0'; MAX_DP];
+    for d in frac[..dp].iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
     }
-    write!(f, "{n}")
+    let mut shown = dp;
+    while shown > min_dp && frac[shown - 1] == b'0' {
+        shown -= 1;
+    }
+    // A u64 has at most 20 digits; sign, point and fraction around them.
+    let mut out = [0u8; 1 + 20 + 1 + MAX_DP];
+    let mut start = 1 + 20;
+    loop {
+        start -= 1;
+        out[start] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    if units < 0 {
+        start -= 1;
+        out[start] = b'-';
+    }
+    let mut end = 1 + 20;
+    if shown > 0 {
+        out[end] = b'.';
+        out[end + 1..end + 1 + shown].copy_from_slice(&frac[..shown]);
+        end += 1 + shown;
+    }
+    f.write_str(std::str::from_utf8(&out[start..end]).map_err(|_| fmt::Error)?)
 }
 
 /// Implements serde (de)serialization as a decimal STRING via `Display` and `parse`.
@@ -266,9 +299,7 @@ impl Default for Amount {
 impl fmt::Display for Amount {
     /// Yuan with exactly 2 decimals, e.g. "0.00", "-12.30", "23442.46".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = self.0;
-        d.rescale(AMOUNT_DP);
-        write!(f, "{d}")
+        write_scaled(f, self.to_fen(), AMOUNT_DP, AMOUNT_DP)
     }
 }
 
@@ -371,7 +402,7 @@ impl UnitPrice {
 impl fmt::Display for UnitPrice {
     /// Yuan, trailing zeros trimmed but at least 2 decimals, e.g. "12.50", "0.123456".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_trimmed(f, self.0, 2)
+        write_scaled(f, self.to_micros(), PRICE_DP, 2)
     }
 }
 
@@ -427,7 +458,7 @@ impl Quantity {
 impl fmt::Display for Quantity {
     /// Trailing zeros trimmed, e.g. "2", "-1", "0.5", "1.25".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_trimmed(f, self.0, 0)
+        write_scaled(f, self.to_scaled(), QTY_DP, 0)
     }
 }
 
@@ -485,7 +516,7 @@ impl Ratio {
 impl fmt::Display for Ratio {
     /// Trailing zeros trimmed, e.g. "0.85", "1", "0".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_trimmed(f, self.0, 0)
+        write_scaled(f, self.to_bp(), RATIO_DP, 0)
     }
 }
 
@@ -710,7 +741,60 @@ mod tests {
         assert!(serde_json::from_str::<Ratio>("\"1.5\"").is_err());
     }
 
+    /// What `Display` wrote before it formatted integers itself: rust_decimal's own text,
+    /// trailing zeros trimmed (`normalize`) to at least `min_dp` decimals, zero unsigned.
+    fn decimal_text(units: i64, dp: u32, min_dp: u32) -> String {
+        let mut d = Decimal::new(units, dp).normalize();
+        if d.scale() < min_dp {
+            d.rescale(min_dp);
+        }
+        d.to_string()
+    }
+
+    #[test]
+    fn formats_by_hand_computed_examples() {
+        // (units, as shown): fen for amounts, micro-yuan for prices, 1/10000 for the others.
+        for (fen, shown) in [(0, "0.00"), (1, "0.01"), (-1, "-0.01"), (10, "0.10")] {
+            assert_eq!(Amount::from_fen(fen).to_string(), shown);
+        }
+        assert_eq!(Amount::from_fen(2_344_246).to_string(), "23442.46");
+        assert_eq!(
+            Amount::from_fen(-i64::MAX).to_string(),
+            "-92233720368547758.07"
+        );
+        assert_eq!((-Amount::ZERO).to_string(), "0.00");
+        for (micros, shown) in [(0, "0.00"), (12_500_000, "12.50"), (123_456, "0.123456")] {
+            assert_eq!(UnitPrice::from_micros(micros).unwrap().to_string(), shown);
+        }
+        for (scaled, shown) in [
+            (20_000, "2"),
+            (-10_000, "-1"),
+            (5_000, "0.5"),
+            (-1, "-0.0001"),
+        ] {
+            assert_eq!(Quantity::from_scaled(scaled).unwrap().to_string(), shown);
+        }
+        for (bp, shown) in [(0, "0"), (8_500, "0.85"), (10_000, "1"), (1, "0.0001")] {
+            assert_eq!(Ratio::from_bp(bp).unwrap().to_string(), shown);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn prop_formats_as_rust_decimal(units in (i64::MIN + 1)..=i64::MAX) {
+            prop_assert_eq!(Amount::from_fen(units).to_string(), decimal_text(units, 2, 2));
+            if units > 0 {
+                let price = UnitPrice::from_micros(units).unwrap().to_string();
+                prop_assert_eq!(price, decimal_text(units, 6, 2));
+            }
+            if units != 0 {
+                let qty = Quantity::from_scaled(units).unwrap().to_string();
+                prop_assert_eq!(qty, decimal_text(units, 4, 0));
+            }
+            let bp = units.rem_euclid(10_001);
+            prop_assert_eq!(Ratio::from_bp(bp).unwrap().to_string(), decimal_text(bp, 4, 0));
+        }
+
         #[test]
         fn prop_amount_roundtrip(fen in -99_999_999_999_999_999i64..=99_999_999_999_999_999) {
             let a = Amount::from_fen(fen);
