@@ -172,7 +172,11 @@ fn syncer(shared: &Shared, woken: &mpsc::Receiver<()>) {
         if target <= *shared.synced.borrow() {
             continue;
         }
-        if let Err(e) = sync_wal(&shared.wal) {
+        let synced = {
+            let _under_way = super::walbuf::SyncInFlight::start();
+            sync_wal(&shared.wal)
+        };
+        if let Err(e) = synced {
             tracing::error!(wal = %shared.wal.display(), error = %e,
                 "fsync of the write-ahead log failed; stopping: what is on disk is unknown, and no caller may be told their settlement is durable");
             std::process::exit(FSYNC_FAILED_EXIT);

@@ -18,14 +18,18 @@
 //! - a commit frame header that starts nothing (SQLite rewriting checksums after the commit's
 //!   frames, or a commit of one frame after a pause) is written at once, as is the WAL header.
 //!
-//! Each write-out also starts the disk writing those bytes at once (on Linux, `sync_file_range`
-//! with `SYNC_FILE_RANGE_WRITE`, through a read-only handle on the same file): the syncer's
-//! `fdatasync` then finds the batch's pages already on their way and waits mostly for the
-//! disk's flush, instead of only then starting to write all that was committed meanwhile. A
-//! hint and nothing more: it does not wait for the disk (at most for room in its queue), and
-//! durability still comes from the `fdatasync` alone. Measured at 2,500 swipes/s on a machine
-//! whose disk set the latency (BENCHMARKS.md, session 15, medians of four alternating pairs):
-//! the syncer's `fdatasync` 1.43 → 0.81 ms, the swipes' p50 15.1 → 10.0 ms, p99 72 → 40 ms.
+//! A write-out made while the syncer's `fdatasync` of a WAL is under way ([`SyncInFlight`]) also
+//! starts the disk writing those bytes at once (on Linux, `sync_file_range` with
+//! `SYNC_FILE_RANGE_WRITE`, through a read-only handle on the same file): the next `fdatasync`
+//! then finds the batch's pages already on their way and waits mostly for the disk's flush,
+//! instead of only then starting to write all that was committed meanwhile. A hint and nothing
+//! more: it does not wait for the disk (at most for room in its queue), and durability still
+//! comes from the `fdatasync` alone. Measured at 2,500 swipes/s on a machine whose disk set the
+//! latency (BENCHMARKS.md, session 15, medians of four alternating pairs): the syncer's
+//! `fdatasync` 1.43 → 0.81 ms, the swipes' p50 15.1 → 10.0 ms, p99 72 → 40 ms. With no
+//! `fdatasync` under way the hint is not given: the commit's own `fdatasync` starts at once
+//! (the COMMIT wakes the syncer) and writes those bytes itself, and the system call cost the
+//! writer ≈ 5 % of its time at 5,000 swipes/s where the disk kept up (session 18).
 //!
 //! Main and rollback journals, the database file and its shared memory are the system VFS's own
 //! files: only WAL files are wrapped, so locking is untouched.
@@ -33,6 +37,7 @@
 use rusqlite::ffi;
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The name the VFS is registered under.
 pub const NAME: &str = "medsettle-walbuf";
@@ -198,7 +203,7 @@ impl WalFile {
     }
 
     /// Runs `step` on what is gathered with a writer to the system's file, then starts the disk
-    /// writing the bytes it wrote out.
+    /// writing the bytes it wrote out if a sync is under way.
     fn out(
         &mut self,
         m: &ffi::sqlite3_io_methods,
@@ -214,11 +219,40 @@ impl WalFile {
             }
             rc
         });
-        if let (Some(f), Some((start, end))) = (&self.writeback, span) {
+        if let (Some(f), Some((start, end))) = (&self.writeback, span)
+            && writeback_wanted(SYNCS_IN_FLIGHT.load(Ordering::SeqCst))
+        {
             start_writeback(f, start, end - start);
         }
         rc
     }
+}
+
+/// `fdatasync`s of a WAL under way in this process (see [`SyncInFlight`]).
+static SYNCS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// An `fdatasync` of a WAL under way, while this lives: write-outs meanwhile start their
+/// writeback at once (see the module docs). Taken by the syncer around each of its syncs.
+pub struct SyncInFlight(());
+
+impl SyncInFlight {
+    /// Marks a sync as under way until the value is dropped.
+    pub fn start() -> SyncInFlight {
+        SYNCS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        SyncInFlight(())
+    }
+}
+
+impl Drop for SyncInFlight {
+    fn drop(&mut self) {
+        SYNCS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether bytes written out now should start their writeback at once: only while a sync is
+/// under way (`in_flight` of them), which they would otherwise wait behind.
+fn writeback_wanted(in_flight: usize) -> bool {
+    in_flight > 0
 }
 
 /// Starts the disk writing `len` bytes of `f` at `offset` that are in the operating system's
@@ -465,12 +499,27 @@ mod tests {
     }
 
     #[test]
+    fn writeback_is_started_only_while_a_sync_is_under_way() {
+        assert!(!super::writeback_wanted(0));
+        assert!(super::writeback_wanted(1));
+        assert!(super::writeback_wanted(2));
+        // The syncer's mark counts while it lives (other tests of this process may hold marks
+        // of their own meanwhile, so only this one's presence is certain).
+        let mark = super::SyncInFlight::start();
+        assert!(super::SYNCS_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+        drop(mark);
+    }
+
+    #[test]
     fn each_commit_reaches_the_file_in_one_write_and_readers_see_it() -> anyhow::Result<()> {
         let dir = TempDir::new("walbuf")?;
         let db = dir.0.join("t.db");
         let x = writer(&db)?;
         let reader = Connection::open(&db)?;
         let wal = dir.0.join("t.db-wal");
+        // As if the syncer's `fdatasync` were under way throughout: every write-out starts its
+        // writeback.
+        let _under_way = super::SyncInFlight::start();
         for i in 0..40i64 {
             SYSTEM_WRITES.with(|w| w.set(0));
             WRITEBACKS.with(|w| w.borrow_mut().clear());
