@@ -631,6 +631,28 @@ async fn fee_lines(b: Backend) {
         .upload_fee_lines(upload_req(mdtrt, vec![line("9", "A001", "1e2", "1.00")]))
         .await
         .invalid("lines[0].quantity");
+    // A line's number and code: printable, bounded, codes of letters, digits, '.', '-', '_'.
+    w.h.clone()
+        .upload_fee_lines(upload_req(
+            mdtrt,
+            vec![
+                line("8", "A001", "1", "1.00"),
+                line("9", "A 001", "1", "1.00"),
+            ],
+        ))
+        .await
+        .invalid("lines[1].code");
+    w.h.clone()
+        .upload_fee_lines(upload_req(mdtrt, vec![line("", "A001", "1", "1.00")]))
+        .await
+        .invalid("lines[0].line_no");
+    w.h.clone()
+        .upload_fee_lines(upload_req(
+            mdtrt,
+            vec![line(&"9".repeat(31), "A001", "1", "1.00")],
+        ))
+        .await
+        .invalid("lines[0].line_no");
     // Nothing of the refused calls was stored (line 8 of the mixed call neither).
     let up = upload(&w.h, mdtrt, vec![line("2", "B001", "1", "80.00")]).await;
     assert_eq!(up.unsettled_total, "10080.00");

@@ -118,3 +118,30 @@ pub type GrpcResult<T> = Result<tonic::Response<T>, Status>;
 pub fn respond<T>(r: Result<T, AppError>) -> GrpcResult<T> {
     r.map(tonic::Response::new).map_err(Status::from)
 }
+
+/// A fee or purchase line's number: 1..30 printable ASCII characters.
+fn line_no(field: &str, s: &str) -> crate::domain::DomainResult<String> {
+    if s.is_empty() || s.len() > 30 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(crate::domain::DomainError::invalid(
+            field,
+            "1..30 printable ASCII characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// A fee or purchase line's catalogue code: 1..50 letters, digits, '.', '-' or '_'.
+fn item_code(field: &str, s: &str) -> crate::domain::DomainResult<String> {
+    if s.is_empty()
+        || s.len() > 50
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(crate::domain::DomainError::invalid(
+            field,
+            "1..50 letters, digits, '.', '-' or '_'",
+        ));
+    }
+    Ok(s.to_owned())
+}

@@ -1,6 +1,6 @@
 //! PharmacyService: the card swipe.
 
-use super::{Ctx, GrpcResult, convert, mutating, respond};
+use super::{Ctx, GrpcResult, convert, item_code, line_no, mutating, respond};
 use crate::domain::ids::{CardNo, EVoucherToken};
 use crate::domain::kinds::InsuranceType;
 use crate::domain::money::{Amount, Quantity, UnitPrice};
@@ -37,16 +37,6 @@ fn credential(c: &Option<CardCredential>) -> DomainResult<Credential> {
     }
 }
 
-fn line_no(field: &str, s: &str) -> DomainResult<String> {
-    if s.is_empty() || s.len() > 30 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(DomainError::invalid(
-            field,
-            "1..30 printable ASCII characters",
-        ));
-    }
-    Ok(s.to_owned())
-}
-
 /// Parses and checks purchase lines (before any lookup: bad input is INVALID_ARGUMENT whatever
 /// the card).
 fn lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
@@ -59,29 +49,32 @@ fn parse_lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
     lines
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            let f = |name: &str| format!("lines[{i}].{name}");
-            if l.code.is_empty()
-                || l.code.len() > 50
-                || !l
-                    .code
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-            {
-                return Err(AppError::invalid(
-                    f("code"),
-                    "1..50 letters, digits, '.', '-' or '_'",
-                ));
-            }
-            Ok(NewLine {
-                line_no: line_no(&f("line_no"), &l.line_no)?,
-                code: l.code.clone(),
-                name: text(&f("name"), &l.name, 200)?,
-                quantity: Quantity::parse(&f("quantity"), &l.quantity)?,
-                unit_price: UnitPrice::parse(&f("unit_price"), &l.unit_price)?,
-            })
-        })
+        .map(|(i, l)| parse_line(l).map_err(|e| in_line(i, e)))
         .collect()
+}
+
+/// One line, its fields named bare ("quantity"): [`in_line`] names the line when one is bad (so
+/// that a good line costs no field-name formatting).
+fn parse_line(l: &PurchaseLine) -> Result<NewLine, AppError> {
+    let code = item_code("code", &l.code)?;
+    Ok(NewLine {
+        line_no: line_no("line_no", &l.line_no)?,
+        code,
+        name: text("name", &l.name, 200)?,
+        quantity: Quantity::parse("quantity", &l.quantity)?,
+        unit_price: UnitPrice::parse("unit_price", &l.unit_price)?,
+    })
+}
+
+/// Names the field of line `i` an error of [`parse_line`] is about: `lines[i].field`.
+fn in_line(i: usize, e: AppError) -> AppError {
+    match e {
+        AppError::Invalid { field, reason } => AppError::Invalid {
+            field: format!("lines[{i}].{field}"),
+            reason,
+        },
+        other => other,
+    }
 }
 
 #[tonic::async_trait]

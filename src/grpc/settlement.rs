@@ -73,30 +73,9 @@ fn visit_no(s: &str) -> DomainResult<String> {
 
 fn new_line(i: usize, l: &FeeLine) -> Result<NewLine, AppError> {
     let f = |name: &str| format!("lines[{i}].{name}");
-    if l.line_no.is_empty()
-        || l.line_no.len() > 30
-        || !l.line_no.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(AppError::invalid(
-            f("line_no"),
-            "1..30 printable ASCII characters",
-        ));
-    }
-    if l.code.is_empty()
-        || l.code.len() > 50
-        || !l
-            .code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    {
-        return Err(AppError::invalid(
-            f("code"),
-            "1..50 letters, digits, '.', '-' or '_'",
-        ));
-    }
     Ok(NewLine {
-        line_no: l.line_no.clone(),
-        code: l.code.clone(),
+        line_no: super::line_no(&f("line_no"), &l.line_no)?,
+        code: super::item_code(&f("code"), &l.code)?,
         name: text(&f("name"), &l.name, 200)?,
         quantity: Quantity::parse(&f("quantity"), &l.quantity)?,
         unit_price: UnitPrice::parse(&f("unit_price"), &l.unit_price)?,
