@@ -109,6 +109,12 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
         &breaks,
         "due:{home}->{treat} and advance:{treat} equal the settlements not yet netted; net:{bureau} equals its unrecorded transfers; prepay:{home} equals its maintained balance (≥ 0)",
     ));
+    let references = crate::store::reference_breaks(conn, SHOW).await?;
+    checks.push(listed(
+        "references_hold",
+        &references,
+        "every stored reference (a settlement's person, a line's settlement, an entry's journal transaction, …) points at a row",
+    ));
     let states = clearing::period_state_breaks(conn, SHOW).await?;
     checks.push(listed(
         "period_states_consistent",

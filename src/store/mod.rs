@@ -508,11 +508,45 @@ fn install_page_cache() {
     }
 }
 
+/// Rows whose foreign key points at no row (at most `limit`, as "table row → parent"): SQLite's
+/// `PRAGMA foreign_key_check` over the whole file (the swipe writer does not enforce them, see
+/// [`open_direct`]); none on PostgreSQL, which enforces every one at every write.
+pub async fn reference_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
+    let found = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare("PRAGMA foreign_key_check")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                if i64::try_from(out.len()).unwrap_or(i64::MAX) >= limit {
+                    break;
+                }
+                let table: String = r.get(0)?;
+                let row: Option<i64> = r.get(1)?;
+                let parent: String = r.get(2)?;
+                let row = row.map_or_else(|| "a row".to_owned(), |n| format!("row {n}"));
+                out.push(format!("{table} {row} → {parent}"));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(found.unwrap_or_default())
+}
+
 /// Opens the swipe writer's connection to a SQLite file outside the driver (see [`Writer`]),
 /// set up as the pool's connections are, with lazy commits (the syncer makes them durable before
 /// anyone is answered, see [`durability`]); its WAL is checkpointed in the background, SQLite's
 /// autocheckpoint only a backstop (see [`checkpoint`]). The checkpointer's connection is opened
 /// the same way.
+///
+/// Foreign keys are not enforced on this connection: every reference a swipe batch writes is
+/// one it made or read in the same transaction — the settlement's and accumulator's person
+/// (loaded, and no other connection can write meanwhile), the lines' settlement and the
+/// entries' journal transaction (inserted just before) — so the checks could only ever pass, and
+/// cost the writer a B-tree seek of the parent's text key for every child row (ten a swipe; ≈ 7 %
+/// of its time at 5,000 swipes/s, BENCHMARKS.md session 18). The pool's connections still
+/// enforce them (every other write, and every delete of a parent), and `verify` checks every
+/// reference in the file (`references_hold`).
 fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     // Its WAL appends reach the file in one write per commit (see [`walbuf`]).
@@ -523,7 +557,7 @@ fn open_direct(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
         vfs,
     )?;
     x.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
-    let mut setup = String::from("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; ");
+    let mut setup = String::from("PRAGMA foreign_keys = OFF; PRAGMA synchronous = NORMAL; ");
     for (name, value) in SQLITE_PRAGMAS {
         setup.push_str(&format!("PRAGMA {name} = {value}; "));
     }
@@ -796,6 +830,42 @@ impl Drop for TempDir {
 
 #[cfg(test)]
 mod tests {
+    /// The swipe writer's connection leaves references to the batch that makes them (see
+    /// `open_direct`); the pool's connections still refuse a broken one, and `verify`'s check
+    /// finds one that got in.
+    #[tokio::test]
+    async fn references_the_writer_does_not_check_are_checked_by_verify() -> anyhow::Result<()> {
+        let dir = super::TempDir::new("references")?;
+        let url = format!("sqlite://{}", dir.0.join("t.db").display());
+        let db = super::Db::open(&super::DbConfig {
+            url,
+            max_connections: 2,
+        })
+        .await?;
+        assert!(
+            super::reference_breaks(&mut db.read().await?, 10)
+                .await?
+                .is_empty()
+        );
+        let dangling = "INSERT INTO journal_entry (journal_id, seq, account, amount_fen) \
+                        VALUES ('J-none', 1, 'cash', 5)";
+        // A pool connection refuses an entry of no journal transaction.
+        let mut pooled = db.begin().await?;
+        let refused =
+            crate::on_conn!(&mut pooled, x => sqlx::query(dangling).execute(x).await.map(|_| ()));
+        let refused = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("FOREIGN KEY"), "{refused}");
+        drop(pooled);
+        // The writer's connection takes it (its batches only ever reference their own rows).
+        let w = db.writer();
+        let mut conn = w.begin().await?;
+        conn.with_sqlite(|x| Ok(x.execute(dangling, [])?)).await?;
+        w.commit(conn).await?.durable().await;
+        let broken = super::reference_breaks(&mut db.read().await?, 10).await?;
+        assert_eq!(broken, ["journal_entry a row → journal_tx"]);
+        Ok(())
+    }
+
     #[test]
     fn values_lists() {
         use super::Engine::{Postgres, Sqlite};
