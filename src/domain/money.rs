@@ -752,7 +752,7 @@ mod tests {
     }
 
     #[test]
-    fn formats_by_hand_computed_examples() {
+    fn formats_by_hand_computed_examples() -> DomainResult<()> {
         // (units, as shown): fen for amounts, micro-yuan for prices, 1/10000 for the others.
         for (fen, shown) in [(0, "0.00"), (1, "0.01"), (-1, "-0.01"), (10, "0.10")] {
             assert_eq!(Amount::from_fen(fen).to_string(), shown);
@@ -764,7 +764,7 @@ mod tests {
         );
         assert_eq!((-Amount::ZERO).to_string(), "0.00");
         for (micros, shown) in [(0, "0.00"), (12_500_000, "12.50"), (123_456, "0.123456")] {
-            assert_eq!(UnitPrice::from_micros(micros).unwrap().to_string(), shown);
+            assert_eq!(UnitPrice::from_micros(micros)?.to_string(), shown);
         }
         for (scaled, shown) in [
             (20_000, "2"),
@@ -772,11 +772,12 @@ mod tests {
             (5_000, "0.5"),
             (-1, "-0.0001"),
         ] {
-            assert_eq!(Quantity::from_scaled(scaled).unwrap().to_string(), shown);
+            assert_eq!(Quantity::from_scaled(scaled)?.to_string(), shown);
         }
         for (bp, shown) in [(0, "0"), (8_500, "0.85"), (10_000, "1"), (1, "0.0001")] {
-            assert_eq!(Ratio::from_bp(bp).unwrap().to_string(), shown);
+            assert_eq!(Ratio::from_bp(bp)?.to_string(), shown);
         }
+        Ok(())
     }
 
     proptest! {
@@ -784,15 +785,16 @@ mod tests {
         fn prop_formats_as_rust_decimal(units in (i64::MIN + 1)..=i64::MAX) {
             prop_assert_eq!(Amount::from_fen(units).to_string(), decimal_text(units, 2, 2));
             if units > 0 {
-                let price = UnitPrice::from_micros(units).unwrap().to_string();
+                let price = UnitPrice::from_micros(units).expect("a positive price").to_string();
                 prop_assert_eq!(price, decimal_text(units, 6, 2));
             }
             if units != 0 {
-                let qty = Quantity::from_scaled(units).unwrap().to_string();
+                let qty = Quantity::from_scaled(units).expect("a non-zero quantity").to_string();
                 prop_assert_eq!(qty, decimal_text(units, 4, 0));
             }
             let bp = units.rem_euclid(10_001);
-            prop_assert_eq!(Ratio::from_bp(bp).unwrap().to_string(), decimal_text(bp, 4, 0));
+            let ratio = Ratio::from_bp(bp).expect("0..=10000 basis points").to_string();
+            prop_assert_eq!(ratio, decimal_text(bp, 4, 0));
         }
 
         #[test]

@@ -145,3 +145,16 @@ fn item_code(field: &str, s: &str) -> crate::domain::DomainResult<String> {
     }
     Ok(s.to_owned())
 }
+
+/// Puts line `i` into the field an input error names: `quantity` becomes `lines[i].quantity`. A
+/// line's fields are parsed under bare names, so that a good line costs no field-name formatting
+/// (every swipe has a few lines).
+fn in_line(i: usize, e: AppError) -> AppError {
+    match e {
+        AppError::Invalid { field, reason } => AppError::Invalid {
+            field: format!("lines[{i}].{field}"),
+            reason,
+        },
+        other => other,
+    }
+}

@@ -1,6 +1,6 @@
 //! PharmacyService: the card swipe.
 
-use super::{Ctx, GrpcResult, convert, item_code, line_no, mutating, respond};
+use super::{Ctx, GrpcResult, convert, in_line, item_code, line_no, mutating, respond};
 use crate::domain::ids::{CardNo, EVoucherToken};
 use crate::domain::kinds::InsuranceType;
 use crate::domain::money::{Amount, Quantity, UnitPrice};
@@ -53,8 +53,7 @@ fn parse_lines(lines: &[PurchaseLine]) -> Result<Vec<NewLine>, AppError> {
         .collect()
 }
 
-/// One line, its fields named bare ("quantity"): [`in_line`] names the line when one is bad (so
-/// that a good line costs no field-name formatting).
+/// One line, its fields named bare ("quantity"): [`in_line`] names the line when one is bad.
 fn parse_line(l: &PurchaseLine) -> Result<NewLine, AppError> {
     let code = item_code("code", &l.code)?;
     Ok(NewLine {
@@ -64,17 +63,6 @@ fn parse_line(l: &PurchaseLine) -> Result<NewLine, AppError> {
         quantity: Quantity::parse("quantity", &l.quantity)?,
         unit_price: UnitPrice::parse("unit_price", &l.unit_price)?,
     })
-}
-
-/// Names the field of line `i` an error of [`parse_line`] is about: `lines[i].field`.
-fn in_line(i: usize, e: AppError) -> AppError {
-    match e {
-        AppError::Invalid { field, reason } => AppError::Invalid {
-            field: format!("lines[{i}].{field}"),
-            reason,
-        },
-        other => other,
-    }
 }
 
 #[tonic::async_trait]

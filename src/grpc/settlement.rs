@@ -71,15 +71,15 @@ fn visit_no(s: &str) -> DomainResult<String> {
     Ok(s.to_owned())
 }
 
-fn new_line(i: usize, l: &FeeLine) -> Result<NewLine, AppError> {
-    let f = |name: &str| format!("lines[{i}].{name}");
+/// One fee line, its fields named bare (the caller names the line: [`super::in_line`]).
+fn new_line(l: &FeeLine) -> Result<NewLine, AppError> {
     Ok(NewLine {
-        line_no: super::line_no(&f("line_no"), &l.line_no)?,
-        code: super::item_code(&f("code"), &l.code)?,
-        name: text(&f("name"), &l.name, 200)?,
-        quantity: Quantity::parse(&f("quantity"), &l.quantity)?,
-        unit_price: UnitPrice::parse(&f("unit_price"), &l.unit_price)?,
-        fee_date: parse_opt_date(&f("fee_date"), &l.fee_date)?,
+        line_no: super::line_no("line_no", &l.line_no)?,
+        code: super::item_code("code", &l.code)?,
+        name: text("name", &l.name, 200)?,
+        quantity: Quantity::parse("quantity", &l.quantity)?,
+        unit_price: UnitPrice::parse("unit_price", &l.unit_price)?,
+        fee_date: parse_opt_date("fee_date", &l.fee_date)?,
         refund_of: (!l.refund_of.is_empty()).then(|| l.refund_of.clone()),
     })
 }
@@ -187,7 +187,7 @@ impl SettlementService for Ctx {
                 .lines
                 .iter()
                 .enumerate()
-                .map(|(i, l)| new_line(i, l))
+                .map(|(i, l)| new_line(l).map_err(|e| super::in_line(i, e)))
                 .collect::<Result<Vec<_>, _>>()?;
             let stored = lines::upload(conn, &call.principal, &r.mdtrt_id, new).await?;
             let all = crate::store::settlement::lines(conn, &r.mdtrt_id).await?;

@@ -514,20 +514,12 @@ fn install_page_cache() {
 pub async fn reference_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
     let found = c
         .with_sqlite(|x| {
-            let mut st = x.prepare("PRAGMA foreign_key_check")?;
-            let mut rows = st.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                if i64::try_from(out.len()).unwrap_or(i64::MAX) >= limit {
-                    break;
-                }
-                let table: String = r.get(0)?;
-                let row: Option<i64> = r.get(1)?;
-                let parent: String = r.get(2)?;
-                let row = row.map_or_else(|| "a row".to_owned(), |n| format!("row {n}"));
-                out.push(format!("{table} {row} → {parent}"));
-            }
-            Ok(out)
+            let mut st = x.prepare(
+                "SELECT \"table\" || ' ' || COALESCE('row ' || rowid, 'a row') || ' → ' || parent \
+                 FROM pragma_foreign_key_check LIMIT ?1",
+            )?;
+            let found = st.query_map([limit], |r| r.get(0))?;
+            Ok(found.collect::<rusqlite::Result<Vec<String>>>()?)
         })
         .await?;
     Ok(found.unwrap_or_default())
