@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use kit::*;
 use medsettle::proto;
+use medsettle::proto::pharmacy_service_server::PharmacyService;
 use proto::{
     CardStatus, CareType, CatalogueClass, DeductibleBasis, InstitutionStatus, InsuranceType,
     LevelScope, PersonStatus, ProvinceScope, SettlementKind,
@@ -1696,6 +1697,26 @@ async fn idempotency(b: Backend) {
     )
     .await;
     assert!(twins.iter().all(|t| *t == first));
+    assert_eq!(snapshot(&ts, &w, &p).await, after_first, "booked once");
+    // The server hands tonic the stored answer's bytes as they are (grpc::pharmacy::
+    // PharmacyServer); the generated service's route decodes them: the same purchase.
+    let mut direct = tonic::Request::new(swipe_req(&id, card(&p), reference_lines(), true));
+    let token = ts.token(institution_grant(PH)).await;
+    direct.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a bearer header"),
+    );
+    // What the server's request layer adds: the replay is matched on the method too.
+    direct.extensions_mut().insert(medsettle::grpc::RpcPath(
+        medsettle::service::settlement::pharmacy::SETTLE_PURCHASE_RPC.into(),
+    ));
+    let ctx = medsettle::grpc::Ctx {
+        app: ts.app.clone(),
+    };
+    let decoded = <medsettle::grpc::Ctx as PharmacyService>::settle_purchase(&ctx, direct)
+        .await
+        .must();
+    assert_eq!(decoded, first);
     assert_eq!(snapshot(&ts, &w, &p).await, after_first, "booked once");
 
     // ---- The same id with another payload: ALREADY_EXISTS, nothing written.

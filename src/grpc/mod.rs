@@ -27,16 +27,18 @@ pub struct Ctx {
 
 /// Requests of mutating RPCs: they carry a request id, and their payload without it is what
 /// idempotency compares.
-pub trait Mutating: prost::Message + Clone + Sized {
+pub trait Mutating: prost::Message + Sized {
     fn request_id(&self) -> &str;
-    fn clear_request_id(&mut self);
+    fn request_id_mut(&mut self) -> &mut String;
 
     /// SHA-256 of the encoded request with its request id cleared (prost encodes
-    /// deterministically: fields in tag order).
-    fn payload_hash(&self) -> [u8; 32] {
-        let mut copy = self.clone();
-        copy.clear_request_id();
-        Sha256::digest(copy.encode_to_vec()).into()
+    /// deterministically: fields in tag order). The id is taken out for the encoding and put
+    /// back, instead of encoding a copy of the whole request.
+    fn payload_hash(&mut self) -> [u8; 32] {
+        let id = std::mem::take(self.request_id_mut());
+        let hash = Sha256::digest(self.encode_to_vec()).into();
+        *self.request_id_mut() = id;
+        hash
     }
 }
 
@@ -45,7 +47,7 @@ macro_rules! mutating {
     ($($t:ty),+ $(,)?) => {$(
         impl $crate::grpc::Mutating for $t {
             fn request_id(&self) -> &str { &self.request_id }
-            fn clear_request_id(&mut self) { self.request_id.clear(); }
+            fn request_id_mut(&mut self) -> &mut String { &mut self.request_id }
         }
     )+};
 }
@@ -89,7 +91,7 @@ impl Ctx {
     pub async fn call<T: Mutating>(&self, req: Request<T>) -> Result<(Call, T), Status> {
         let principal = self.principal(&req).await?;
         let rpc = rpc_path(&req);
-        let body = req.into_inner();
+        let mut body = req.into_inner();
         tracing::Span::current().record("request_id", body.request_id());
         let call = Call {
             principal,
@@ -156,5 +158,41 @@ fn in_line(i: usize, e: AppError) -> AppError {
             reason,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mutating;
+    use crate::proto::{PurchaseLine, SettlePurchaseRequest};
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+
+    fn swipe(request_id: &str, quantity: &str) -> SettlePurchaseRequest {
+        SettlePurchaseRequest {
+            request_id: request_id.into(),
+            lines: vec![PurchaseLine {
+                line_no: "1".into(),
+                code: "X01".into(),
+                name: "阿莫西林胶囊".into(),
+                quantity: quantity.into(),
+                unit_price: "12.50".into(),
+            }],
+            use_account: true,
+            ..Default::default()
+        }
+    }
+
+    /// The hash is SHA-256 of the request encoded with an empty request id — what the stored
+    /// hashes of earlier versions were computed as (a copy with the id cleared) — and the
+    /// request keeps its id.
+    #[test]
+    fn payload_hash_is_the_request_without_its_id() {
+        let mut r = swipe("P1-0001", "2");
+        let expected: [u8; 32] = Sha256::digest(swipe("", "2").encode_to_vec()).into();
+        assert_eq!(r.payload_hash(), expected);
+        assert_eq!(r.request_id, "P1-0001");
+        assert_eq!(swipe("another id", "2").payload_hash(), expected);
+        assert_ne!(swipe("P1-0001", "3").payload_hash(), expected);
     }
 }
