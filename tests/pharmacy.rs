@@ -1104,6 +1104,15 @@ async fn bad_inputs(b: Backend) {
         ]))
         .await
         .invalid("lines[1].quantity");
+    // A line whose quantity × unit price is past any amount (≈ 1.0e20 yuan; both inputs within
+    // their limits): the line is named.
+    w.ph.clone()
+        .settle_purchase(swipe_with(vec![
+            pl("1", "A001", "1", "35.50"),
+            pl("2", "A001", "99999999.9999", "999999999999.999999"),
+        ]))
+        .await
+        .invalid("lines[1]");
     // Unit prices: more than 6 decimals, negative.
     for price in ["1.1234567", "-1.00", ""] {
         w.ph.clone()

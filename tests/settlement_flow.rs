@@ -1155,16 +1155,13 @@ async fn amount_overflow(b: Backend) {
     let v = admit(&w.h, &p).await;
     // 99999999.9999 × 999999999999.999999 ≈ 1.0e20 yuan: both inputs are within their limits
     // (8 and 12 integer digits) but the product is not an amount.
-    let s =
-        w.h.clone()
-            .upload_fee_lines(upload_req(
-                &v.mdtrt_id,
-                vec![line("1", "A001", "99999999.9999", "999999999999.999999")],
-            ))
-            .await
-            .code_is(Code::InvalidArgument);
-    let fields = violated_fields(&s);
-    assert!(fields.iter().any(|f| f.starts_with("lines")), "{fields:?}");
+    w.h.clone()
+        .upload_fee_lines(upload_req(
+            &v.mdtrt_id,
+            vec![line("1", "A001", "99999999.9999", "999999999999.999999")],
+        ))
+        .await
+        .invalid("lines[0]");
     // Two lines of 50000 × 999999999999.99 = 49999999999999500.00 each fit alone, not together:
     // refused at upload or at settlement, never booked clamped.
     let two = vec![

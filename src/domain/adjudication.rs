@@ -43,12 +43,17 @@ pub struct LineSplit {
 /// million such lines still fits the books' integer fen exactly.
 pub const MAX_LINE_FEN: i64 = 1_000_000_000_000;
 
-/// Checks that quantity × unit price stays within [`MAX_LINE_FEN`]; `field` names the line.
-pub fn check_line_amount(field: &str, qty: Quantity, price: UnitPrice) -> DomainResult<()> {
+/// Checks that quantity × unit price stays within [`MAX_LINE_FEN`]; `field` names the line
+/// (called only for a refusal: a good line costs no formatting).
+pub fn check_line_amount(
+    field: impl FnOnce() -> String,
+    qty: Quantity,
+    price: UnitPrice,
+) -> DomainResult<()> {
     match super::money::checked_line_amount(qty, price) {
         Some(a) if a.to_fen().abs() <= MAX_LINE_FEN => Ok(()),
         _ => Err(DomainError::invalid(
-            field,
+            field(),
             "quantity × unit price exceeds 10,000,000,000.00 yuan",
         )),
     }

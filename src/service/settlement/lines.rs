@@ -94,7 +94,7 @@ pub async fn upload(
         }
         let entry = catalogue.in_force(&l.code, fee_date);
         let terms = entry.and_then(CatalogueRow::terms);
-        check_line_amount(&format!("lines[{i}]"), l.quantity, l.unit_price)?;
+        check_line_amount(|| format!("lines[{i}]"), l.quantity, l.unit_price)?;
         let split = split_line(l.quantity, l.unit_price, terms.as_ref());
         let row = FeeLineRow {
             mdtrt_id: mdtrt_id.to_owned(),

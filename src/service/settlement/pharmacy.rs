@@ -92,7 +92,7 @@ pub fn check_lines(new: &[NewLine]) -> AppResult<()> {
                 "appears twice",
             ));
         }
-        check_line_amount(&format!("lines[{i}]"), l.quantity, l.unit_price)?;
+        check_line_amount(|| format!("lines[{i}]"), l.quantity, l.unit_price)?;
         if l.quantity.is_negative() {
             return Err(AppError::invalid(
                 format!("lines[{i}].quantity"),
