@@ -11,7 +11,7 @@
 
 use super::cells::{Cell, Cells};
 use super::{Conn, Raw, StoreError, StoreResult};
-use chrono::{NaiveDate, SecondsFormat};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 
 impl Conn {
@@ -55,13 +55,20 @@ pub fn insert<T: Cells>(c: &rusqlite::Connection, rows: &[T], suffix: &str) -> S
         super::list(super::Engine::Sqlite, T::N, 1)
     );
     let mut st = c.prepare_cached(&sql)?;
+    // A batch's rows share its one timestamp and business date: each formatted once a call.
+    let (mut time, mut date) = (Memo::default(), Memo::default());
     let mut n = 0;
     for row in rows {
         let mut i = 0;
         let mut failed = None;
         row.cells(&mut |cell| {
             i += 1;
-            if let Err(e) = st.raw_bind_parameter(i, Bound(cell)) {
+            let bound = match cell {
+                Cell::Time(v) => st.raw_bind_parameter(i, time.text(v, time_text)),
+                Cell::Date(v) => st.raw_bind_parameter(i, date.text(v, date_text)),
+                cell => st.raw_bind_parameter(i, Bound(cell)),
+            };
+            if let Err(e) = bound {
                 failed.get_or_insert(e);
             }
         });
@@ -73,8 +80,36 @@ pub fn insert<T: Cells>(c: &rusqlite::Connection, rows: &[T], suffix: &str) -> S
     Ok(n)
 }
 
-/// A cell bound as sqlx-sqlite binds its type: times as RFC 3339 text (`AutoSi` fractions,
-/// `+00:00`), dates as `YYYY-MM-DD`.
+/// A time as sqlx-sqlite binds it: RFC 3339 text (`AutoSi` fractions, `+00:00`).
+fn time_text(v: DateTime<Utc>) -> String {
+    v.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+/// A date as sqlx-sqlite binds it: `YYYY-MM-DD`.
+fn date_text(v: NaiveDate) -> String {
+    v.format("%F").to_string()
+}
+
+/// The text of the value last formatted, kept while the next values are the same.
+struct Memo<K>(Option<(K, String)>);
+
+impl<K> Default for Memo<K> {
+    fn default() -> Self {
+        Memo(None)
+    }
+}
+
+impl<K: PartialEq + Copy> Memo<K> {
+    fn text(&mut self, v: K, format: fn(K) -> String) -> &str {
+        if self.0.as_ref().is_some_and(|(last, _)| *last != v) {
+            self.0 = None;
+        }
+        &self.0.get_or_insert_with(|| (v, format(v))).1
+    }
+}
+
+/// A cell bound as sqlx-sqlite binds its type (times and dates as [`time_text`] and
+/// [`date_text`] put them).
 pub(super) struct Bound<'a>(pub(super) Cell<'a>);
 
 impl rusqlite::ToSql for Bound<'_> {
@@ -86,10 +121,8 @@ impl rusqlite::ToSql for Bound<'_> {
             Cell::Int(v) | Cell::OptInt(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
             Cell::OptText(None) | Cell::OptInt(None) => ToSqlOutput::Owned(Value::Null),
             Cell::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
-            Cell::Time(v) => {
-                ToSqlOutput::Owned(Value::Text(v.to_rfc3339_opts(SecondsFormat::AutoSi, false)))
-            }
-            Cell::Date(v) => ToSqlOutput::Owned(Value::Text(v.format("%F").to_string())),
+            Cell::Time(v) => ToSqlOutput::Owned(Value::Text(time_text(v))),
+            Cell::Date(v) => ToSqlOutput::Owned(Value::Text(date_text(v))),
         })
     }
 }
@@ -235,6 +268,54 @@ mod tests {
         let entries = super::super::journal::entries_of(&mut c, "J2", "J2").await?;
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].amount_fen, -12_345);
+        c.rollback().await?;
+        Ok(())
+    }
+
+    /// Rows of one call share a formatted time or date only while it is the same value: rows
+    /// whose times and dates change from one to the next, and back, are stored as sqlx stores
+    /// them one by one.
+    #[tokio::test]
+    async fn times_and_dates_of_many_rows() -> anyhow::Result<()> {
+        let db = memory().await?;
+        let mut c = db.begin().await?;
+        let t1 = Utc
+            .with_ymd_and_hms(2026, 11, 28, 1, 2, 3)
+            .single()
+            .unwrap_or_default();
+        let t2 = t1 + chrono::Duration::microseconds(1);
+        let d1 = NaiveDate::from_ymd_opt(2026, 11, 28).unwrap_or_default();
+        let d2 = NaiveDate::from_ymd_opt(2026, 11, 29).unwrap_or_default();
+        let tx = |id: String, business_date, booked_at| JournalTxRow {
+            journal_id: id,
+            kind: "purchase".into(),
+            reference: "S1".into(),
+            memo: String::new(),
+            business_date,
+            booked_at,
+        };
+        let shapes = [(d1, t1), (d1, t1), (d1, t2), (d2, t2), (d2, t1), (d1, t1)];
+        let rows = |prefix: &str| -> Vec<JournalTxRow> {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(d, t))| tx(format!("{prefix}{i}"), d, t))
+                .collect()
+        };
+        for row in rows("A") {
+            cells::insert(&mut c, std::slice::from_ref(&row), "").await?;
+        }
+        let n = c.with_sqlite(|x| insert(x, &rows("B"), "")).await?;
+        assert_eq!(n, Some(shapes.len()));
+        let stored = stored::<JournalTxRow>(&mut c).await?;
+        let (by_sqlx, direct) = stored.split_at(shapes.len());
+        for (a, b) in by_sqlx.iter().zip(direct) {
+            assert_eq!(a[1..], b[1..], "{a:?} against {b:?}");
+        }
+        // And the values differ where the shapes do (the memo was not kept past a change).
+        assert_ne!(direct[1][4], direct[3][4], "business dates");
+        assert_ne!(direct[1][5], direct[2][5], "booked_at");
+        assert_eq!(direct[0][4..], direct[5][4..]);
         c.rollback().await?;
         Ok(())
     }
