@@ -215,7 +215,7 @@ impl Ctx {
 pub struct Encoded(pub Vec<u8>);
 
 /// The codec of SettlePurchase as served: requests decoded by prost; the answer's bytes written
-/// as they are, instead of decoded into a `Purchase` for tonic to encode again (≈ 10 % of the
+/// as they are, instead of decoded into a `Purchase` for tonic to encode again (≈ 12 % of the
 /// server's gRPC workers at 5,000 swipes/s, BENCHMARKS.md session 19).
 #[derive(Default)]
 struct AnswerCodec;
