@@ -601,58 +601,46 @@ async fn fee_lines(b: Backend) {
         .upload_fee_lines(upload_req(mdtrt, vec![]))
         .await
         .invalid("lines");
-    // Strict numbers, naming the line and the field.
-    w.h.clone()
-        .upload_fee_lines(upload_req(
-            mdtrt,
+    // Strict numbers, naming the line and the field; a line's number and code: printable,
+    // bounded, codes of letters, digits, '.', '-', '_'.
+    let long_no = "9".repeat(31);
+    let bad_lines: [(Vec<proto::FeeLine>, &str); 8] = [
+        (
             vec![line("9", "A001", "1.23456", "1.00")],
-        ))
-        .await
-        .invalid("lines[0].quantity");
-    w.h.clone()
-        .upload_fee_lines(upload_req(mdtrt, vec![line("9", "A001", "1", "-1")]))
-        .await
-        .invalid("lines[0].unit_price");
-    w.h.clone()
-        .upload_fee_lines(upload_req(
-            mdtrt,
+            "lines[0].quantity",
+        ),
+        (vec![line("9", "A001", "1", "-1")], "lines[0].unit_price"),
+        (
             vec![
                 line("8", "A001", "1", "1.00"),
                 line("9", "A001", "0", "1.00"),
             ],
-        ))
-        .await
-        .invalid("lines[1].quantity");
-    w.h.clone()
-        .upload_fee_lines(upload_req(mdtrt, vec![line("9", "A001", "1", "1.0000001")]))
-        .await
-        .invalid("lines[0].unit_price");
-    w.h.clone()
-        .upload_fee_lines(upload_req(mdtrt, vec![line("9", "A001", "1e2", "1.00")]))
-        .await
-        .invalid("lines[0].quantity");
-    // A line's number and code: printable, bounded, codes of letters, digits, '.', '-', '_'.
-    w.h.clone()
-        .upload_fee_lines(upload_req(
-            mdtrt,
+            "lines[1].quantity",
+        ),
+        (
+            vec![line("9", "A001", "1", "1.0000001")],
+            "lines[0].unit_price",
+        ),
+        (vec![line("9", "A001", "1e2", "1.00")], "lines[0].quantity"),
+        (
             vec![
                 line("8", "A001", "1", "1.00"),
                 line("9", "A 001", "1", "1.00"),
             ],
-        ))
-        .await
-        .invalid("lines[1].code");
-    w.h.clone()
-        .upload_fee_lines(upload_req(mdtrt, vec![line("", "A001", "1", "1.00")]))
-        .await
-        .invalid("lines[0].line_no");
-    w.h.clone()
-        .upload_fee_lines(upload_req(
-            mdtrt,
-            vec![line(&"9".repeat(31), "A001", "1", "1.00")],
-        ))
-        .await
-        .invalid("lines[0].line_no");
+            "lines[1].code",
+        ),
+        (vec![line("", "A001", "1", "1.00")], "lines[0].line_no"),
+        (
+            vec![line(&long_no, "A001", "1", "1.00")],
+            "lines[0].line_no",
+        ),
+    ];
+    for (lines, field) in bad_lines {
+        w.h.clone()
+            .upload_fee_lines(upload_req(mdtrt, lines))
+            .await
+            .invalid(field);
+    }
     // Nothing of the refused calls was stored (line 8 of the mixed call neither).
     let up = upload(&w.h, mdtrt, vec![line("2", "B001", "1", "80.00")]).await;
     assert_eq!(up.unsettled_total, "10080.00");

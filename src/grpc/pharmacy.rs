@@ -217,7 +217,6 @@ pub struct Encoded(pub Vec<u8>);
 /// The codec of SettlePurchase as served: requests decoded by prost; the answer's bytes written
 /// as they are, instead of decoded into a `Purchase` for tonic to encode again (≈ 12 % of the
 /// server's gRPC workers at 5,000 swipes/s, BENCHMARKS.md session 19).
-#[derive(Default)]
 struct AnswerCodec;
 
 struct AnswerEncoder;
@@ -274,12 +273,11 @@ impl tonic::server::NamedService for PharmacyServer {
     const NAME: &'static str = crate::proto::pharmacy_service_server::SERVICE_NAME;
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
-
 impl tower::Service<http::Request<tonic::body::Body>> for PharmacyServer {
     type Response = http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+    /// The generated server's own future type, so that its calls pass through unboxed again.
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(
         &mut self,
@@ -290,7 +288,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PharmacyServer {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         if req.uri().path() != pharmacy::SETTLE_PURCHASE_RPC {
-            return Box::pin(tower::Service::call(&mut self.generated, req));
+            return tower::Service::call(&mut self.generated, req);
         }
         let ctx = self.ctx.clone();
         Box::pin(async move {
