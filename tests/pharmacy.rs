@@ -1535,10 +1535,8 @@ async fn refund_permissions_and_reversals(b: Backend) {
     let p = person(&w, WUHAI, 1, "300.00").await;
     let q = person(&w, BAOTOU, 2, "300.00").await;
     let s_rid = rid();
-    let s = swipe(&w.ph, swipe_req(&s_rid, card(&p), reference_lines(), true))
-        .await
-        .settlement
-        .unwrap();
+    let first = swipe(&w.ph, swipe_req(&s_rid, card(&p), reference_lines(), true)).await;
+    let s = first.settlement.clone().unwrap();
 
     // ---- Another pharmacy may neither refund nor read it.
     let before = snapshot(&ts, &w, &p).await;
@@ -1615,13 +1613,16 @@ async fn refund_permissions_and_reversals(b: Backend) {
     refused(reverse_by_request(&w.ph, &s_rid).await, "already_refunded");
     // 冲正 of the refund's own request id is not a purchase.
     refused(reverse_by_request(&w.ph, &rev_rid).await, "not_a_purchase");
-    // The original request id now replays its purchase (still the first answer).
+    // The original request id now replays its purchase: the first answer exactly, as booked
+    // (the settlement refunded since, its lines' refunded quantities none).
     let replay =
         w.ph.clone()
             .settle_purchase(swipe_req(&s_rid, card(&p), reference_lines(), true))
             .await
             .must();
-    assert_eq!(replay.settlement.unwrap().setl_id, s.setl_id);
+    assert_eq!(replay, first);
+    let now = get_purchase(&w.ph, &s.setl_id).await.must();
+    assert_ne!(now.lines, first.lines, "GetPurchase shows the refunds");
     assert_eq!(pacct(&w, &p.psn_no).await, "300.00");
 
     // ---- 冲正 after a partial refund refunds the rest: the reference purchase again, 1 × B001
@@ -1756,7 +1757,7 @@ async fn idempotency(b: Backend) {
     assert_eq!(snapshot(&ts, &w, &p).await, after_first);
 
     // ---- Refunds are idempotent too.
-    let setl_id = first.settlement.unwrap().setl_id;
+    let setl_id = first.settlement.as_ref().unwrap().setl_id.clone();
     let r_id = rid();
     let req = proto::RefundPurchaseRequest {
         request_id: r_id.clone(),
@@ -1773,6 +1774,13 @@ async fn idempotency(b: Backend) {
     assert_eq!(r_again, r);
     let got = get_purchase(&w.ph, &setl_id).await.must();
     assert_eq!(refunded(&got), [("1", "0"), ("2", "1"), ("3", "0")]);
+    // The swipe replayed after its refund: still its first answer (nothing refunded).
+    let replayed =
+        w.ph.clone()
+            .settle_purchase(swipe_req(&id, card(&p), reference_lines(), true))
+            .await
+            .must();
+    assert_eq!(replayed, first);
     w.ph.clone()
         .refund_purchase(proto::RefundPurchaseRequest {
             lines: vec![proto::RefundLine {
@@ -1806,6 +1814,31 @@ async fn idempotency(b: Backend) {
         "0.00"
     );
     verify_ok(&ts).await;
+
+    // ---- A swipe's first answer stored encoded (as earlier versions stored them; now the
+    // row names the settlement and a replay reads it) is replayed as stored, byte for byte.
+    let mut stored = first.clone();
+    stored.settlement.as_mut().unwrap().psn_no = "as stored".into();
+    let hex = hex::encode(prost::Message::encode_to_vec(&stored));
+    let blob = match b {
+        Backend::Sqlite => format!("X'{hex}'"),
+        Backend::Postgres => format!("'\\x{hex}'::bytea"),
+    };
+    let changed = raw_sql(
+        &ts,
+        &[&format!(
+            "UPDATE idempotency SET response = {blob} \
+             WHERE request_id = '{id}' AND setl_id = '{setl_id}'"
+        )],
+    )
+    .await;
+    assert_eq!(changed, [1]);
+    let replayed =
+        w.ph.clone()
+            .settle_purchase(swipe_req(&id, card(&p), reference_lines(), true))
+            .await
+            .must();
+    assert_eq!(replayed, stored);
 }
 
 /// The answers of SettlePurchase, RefundPurchase and ReversePurchaseByRequestId are the stored

@@ -8,20 +8,11 @@ use crate::domain::{DomainError, DomainResult};
 use crate::proto::pharmacy_service_server::PharmacyService;
 use crate::proto::*;
 use crate::service::settlement::pharmacy::{self, NewLine, Swipe};
+use crate::service::settlement::swipe_batch::{BookedPurchase, SwipeAnswer};
 use crate::service::settlement::visits::Credential;
 use crate::service::{AppError, text};
 
 mutating!(SettlePurchaseRequest, RefundPurchaseRequest);
-
-/// The stored and returned answer of a booked purchase.
-fn encode_purchase(
-    s: &crate::store::settlement::SettlementRow,
-    l: &[crate::store::pharmacy::PurchaseLineRow],
-    e: &crate::service::settlement::Explanation,
-) -> Vec<u8> {
-    use prost::Message;
-    convert::purchase_explained(s.clone(), l.to_vec(), Some(e.clone())).encode_to_vec()
-}
 
 fn credential(c: &Option<CardCredential>) -> DomainResult<Credential> {
     use card_credential::Credential as C;
@@ -93,17 +84,19 @@ impl PharmacyService for Ctx {
         respond(found.map(|(s, _)| convert::settlement(s)))
     }
 
-    /// Served by [`PharmacyServer`], which hands tonic the answer's bytes as they are; here
-    /// (the generated server's route) the same answer decoded.
+    /// Served by [`PharmacyServer`], which hands tonic a stored answer's bytes as they are;
+    /// here (the generated server's route) the same answer as a message.
     async fn settle_purchase(
         &self,
         req: tonic::Request<SettlePurchaseRequest>,
     ) -> GrpcResult<Purchase> {
         use prost::Message;
-        let bytes = self.settle_purchase_encoded(req).await?.into_inner().0;
-        let purchase = Purchase::decode(bytes.as_slice()).map_err(|e| {
-            AppError::Internal(anyhow::anyhow!("purchase answer does not decode: {e}"))
-        })?;
+        let purchase = match self.settle_purchase_answer(req).await?.into_inner() {
+            Answer::Purchase(p) => *p,
+            Answer::Encoded(bytes) => Purchase::decode(bytes.as_slice()).map_err(|e| {
+                AppError::Internal(anyhow::anyhow!("purchase answer does not decode: {e}"))
+            })?,
+        };
         Ok(tonic::Response::new(purchase))
     }
 
@@ -177,12 +170,13 @@ impl PharmacyService for Ctx {
 }
 
 impl Ctx {
-    /// SettlePurchase: the swipe checked here, booked by the swipe batcher; its answer as the
-    /// batch encoded (and stored) it.
-    async fn settle_purchase_encoded(
+    /// SettlePurchase: the swipe checked here, booked by the swipe batcher; answered the
+    /// purchase it booked (encoded here, on the caller's task, not on the batch's writer), or a
+    /// first answer stored encoded as it is.
+    async fn settle_purchase_answer(
         &self,
         req: tonic::Request<SettlePurchaseRequest>,
-    ) -> Result<tonic::Response<Encoded>, tonic::Status> {
+    ) -> Result<tonic::Response<Answer>, tonic::Status> {
         let (call, r) = self.call(req).await?;
         let parsed = (|| {
             Ok::<_, AppError>(Swipe {
@@ -201,42 +195,60 @@ impl Ctx {
             Err(e) => return Err(self.app.refuse(&call, e).await.into()),
         };
         // Group commit: booked with whatever other swipes are queued, in one transaction.
-        let bytes = self
-            .app
-            .swipes()
-            .submit(call, swipe, encode_purchase)
-            .await?;
-        Ok(tonic::Response::new(Encoded(bytes)))
+        let answer = match self.app.swipes().submit(call, swipe).await? {
+            SwipeAnswer::Booked(b) => {
+                let BookedPurchase {
+                    settlement,
+                    lines,
+                    explanation,
+                } = *b;
+                Answer::Purchase(Box::new(convert::purchase_explained(
+                    settlement,
+                    lines,
+                    Some(explanation),
+                )))
+            }
+            SwipeAnswer::Stored(bytes) => Answer::Encoded(bytes),
+        };
+        Ok(tonic::Response::new(answer))
     }
 }
 
-/// A message already encoded: the bytes of a `Purchase` as the swipe batch encoded and stored
-/// them (replays return the same bytes).
-pub struct Encoded(pub Vec<u8>);
+/// SettlePurchase's answer: a purchase, or the bytes of one as a first answer was stored
+/// encoded (written as they are, not decoded for tonic to encode again).
+pub enum Answer {
+    Purchase(Box<Purchase>),
+    Encoded(Vec<u8>),
+}
 
-/// The codec of SettlePurchase as served: requests decoded by prost; the answer's bytes written
-/// as they are, instead of decoded into a `Purchase` for tonic to encode again (≈ 12 % of the
-/// server's gRPC workers at 5,000 swipes/s, BENCHMARKS.md session 19).
+/// The codec of SettlePurchase as served: requests decoded by prost; a purchase encoded by
+/// prost straight into the response, stored bytes written as they are.
 struct AnswerCodec;
 
 struct AnswerEncoder;
 
 impl tonic::codec::Encoder for AnswerEncoder {
-    type Item = Encoded;
+    type Item = Answer;
     type Error = tonic::Status;
 
     fn encode(
         &mut self,
-        item: Encoded,
+        item: Answer,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item.0);
-        Ok(())
+        match item {
+            Answer::Purchase(p) => prost::Message::encode(&*p, dst)
+                .map_err(|e| tonic::Status::internal(format!("encoding the purchase: {e}"))),
+            Answer::Encoded(bytes) => {
+                bytes::BufMut::put_slice(dst, &bytes);
+                Ok(())
+            }
+        }
     }
 }
 
 impl tonic::codec::Codec for AnswerCodec {
-    type Encode = Encoded;
+    type Encode = Answer;
     type Decode = SettlePurchaseRequest;
     type Encoder = AnswerEncoder;
     type Decoder = tonic_prost::ProstDecoder<SettlePurchaseRequest>;
@@ -294,7 +306,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for PharmacyServer {
         Box::pin(async move {
             let method = tower::service_fn(move |r: tonic::Request<SettlePurchaseRequest>| {
                 let ctx = ctx.clone();
-                async move { ctx.settle_purchase_encoded(r).await }
+                async move { ctx.settle_purchase_answer(r).await }
             });
             Ok(tonic::server::Grpc::new(AnswerCodec)
                 .unary(method, req)

@@ -187,13 +187,20 @@ pub async fn audit_alone(db: &Db, call: &Call, outcome: &str, detail: &str) {
 /// The stored first answer's bytes, or ALREADY_EXISTS for a different payload (or a request id
 /// closed by a 冲正) under the same id.
 pub fn replay_bytes(call: &Call, first: IdempotencyRow) -> AppResult<Vec<u8>> {
+    check_replay(call, &first)?;
+    Ok(first.response)
+}
+
+/// ALREADY_EXISTS unless `call` repeats the first call under its request id (the same RPC and
+/// payload; a request id closed by a 冲正 repeats nothing).
+pub fn check_replay(call: &Call, first: &IdempotencyRow) -> AppResult<()> {
     if first.rpc != call.rpc || first.payload_hash != call.payload_hash {
         return Err(AppError::AlreadyExists(format!(
             "request_id {:?} was already used for a different request ({}); use a new request id",
             call.request_id, first.rpc
         )));
     }
-    Ok(first.response)
+    Ok(())
 }
 
 /// Decodes the stored first answer, or refuses a different payload under the same id.

@@ -47,7 +47,11 @@ pub async fn revoke_token(c: &mut Conn, token_id: &str, now: DateTime<Utc>) -> S
 pub struct IdempotencyRow {
     pub rpc: String,
     pub payload_hash: Vec<u8>,
+    /// The first answer's bytes; empty for a swipe's, whose answer is its settlement as booked
+    /// (`setl_id`).
     pub response: Vec<u8>,
+    /// The settlement the call booked, if it booked one.
+    pub setl_id: Option<String>,
 }
 
 pub async fn find_idempotent(
@@ -55,7 +59,7 @@ pub async fn find_idempotent(
     principal: &str,
     request_id: &str,
 ) -> StoreResult<Option<IdempotencyRow>> {
-    let sql = "SELECT rpc, payload_hash, response FROM idempotency \
+    let sql = "SELECT rpc, payload_hash, response, setl_id FROM idempotency \
                WHERE principal = $1 AND request_id = $2";
     Ok(
         on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
@@ -214,6 +218,7 @@ struct KeyedAnswer {
     rpc: String,
     payload_hash: Vec<u8>,
     response: Vec<u8>,
+    setl_id: Option<String>,
 }
 
 /// The stored first answers of many (principal, request id) pairs.
@@ -228,7 +233,7 @@ pub async fn find_many(
     let on_sqlite = c
         .with_sqlite(|x| {
             let mut st = x.prepare_cached(
-                "SELECT rpc, payload_hash, response FROM idempotency \
+                "SELECT rpc, payload_hash, response, setl_id FROM idempotency \
                  WHERE principal = ?1 AND request_id = ?2",
             )?;
             let mut out = Vec::new();
@@ -239,6 +244,7 @@ pub async fn find_many(
                             rpc: row.get(0)?,
                             payload_hash: row.get(1)?,
                             response: row.get(2)?,
+                            setl_id: row.get(3)?,
                         })
                     })
                     .optional()?;
@@ -255,7 +261,8 @@ pub async fn find_many(
     // PostgreSQL: the keys as two arrays (one statement text for any number of keys).
     let principals: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
     let request_ids: Vec<&str> = keys.iter().map(|(_, r)| r.as_str()).collect();
-    let sql = "SELECT principal, request_id, rpc, payload_hash, response FROM idempotency \
+    let sql = "SELECT principal, request_id, rpc, payload_hash, response, setl_id \
+               FROM idempotency \
                WHERE (principal, request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))";
     let rows: Vec<KeyedAnswer> = sqlx::query_as(sql)
         .bind(&principals)
@@ -269,6 +276,7 @@ pub async fn find_many(
                 rpc: k.rpc,
                 payload_hash: k.payload_hash,
                 response: k.response,
+                setl_id: k.setl_id,
             };
             (k.principal, k.request_id, row)
         })

@@ -197,6 +197,7 @@ pub async fn close_request_id(
         rpc: format!("{TOMBSTONE} {request_id}"),
         payload_hash: Vec::new(),
         response: Vec::new(),
+        setl_id: None,
     };
     access::insert_idempotent(conn, &key, original_request_id, &tombstone, now)
         .await

@@ -6,7 +6,10 @@
 //! other); one statement each then writes the answers (the idempotency rows, first), the
 //! settlements, lines, journal, accumulators, balances and audit records; one commit, made durable
 //! by one fsync (on SQLite off the writer's path, see `store::durability`), answers
-//! them all. A request that breaks a rule fails alone: only its audit record is written. A
+//! them all. A swipe's answer is the purchase it booked, handed to its caller to encode (not on
+//! the writer); its idempotency row names that settlement rather than holding a copy, and a
+//! replay reads the purchase back as it was booked. A request that breaks a rule fails alone:
+//! only its audit record is written. A
 //! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
 //! replays. A batch the database refuses as a whole is retried, then split into single
 //! requests, so one bad request never fails the others.
@@ -25,9 +28,9 @@ use crate::metrics::{Booked, Metrics};
 use crate::service::auth::Principal;
 use crate::service::clock::Clock;
 use crate::service::error::{AppError, AppResult};
-use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, replay_bytes};
+use crate::service::mutate::{Call, MAX_ATTEMPTS, audit_alone, audit_row, check_replay};
 use crate::service::policies;
-use crate::store::access::{self, Answer};
+use crate::store::access::{self, Answer, IdempotencyRow};
 use crate::store::batch::Writes;
 use crate::store::cache::CatalogueSnapshot;
 use crate::store::pharmacy::PurchaseLineRow;
@@ -45,20 +48,41 @@ const QUEUE: usize = 8192;
 /// With no swipe for this long, the SQLite writer merges the index tail.
 const IDLE_MERGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Encodes the answer of a booked purchase (the bytes stored for replays and returned), given
-/// its explanation (also stored in the row, as JSON).
-pub type Encode = fn(&SettlementRow, &[PurchaseLineRow], &super::Explanation) -> Vec<u8>;
+/// A purchase as its swipe booked it: what the swipe is answered, and every replay of it.
+#[derive(Debug, Clone)]
+pub struct BookedPurchase {
+    pub settlement: SettlementRow,
+    pub lines: Vec<PurchaseLineRow>,
+    pub explanation: super::Explanation,
+}
+
+/// What a swipe is answered.
+#[derive(Debug)]
+pub enum SwipeAnswer {
+    /// The purchase this call booked, or (a replay) the first call under its request id booked.
+    Booked(Box<BookedPurchase>),
+    /// The first call's answer as it was stored encoded (how swipes were answered before their
+    /// idempotency rows named the settlement instead: 0.x databases).
+    Stored(Vec<u8>),
+}
+
+/// A swipe's answer as its batch leaves it: a replay of a booked purchase is read by the
+/// caller's own task, off the writer.
+enum Reply {
+    Answer(SwipeAnswer),
+    Replay(String),
+}
 
 struct Job {
     call: Call,
     swipe: Swipe,
-    encode: Encode,
-    reply: oneshot::Sender<AppResult<Vec<u8>>>,
+    reply: oneshot::Sender<AppResult<Reply>>,
 }
 
 /// The queue in front of the swipe writers of one database.
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
+    db: Db,
 }
 
 impl Batcher {
@@ -103,25 +127,71 @@ impl Batcher {
                 }
             }
         }
-        Batcher { tx }
+        Batcher { tx, db }
     }
 
-    /// Books one swipe with whatever else is queued; answers the encoded response.
-    pub async fn submit(&self, call: Call, swipe: Swipe, encode: Encode) -> AppResult<Vec<u8>> {
+    /// Books one swipe with whatever else is queued; answers the purchase booked (or, replayed,
+    /// the first answer under the request id).
+    pub async fn submit(&self, call: Call, swipe: Swipe) -> AppResult<SwipeAnswer> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job {
-                call,
-                swipe,
-                encode,
-                reply,
-            })
+            .send(Job { call, swipe, reply })
             .await
             .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer stopped")))?;
-        answer
-            .await
-            .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer dropped the request")))?
+        let reply = answer.await.map_err(|_| {
+            AppError::Internal(anyhow::anyhow!("swipe writer dropped the request"))
+        })??;
+        match reply {
+            Reply::Answer(a) => Ok(a),
+            Reply::Replay(setl_id) => Ok(SwipeAnswer::Booked(Box::new(
+                booked(&self.db, &setl_id).await?,
+            ))),
+        }
     }
+}
+
+/// A purchase as it was booked, read back: its settlement and lines without what happened to
+/// them since (a reversal naming it, refunded quantities), its explanation from the stored JSON.
+async fn booked(db: &Db, setl_id: &str) -> AppResult<BookedPurchase> {
+    let mut conn = db.read().await?;
+    let mut settlement = settlement::get_settlement(&mut conn, setl_id, false)
+        .await?
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "the settlement {setl_id} a request id names is missing"
+            ))
+        })?;
+    let mut lines = crate::store::pharmacy::lines(&mut conn, setl_id).await?;
+    drop(conn);
+    let explanation = serde_json::from_str(&settlement.explanation).map_err(|e| {
+        AppError::Internal(anyhow::anyhow!(
+            "the explanation of {setl_id} does not parse: {e}"
+        ))
+    })?;
+    settlement.reversed_by = None;
+    for l in &mut lines {
+        l.refunded_qty_scaled = 0;
+    }
+    Ok(BookedPurchase {
+        settlement,
+        lines,
+        explanation,
+    })
+}
+
+/// The answer to a replay of `first`: its stored bytes, or (a swipe's) the settlement it names,
+/// to be read by the caller; ALREADY_EXISTS for a different request under the same id.
+fn replay_of(call: &Call, first: IdempotencyRow) -> AppResult<Reply> {
+    check_replay(call, &first)?;
+    if !first.response.is_empty() {
+        return Ok(Reply::Answer(SwipeAnswer::Stored(first.response)));
+    }
+    first.setl_id.map(Reply::Replay).ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!(
+            "the first answer under request_id {:?} is empty",
+            call.request_id
+        ))
+    })
 }
 
 async fn writer(
@@ -243,7 +313,7 @@ async fn run(
 /// Per-request outcomes of a committed batch; `Defer` = the same request id appeared earlier in
 /// the batch, so its answer is the committed first one.
 enum Outcome {
-    Done(AppResult<Vec<u8>>),
+    Done(AppResult<Reply>),
     Defer,
 }
 
@@ -257,12 +327,12 @@ async fn finish(db: &Db, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
     }
 }
 
-async fn replay_committed(db: &Db, call: &Call) -> AppResult<Vec<u8>> {
+async fn replay_committed(db: &Db, call: &Call) -> AppResult<Reply> {
     let mut conn = db.read().await?;
     let key = (call.principal.key(), call.request_id.clone());
     let found = access::find_many(&mut conn, std::slice::from_ref(&key)).await?;
     let answer = match found.into_iter().next() {
-        Some((_, _, first)) => replay_bytes(call, first),
+        Some((_, _, first)) => replay_of(call, first),
         None => Err(AppError::Retry(
             "the first call with this request id did not commit".into(),
         )),
@@ -344,7 +414,7 @@ async fn book(
             fresh.push(i);
             continue;
         };
-        let answer = replay_bytes(&jobs[i].call, first);
+        let answer = replay_of(&jobs[i].call, first);
         match &answer {
             Ok(_) => w.audits.push(audit_row(&jobs[i].call, "OK", "replay", now)),
             Err(e) => w
@@ -448,21 +518,24 @@ async fn book(
         .into_iter()
         .collect();
 
+    // The purchases booked, in the order of `w.settlements`: (job, lines, explanation).
+    let mut booked = Vec::new();
     for p in priced {
         let job = &jobs[p.i];
         match adjudicate_one(job, p.ctx, p.lines, &mut accs, &mut balances, &mut w, now) {
-            Ok((answer, setl_id)) => {
+            Ok((setl_id, lines, explanation)) => {
                 w.audits.push(audit_row(&job.call, "OK", "", now));
+                // The answer is the settlement as booked: the row names it (a replay reads it).
                 w.answers.push(Answer {
                     principal: job.call.principal.key(),
                     request_id: job.call.request_id.clone(),
                     rpc: job.call.rpc.clone(),
                     payload_hash: job.call.payload_hash.to_vec(),
-                    response: answer.clone(),
+                    response: Vec::new(),
                     created_at: now,
                     setl_id: Some(setl_id),
                 });
-                out[p.i] = Some(Outcome::Done(Ok(answer)));
+                booked.push((p.i, lines, explanation));
             }
             Err(e) if is_request_error(&e) => {
                 fail(&mut w, job, &e);
@@ -494,6 +567,21 @@ async fn book(
         metrics.booked(&Booked::of(s));
     }
     tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), ?commit, "swipe batch committed");
+    // Each booked swipe is answered its settlement and lines, moved out of the batch's writes.
+    let Writes {
+        settlements, lines, ..
+    } = w;
+    let mut lines = lines.into_iter();
+    for ((i, n, explanation), settlement) in booked.into_iter().zip(settlements) {
+        let purchase = BookedPurchase {
+            settlement,
+            lines: lines.by_ref().take(n).collect(),
+            explanation,
+        };
+        out[i] = Some(Outcome::Done(Ok(Reply::Answer(SwipeAnswer::Booked(
+            Box::new(purchase),
+        )))));
+    }
     let outcomes = out
         .into_iter()
         .map(|o| {
@@ -599,7 +687,8 @@ async fn cached_catalogue(
 }
 
 /// Adjudicates one priced swipe against the batch's in-memory accumulators and balances and
-/// queues its writes; returns its encoded answer and its settlement's id.
+/// queues its writes (its settlement last); returns its settlement's id, how many lines it has
+/// and its explanation.
 fn adjudicate_one(
     job: &Job,
     ctx: super::context::Context,
@@ -608,7 +697,7 @@ fn adjudicate_one(
     balances: &mut HashMap<String, i64>,
     w: &mut Writes,
     now: chrono::DateTime<Utc>,
-) -> AppResult<(Vec<u8>, String)> {
+) -> AppResult<(String, usize, super::Explanation)> {
     let key = (
         ctx.person.psn_no.clone(),
         ctx.insurance_type.code(),
@@ -692,8 +781,8 @@ fn adjudicate_one(
     for l in &mut lines {
         l.setl_id = setl_id.clone();
     }
-    let answer = (job.encode)(&settled, &lines, &adj.explanation);
+    let n = lines.len();
     w.settlements.push(settled);
     w.lines.extend(lines);
-    Ok((answer, setl_id))
+    Ok((setl_id, n, adj.explanation))
 }
