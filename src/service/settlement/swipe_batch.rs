@@ -453,7 +453,12 @@ async fn book(
     vouchers.dedup();
     let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
     let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
-    let held = persons::insurances_of(&mut conn, &psn_nos).await?;
+    // Each person's insurances, found by psn_no (a batch of n swipes looked each person's up
+    // among all n persons' rows: n² comparisons, in the large batches that follow a stall).
+    let mut held: HashMap<String, Vec<crate::store::persons::InsuranceRow>> = HashMap::new();
+    for h in persons::insurances_of(&mut conn, &psn_nos).await? {
+        held.entry(h.psn_no.clone()).or_default().push(h);
+    }
     let by_card: HashMap<&str, _> = people
         .iter()
         .filter_map(|p| Some((p.card_no.as_deref()?, p)))
@@ -616,7 +621,7 @@ async fn price_one(
     institutions: &HashMap<String, crate::store::registry::InstitutionRow>,
     by_card: &HashMap<&str, &crate::store::persons::PersonRow>,
     by_voucher: &HashMap<&str, &crate::store::persons::PersonRow>,
-    held: &[crate::store::persons::InsuranceRow],
+    held: &HashMap<String, Vec<crate::store::persons::InsuranceRow>>,
     policy_memo: &mut HashMap<String, (i64, Arc<crate::domain::policy::Policy>)>,
     catalogue_memo: &mut HashMap<String, Arc<CatalogueSnapshot>>,
 ) -> AppResult<(super::context::Context, Vec<PurchaseLineRow>)> {
@@ -639,11 +644,7 @@ async fn price_one(
     }
     .map(|p| (*p).clone())
     .ok_or_else(|| AppError::not_found("no insured person matches the credential"))?;
-    let mine: Vec<_> = held
-        .iter()
-        .filter(|h| h.psn_no == person.psn_no)
-        .cloned()
-        .collect();
+    let mine = held.get(&person.psn_no).cloned().unwrap_or_default();
     let (_, home, treatment) = pharmacy_precheck(
         &person,
         &mine,
