@@ -61,8 +61,8 @@ pub struct BookedPurchase {
 pub enum SwipeAnswer {
     /// The purchase this call booked, or (a replay) the first call under its request id booked.
     Booked(Box<BookedPurchase>),
-    /// The first call's answer as it was stored encoded (how swipes were answered before their
-    /// idempotency rows named the settlement instead: 0.x databases).
+    /// The first call's answer as it was stored encoded (by earlier versions, before a swipe's
+    /// idempotency row named its settlement instead).
     Stored(Vec<u8>),
 }
 
