@@ -33,6 +33,7 @@ both_engines!(
     settlements_by_person_across_merges,
     institution_reads_across_merges,
     upgrade_to_request_ids_once,
+    person_changes_reach_the_next_swipe,
 );
 
 // ------------------------------------------------------------------------------ reference
@@ -2370,6 +2371,80 @@ async fn institution_reads_across_merges(b: Backend) {
     }
 }
 
+/// The swipe writer keeps the persons it looked up (on SQLite, `store::persons::PersonCache`)
+/// only while nobody changes persons or their insurances: each change below reaches the very next
+/// swipe, by card and by e-voucher.
+async fn person_changes_reach_the_next_swipe(b: Backend) {
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let p = person(&w, WUHAI, 1, "300.00").await;
+    let one = || vec![pl("1", "A001", "1", "35.50")];
+    let status =
+        |status: PersonStatus, insurance_type: InsuranceType| proto::SetPersonStatusRequest {
+            request_id: rid(),
+            psn_no: p.psn_no.clone(),
+            status: status as i32,
+            insurance_type: insurance_type as i32,
+            reason: "e2e".into(),
+        };
+    swipe(&w.ph, swipe_req(&rid(), card(&p), one(), true)).await;
+    swipe(&w.ph, swipe_req(&rid(), ev(&p), one(), true)).await;
+
+    // Their employee insurance suspended (the person still active): refused both ways.
+    let reg = w.wuhai.reg();
+    reg.clone()
+        .set_person_status(status(PersonStatus::Suspended, InsuranceType::Employee))
+        .await
+        .must();
+    for cred in [card(&p), ev(&p)] {
+        refused(
+            w.ph.clone()
+                .settle_purchase(swipe_req(&rid(), cred, one(), true))
+                .await,
+            "insurance_not_active",
+        );
+    }
+    reg.clone()
+        .set_person_status(status(PersonStatus::Active, InsuranceType::Employee))
+        .await
+        .must();
+    swipe(&w.ph, swipe_req(&rid(), card(&p), one(), true)).await;
+
+    // A new card: the old number finds nobody, the new one the person.
+    reg.clone()
+        .set_card_status(proto::SetCardStatusRequest {
+            request_id: rid(),
+            psn_no: p.psn_no.clone(),
+            card_status: CardStatus::Active as i32,
+            new_card_no: "CNEW0000001".into(),
+        })
+        .await
+        .must();
+    w.ph.clone()
+        .settle_purchase(swipe_req(&rid(), card(&p), one(), true))
+        .await
+        .code_is(Code::NotFound);
+    let renewed = Psn {
+        card_no: "CNEW0000001".into(),
+        ..p.clone()
+    };
+    swipe(&w.ph, swipe_req(&rid(), card(&renewed), one(), true)).await;
+
+    // A card no one held when it was swiped, then given to a person enrolled since.
+    let q_card = format!("C{WUHAI}{:05}", 2);
+    let q_cred = Some(proto::CardCredential {
+        credential: Some(proto::card_credential::Credential::CardNo(q_card.clone())),
+    });
+    w.ph.clone()
+        .settle_purchase(swipe_req(&rid(), q_cred.clone(), one(), true))
+        .await
+        .code_is(Code::NotFound);
+    let q = person(&w, WUHAI, 2, "300.00").await;
+    assert_eq!(q.card_no, q_card);
+    swipe(&w.ph, swipe_req(&rid(), q_cred, one(), true)).await;
+    verify_ok(&ts).await;
+}
+
 /// Settlements and their stored identities on `b`: (rowid, setl_id) on SQLite (the
 /// batch-maintained indexes find their tails by rowid), (0, setl_id) on PostgreSQL; and every
 /// (principal, request id, setl_id) the idempotency rows name, when they have the column.
@@ -2495,6 +2570,16 @@ async fn upgrade_to_request_ids_once(b: Backend) {
             ],
         )
         .await;
+        // And no count of person changes (0015).
+        let mut drops: Vec<String> = ["person", "insurance"]
+            .iter()
+            .flat_map(|t| {
+                ["insert", "update", "delete"]
+                    .map(|op| format!("DROP TRIGGER person_generation_{t}_{op}"))
+            })
+            .collect();
+        drops.push("DROP TABLE person_generation".into());
+        raw_sql(&ts, &drops.iter().map(String::as_str).collect::<Vec<_>>()).await;
     }
     assert_eq!(stored_identities(&ts, false).await.0, settlements);
     ts.db

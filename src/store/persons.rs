@@ -242,15 +242,11 @@ pub async fn find_by_credentials(
     let on_sqlite = c
         .with_sqlite(|x| {
             let mut out = Vec::new();
-            for (col, values) in [("card_no", cards), ("evoucher_token", evouchers)] {
-                if values.is_empty() {
-                    continue;
-                }
-                let mut st = x.prepare_cached(&format!(
-                    "SELECT {PERSON_COLS} FROM person WHERE {col} = ?1"
-                ))?;
+            for (credential, values) in
+                [(Credential::Card, cards), (Credential::EVoucher, evouchers)]
+            {
                 for v in values {
-                    out.extend(st.query_row([v], person_direct).optional()?);
+                    out.extend(person_by_direct(x, credential, v)?);
                 }
             }
             out.sort_unstable_by(|a, b| a.psn_no.cmp(&b.psn_no));
@@ -275,6 +271,120 @@ pub async fn find_by_credentials(
         .await?)
 }
 
+/// What a card swipe presents: a card number or an e-voucher token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Credential {
+    Card,
+    EVoucher,
+}
+
+/// SQLite: the person holding this card number or e-voucher token.
+fn person_by_direct(
+    x: &rusqlite::Connection,
+    credential: Credential,
+    value: &str,
+) -> StoreResult<Option<PersonRow>> {
+    let col = match credential {
+        Credential::Card => "card_no",
+        Credential::EVoucher => "evoucher_token",
+    };
+    Ok(x.prepare_cached(&format!(
+        "SELECT {PERSON_COLS} FROM person WHERE {col} = ?1"
+    ))?
+    .query_row([value], person_direct)
+    .optional()?)
+}
+
+/// SQLite: a person's insurance rows in insurance_type order.
+fn insurances_direct(x: &rusqlite::Connection, psn_no: &str) -> StoreResult<Vec<InsuranceRow>> {
+    let mut st = x.prepare_cached(
+        "SELECT psn_no, insurance_type, category, status FROM person_insurance \
+         WHERE psn_no = ?1 ORDER BY insurance_type",
+    )?;
+    let rows = st.query_map([psn_no], |r| {
+        Ok(InsuranceRow {
+            psn_no: r.get(0)?,
+            insurance_type: r.get(1)?,
+            category: r.get(2)?,
+            status: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Entries (credentials and persons) the [`PersonCache`] holds at most before it starts again.
+const PERSON_CACHE_MAX: usize = 100_000;
+
+/// The swipe writer's persons by credential, and their insurances (SQLite only), kept while
+/// neither table changes: triggers count every change to `person` and `person_insurance` in
+/// `person_generation` (sqlite/0015), and each lookup first reads that count inside the writer's
+/// transaction, so a person any connection changed since is read again. Swipe batches write
+/// neither table. Credentials no person holds are not kept (they are looked up every time).
+#[derive(Debug, Default)]
+pub struct PersonCache {
+    generation: Option<i64>,
+    persons: HashMap<(Credential, String), PersonRow>,
+    insurances: HashMap<String, Vec<InsuranceRow>>,
+}
+
+impl PersonCache {
+    /// [`find_by_credentials`] (on SQLite the transaction's write lock is the lock) and
+    /// [`insurances_of`] the persons found, from the cache where it holds them; None on
+    /// PostgreSQL (whose batches lock the persons they read).
+    pub async fn find(
+        &mut self,
+        c: &mut Conn,
+        cards: &[String],
+        evouchers: &[String],
+    ) -> StoreResult<Option<(Vec<PersonRow>, Vec<InsuranceRow>)>> {
+        c.with_sqlite(|x| self.find_direct(x, cards, evouchers))
+            .await
+    }
+
+    fn find_direct(
+        &mut self,
+        x: &rusqlite::Connection,
+        cards: &[String],
+        evouchers: &[String],
+    ) -> StoreResult<(Vec<PersonRow>, Vec<InsuranceRow>)> {
+        let generation: i64 = x
+            .prepare_cached("SELECT n FROM person_generation WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        if self.generation != Some(generation)
+            || self.persons.len() + self.insurances.len() > PERSON_CACHE_MAX
+        {
+            self.persons.clear();
+            self.insurances.clear();
+            self.generation = Some(generation);
+        }
+        let mut people = Vec::new();
+        for (credential, values) in [(Credential::Card, cards), (Credential::EVoucher, evouchers)] {
+            for v in values {
+                let key = (credential, v.clone());
+                if let Some(p) = self.persons.get(&key) {
+                    people.push(p.clone());
+                } else if let Some(p) = person_by_direct(x, credential, v)? {
+                    self.persons.insert(key, p.clone());
+                    people.push(p);
+                }
+            }
+        }
+        people.sort_unstable_by(|a, b| a.psn_no.cmp(&b.psn_no));
+        people.dedup_by(|a, b| a.psn_no == b.psn_no);
+        let mut held = Vec::new();
+        for p in &people {
+            if let Some(rows) = self.insurances.get(&p.psn_no) {
+                held.extend(rows.iter().cloned());
+            } else {
+                let rows = insurances_direct(x, &p.psn_no)?;
+                held.extend(rows.iter().cloned());
+                self.insurances.insert(p.psn_no.clone(), rows);
+            }
+        }
+        Ok((people, held))
+    }
+}
+
 /// Insurance rows of many persons.
 pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<InsuranceRow>> {
     if psn_nos.is_empty() {
@@ -283,23 +393,9 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     // SQLite: one prepared lookup per person (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare_cached(
-                "SELECT psn_no, insurance_type, category, status FROM person_insurance \
-                 WHERE psn_no = ?1 ORDER BY insurance_type",
-            )?;
             let mut out = Vec::new();
             for p in psn_nos {
-                let rows = st.query_map([p], |r| {
-                    Ok(InsuranceRow {
-                        psn_no: r.get(0)?,
-                        insurance_type: r.get(1)?,
-                        category: r.get(2)?,
-                        status: r.get(3)?,
-                    })
-                })?;
-                for row in rows {
-                    out.push(row?);
-                }
+                out.extend(insurances_direct(x, p)?);
             }
             out.sort_by(|a, b| (&a.psn_no, a.insurance_type).cmp(&(&b.psn_no, b.insurance_type)));
             out.dedup();

@@ -206,6 +206,10 @@ async fn writer(
     let idle = (db.engine() == Engine::Sqlite).then_some(IDLE_MERGE);
     // And within batches, sooner while the writer keeps up (see `derived::Pace`).
     let mut pacer = derived::Pacer::default();
+    let mut state = State {
+        pace: derived::Pace::KeepingUp,
+        persons: persons::PersonCache::default(),
+    };
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
@@ -233,9 +237,10 @@ async fn writer(
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
-        let pace = pacer.batch(jobs.len());
-        let batch =
-            std::panic::AssertUnwindSafe(run(&db, &wdb, &clock, &metrics, &answers, jobs, pace));
+        state.pace = pacer.batch(jobs.len());
+        let batch = std::panic::AssertUnwindSafe(run(
+            &db, &wdb, &clock, &metrics, &answers, jobs, &mut state,
+        ));
         if futures::FutureExt::catch_unwind(batch).await.is_err() {
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
@@ -259,7 +264,7 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
 /// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
 /// the commit is durable, while the writer goes on with the next batch (see
-/// [`crate::store::durability`]). Index tails are merged at the writer's `pace`.
+/// [`crate::store::durability`]). Index tails are merged at the writer's pace (`state`).
 async fn run(
     db: &Db,
     wdb: &Writer,
@@ -267,12 +272,12 @@ async fn run(
     metrics: &Metrics,
     answers: &tokio::runtime::Handle,
     jobs: Vec<Job>,
-    pace: derived::Pace,
+    state: &mut State,
 ) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match book(wdb, clock, metrics, &jobs, pace).await {
+        match book(wdb, clock, metrics, &jobs, state).await {
             Ok((outcome, committed)) => {
                 let db = db.clone();
                 answers.spawn(async move {
@@ -294,7 +299,7 @@ async fn run(
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, size = jobs.len(), "swipe batch refused; booking one by one");
                 for job in jobs {
-                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job], pace)).await;
+                    Box::pin(run(db, wdb, clock, metrics, answers, vec![job], state)).await;
                 }
                 return;
             }
@@ -346,6 +351,13 @@ async fn replay_committed(db: &Db, call: &Call) -> AppResult<Reply> {
     answer
 }
 
+/// What a swipe writer keeps from batch to batch.
+struct State {
+    /// How eagerly to merge index tails within the batch (see `derived::Pacer`).
+    pace: derived::Pace,
+    persons: persons::PersonCache,
+}
+
 /// A fresh request after its checks: index, context, priced lines.
 struct Priced {
     i: usize,
@@ -364,13 +376,13 @@ fn credential_of(s: &Swipe) -> (Option<&str>, Option<&str>) {
 /// Books a batch in one transaction; per-request outcomes (to be answered once the commit is
 /// durable), or an error for the whole batch. Counts the batch and its settlements in `metrics`
 /// once it has committed. A tail of SQLite's batch-maintained indexes that reached its threshold
-/// at `pace` is merged in the same transaction.
+/// at the writer's pace is merged in the same transaction.
 async fn book(
     db: &Writer,
     clock: &Clock,
     metrics: &Metrics,
     jobs: &[Job],
-    pace: derived::Pace,
+    state: &mut State,
 ) -> AppResult<(Vec<Outcome>, Committed)> {
     let t0 = std::time::Instant::now();
     let mut conn = db.begin().await?;
@@ -451,12 +463,21 @@ async fn book(
     cards.dedup();
     vouchers.sort_unstable();
     vouchers.dedup();
-    let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
-    let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
+    // The persons and their insurances: on SQLite from the writer's cache while neither table
+    // has changed; on PostgreSQL the persons locked, in psn_no order.
+    let (people, insurances) = match state.persons.find(&mut conn, &cards, &vouchers).await? {
+        Some(found) => found,
+        None => {
+            let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
+            let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
+            let insurances = persons::insurances_of(&mut conn, &psn_nos).await?;
+            (people, insurances)
+        }
+    };
     // Each person's insurances, found by psn_no (a batch of n swipes looked each person's up
     // among all n persons' rows: n² comparisons, in the large batches that follow a stall).
     let mut held: HashMap<String, Vec<crate::store::persons::InsuranceRow>> = HashMap::new();
-    for h in persons::insurances_of(&mut conn, &psn_nos).await? {
+    for h in insurances {
         held.entry(h.psn_no.clone()).or_default().push(h);
     }
     let by_card: HashMap<&str, _> = people
@@ -563,7 +584,7 @@ async fn book(
             "a request id of the batch was stored concurrently".into(),
         ));
     }
-    derived::merge_due(&mut conn, pace).await?;
+    derived::merge_due(&mut conn, state.pace).await?;
     let t_commit = std::time::Instant::now();
     let committed = db.commit(conn).await?;
     let commit = t_commit.elapsed();
