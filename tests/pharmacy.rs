@@ -1615,7 +1615,7 @@ async fn refund_permissions_and_reversals(b: Backend) {
     // 冲正 of the refund's own request id is not a purchase.
     refused(reverse_by_request(&w.ph, &rev_rid).await, "not_a_purchase");
     // The original request id now replays its purchase: the first answer exactly, as booked
-    // (the settlement refunded since, its lines' refunded quantities none).
+    // (refunded in full since, which GetPurchase shows and the replay does not).
     let replay =
         w.ph.clone()
             .settle_purchase(swipe_req(&s_rid, card(&p), reference_lines(), true))
