@@ -1097,23 +1097,20 @@ async fn bad_inputs(b: Backend) {
             .await
             .invalid("lines[0].quantity");
     }
-    // The second line's quantity.
-    w.ph.clone()
-        .settle_purchase(swipe_with(vec![
-            pl("1", "A001", "1", "35.50"),
-            pl("2", "A001", "-2", "35.50"),
-        ]))
-        .await
-        .invalid("lines[1].quantity");
-    // A line whose quantity × unit price is past any amount (≈ 1.0e20 yuan; both inputs within
-    // their limits): the line is named.
-    w.ph.clone()
-        .settle_purchase(swipe_with(vec![
-            pl("1", "A001", "1", "35.50"),
-            pl("2", "A001", "99999999.9999", "999999999999.999999"),
-        ]))
-        .await
-        .invalid("lines[1]");
+    // The second line named: its quantity; its quantity × unit price past any amount (≈ 1.0e20
+    // yuan, both inputs within their limits).
+    for (qty, price, field) in [
+        ("-2", "35.50", "lines[1].quantity"),
+        ("99999999.9999", "999999999999.999999", "lines[1]"),
+    ] {
+        w.ph.clone()
+            .settle_purchase(swipe_with(vec![
+                pl("1", "A001", "1", "35.50"),
+                pl("2", "A001", qty, price),
+            ]))
+            .await
+            .invalid(field);
+    }
     // Unit prices: more than 6 decimals, negative.
     for price in ["1.1234567", "-1.00", ""] {
         w.ph.clone()
@@ -1709,8 +1706,7 @@ async fn idempotency(b: Backend) {
     .await;
     assert!(twins.iter().all(|t| *t == first));
     assert_eq!(snapshot(&ts, &w, &p).await, after_first, "booked once");
-    // The server hands tonic the stored answer's bytes as they are (grpc::pharmacy::
-    // PharmacyServer); the generated service's route decodes them: the same purchase.
+    // The service called in process, without the transport in between: the same purchase.
     let mut direct = tonic::Request::new(swipe_req(&id, card(&p), reference_lines(), true));
     let token = ts.token(institution_grant(PH)).await;
     direct.metadata_mut().insert(
@@ -1724,10 +1720,10 @@ async fn idempotency(b: Backend) {
     let ctx = medsettle::grpc::Ctx {
         app: ts.app.clone(),
     };
-    let decoded = <medsettle::grpc::Ctx as PharmacyService>::settle_purchase(&ctx, direct)
+    let in_process = <medsettle::grpc::Ctx as PharmacyService>::settle_purchase(&ctx, direct)
         .await
         .must();
-    assert_eq!(decoded, first);
+    assert_eq!(in_process, first);
     assert_eq!(snapshot(&ts, &w, &p).await, after_first, "booked once");
 
     // ---- The same id with another payload: ALREADY_EXISTS, nothing written.

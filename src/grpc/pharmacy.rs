@@ -84,16 +84,42 @@ impl PharmacyService for Ctx {
         respond(found.map(|(s, _)| convert::settlement(s)))
     }
 
-    /// Served by [`PharmacyServer`], which hands tonic a stored answer's bytes as they are;
-    /// here (the generated server's route) the same answer as a message.
+    /// The swipe checked here, booked by the swipe batcher (group commit); answered the
+    /// purchase it booked, converted here on the caller's task rather than on the batch's writer.
     async fn settle_purchase(
         &self,
         req: tonic::Request<SettlePurchaseRequest>,
     ) -> GrpcResult<Purchase> {
         use prost::Message;
-        let purchase = match self.settle_purchase_answer(req).await?.into_inner() {
-            Answer::Purchase(p) => *p,
-            Answer::Encoded(bytes) => Purchase::decode(bytes.as_slice()).map_err(|e| {
+        let (call, r) = self.call(req).await?;
+        let parsed = (|| {
+            Ok::<_, AppError>(Swipe {
+                credential: credential(&r.credential)?,
+                insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
+                lines: lines(&r.lines)?,
+                use_account: r.use_account,
+                account_only: r.account_only,
+                expected_total: (!r.expected_total.is_empty())
+                    .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
+                    .transpose()?,
+            })
+        })();
+        let swipe = match parsed {
+            Ok(s) => s,
+            Err(e) => return Err(self.app.refuse(&call, e).await.into()),
+        };
+        // Group commit: booked with whatever other swipes are queued, in one transaction.
+        let purchase = match self.app.swipes().submit(call, swipe).await? {
+            SwipeAnswer::Booked(b) => {
+                let BookedPurchase {
+                    settlement,
+                    lines,
+                    explanation,
+                } = *b;
+                convert::purchase_explained(settlement, lines, Some(explanation))
+            }
+            // A replay of a first answer an earlier version stored encoded.
+            SwipeAnswer::Stored(bytes) => Purchase::decode(bytes.as_slice()).map_err(|e| {
                 AppError::Internal(anyhow::anyhow!("purchase answer does not decode: {e}"))
             })?,
         };
@@ -166,151 +192,5 @@ impl PharmacyService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let found = pharmacy::get(&mut conn, &who, &req.get_ref().setl_id).await;
         respond(found.map(|(s, l)| convert::purchase(s, l)))
-    }
-}
-
-impl Ctx {
-    /// SettlePurchase: the swipe checked here, booked by the swipe batcher; answered the
-    /// purchase it booked (encoded here, on the caller's task, not on the batch's writer), or a
-    /// first answer stored encoded as it is.
-    async fn settle_purchase_answer(
-        &self,
-        req: tonic::Request<SettlePurchaseRequest>,
-    ) -> Result<tonic::Response<Answer>, tonic::Status> {
-        let (call, r) = self.call(req).await?;
-        let parsed = (|| {
-            Ok::<_, AppError>(Swipe {
-                credential: credential(&r.credential)?,
-                insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
-                lines: lines(&r.lines)?,
-                use_account: r.use_account,
-                account_only: r.account_only,
-                expected_total: (!r.expected_total.is_empty())
-                    .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
-                    .transpose()?,
-            })
-        })();
-        let swipe = match parsed {
-            Ok(s) => s,
-            Err(e) => return Err(self.app.refuse(&call, e).await.into()),
-        };
-        // Group commit: booked with whatever other swipes are queued, in one transaction.
-        let answer = match self.app.swipes().submit(call, swipe).await? {
-            SwipeAnswer::Booked(b) => {
-                let BookedPurchase {
-                    settlement,
-                    lines,
-                    explanation,
-                } = *b;
-                Answer::Purchase(Box::new(convert::purchase_explained(
-                    settlement,
-                    lines,
-                    Some(explanation),
-                )))
-            }
-            SwipeAnswer::Stored(bytes) => Answer::Encoded(bytes),
-        };
-        Ok(tonic::Response::new(answer))
-    }
-}
-
-/// SettlePurchase's answer: a purchase, or the bytes of one as a first answer was stored
-/// encoded (written as they are, not decoded for tonic to encode again).
-pub enum Answer {
-    Purchase(Box<Purchase>),
-    Encoded(Vec<u8>),
-}
-
-/// The codec of SettlePurchase as served: requests decoded by prost; a purchase encoded by
-/// prost straight into the response, stored bytes written as they are.
-struct AnswerCodec;
-
-struct AnswerEncoder;
-
-impl tonic::codec::Encoder for AnswerEncoder {
-    type Item = Answer;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Answer,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        match item {
-            Answer::Purchase(p) => prost::Message::encode(&*p, dst)
-                .map_err(|e| tonic::Status::internal(format!("encoding the purchase: {e}"))),
-            Answer::Encoded(bytes) => {
-                bytes::BufMut::put_slice(dst, &bytes);
-                Ok(())
-            }
-        }
-    }
-}
-
-impl tonic::codec::Codec for AnswerCodec {
-    type Encode = Answer;
-    type Decode = SettlePurchaseRequest;
-    type Encoder = AnswerEncoder;
-    type Decoder = tonic_prost::ProstDecoder<SettlePurchaseRequest>;
-
-    fn encoder(&mut self) -> AnswerEncoder {
-        AnswerEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
-    }
-}
-
-/// PharmacyService as served: SettlePurchase through [`AnswerCodec`], every other method
-/// through the generated server (same limits: tonic's defaults, no compression).
-#[derive(Clone)]
-pub struct PharmacyServer {
-    ctx: Ctx,
-    generated: crate::proto::pharmacy_service_server::PharmacyServiceServer<Ctx>,
-}
-
-impl PharmacyServer {
-    pub fn new(ctx: Ctx) -> PharmacyServer {
-        PharmacyServer {
-            generated: crate::proto::pharmacy_service_server::PharmacyServiceServer::new(
-                ctx.clone(),
-            ),
-            ctx,
-        }
-    }
-}
-
-impl tonic::server::NamedService for PharmacyServer {
-    const NAME: &'static str = crate::proto::pharmacy_service_server::SERVICE_NAME;
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for PharmacyServer {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    /// The generated server's own future type, so that its calls pass through unboxed again.
-    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != pharmacy::SETTLE_PURCHASE_RPC {
-            return tower::Service::call(&mut self.generated, req);
-        }
-        let ctx = self.ctx.clone();
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: tonic::Request<SettlePurchaseRequest>| {
-                let ctx = ctx.clone();
-                async move { ctx.settle_purchase_answer(r).await }
-            });
-            Ok(tonic::server::Grpc::new(AnswerCodec)
-                .unary(method, req)
-                .await)
-        })
     }
 }
