@@ -1869,9 +1869,10 @@ async fn answers_equal_stored(b: Backend) {
 }
 
 /// A person's settlements and personal-account entries read the same whether they sit in
-/// SQLite's batch-maintained index tables, in the tails not yet merged, or both (on PostgreSQL
-/// the views are the tables and nothing merges): each settlement once, in setl_id order, paged;
-/// the account's journal balance and entry count equal to the maintained balance and the swipes.
+/// SQLite's batch-maintained tables (the settlements' index, the accounts' totals), in the tails
+/// not yet merged, or both (on PostgreSQL the views are the tables and nothing merges): each
+/// settlement once, in setl_id order, paged; the account's journal balance and entry count equal
+/// to the maintained balance and the swipes.
 async fn settlements_by_person_across_merges(b: Backend) {
     use medsettle::store::derived;
     let ts = TestServer::start(b).await;
@@ -1905,8 +1906,8 @@ async fn settlements_by_person_across_merges(b: Backend) {
             n
         }
     };
-    // Rows of `psn` in SQLite's index tables (settlements, personal-account entries; the rest
-    // are in the tails); None on PostgreSQL.
+    // Rows of `psn` in SQLite's index table of settlements, and the entries its personal
+    // account's total holds (the rest are in the tails); None on PostgreSQL.
     let indexed = |psn: String| {
         let db = ts.db.clone();
         async move {
@@ -1920,7 +1921,7 @@ async fn settlements_by_person_across_merges(b: Backend) {
                         psn.clone(),
                     )?,
                     count(
-                        "SELECT COUNT(*) FROM entry_pacct_ix WHERE account = ?1",
+                        "SELECT COALESCE(SUM(entries), 0) FROM account_total WHERE account = ?1",
                         format!("pacct:{psn}"),
                     )?,
                 ))
@@ -1998,7 +1999,7 @@ async fn settlements_by_person_across_merges(b: Backend) {
         let mut c = ts.db.begin().await.expect("begin");
         let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
         c.commit().await.expect("commit");
-        assert!(n <= if sqlite { 5 } else { 0 }, "merged {n} rows");
+        assert!(n <= if sqlite { 4 } else { 0 }, "merged {n} rows");
         if n == 0 {
             break;
         }
@@ -2020,9 +2021,8 @@ async fn settlements_by_person_across_merges(b: Backend) {
                     mine[0]
                 ),
                 &format!(
-                    "UPDATE entry_pacct_ix SET amount_fen = amount_fen + 1 \
-                     WHERE account = 'pacct:{psn}' AND journal_id = \
-                     (SELECT MAX(journal_id) FROM entry_pacct_ix WHERE account = 'pacct:{psn}')"
+                    "UPDATE account_total SET amount_fen = amount_fen + 1 \
+                     WHERE account = 'pacct:{psn}'"
                 ),
             ],
         )
@@ -2037,11 +2037,11 @@ async fn settlements_by_person_across_merges(b: Backend) {
             "{detail}"
         );
         assert!(
-            detail.contains(&format!("entry_pacct_ix lacks pacct:{psn}")),
+            detail.contains(&format!("account_total lacks pacct:{psn} ")),
             "{detail}"
         );
         assert!(
-            detail.contains(&format!("entry_pacct_ix has pacct:{psn}")),
+            detail.contains(&format!("account_total has pacct:{psn} ")),
             "{detail}"
         );
     }
@@ -2266,7 +2266,7 @@ async fn institution_reads_across_merges(b: Backend) {
         let mut c = ts.db.begin().await.expect("begin");
         let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
         c.commit().await.expect("commit");
-        assert!(n <= if sqlite { 5 } else { 0 }, "merged {n} rows");
+        assert!(n <= if sqlite { 4 } else { 0 }, "merged {n} rows");
         if n == 0 {
             break;
         }
@@ -2471,10 +2471,12 @@ async fn stored_identities(
 
 /// A database written before migrations sqlite/0013 and postgres/0011 kept each settlement's
 /// request id a second time, in a unique index of the settlement table (and on SQLite, before
-/// 0014, purchase lines in a rowid table with a separate key). Built here by the real server (two
-/// pharmacies' swipes under one request id, a refund), then put back into that shape (the
-/// idempotency rows name no settlement, the unique index is back, the lines unclustered, the
-/// migrations unrecorded): migrating again must keep every settlement (on SQLite with its rowid)
+/// 0014, purchase lines in a rowid table with a separate key; before 0016, the personal accounts'
+/// entries in an index table rather than totals). Built here by the real server (two pharmacies'
+/// swipes under one request id, a refund), then put back into that shape (the idempotency rows
+/// name no settlement, the unique index is back, the lines unclustered, the personal totals taken
+/// apart, the migrations unrecorded): migrating again must total the personal accounts as they
+/// were, keep every settlement (on SQLite with its rowid)
 /// and every purchase as it was, name each settlement in the idempotency row of the call that
 /// booked it, leave the request ids indexed once, and let each pharmacy's 冲正 by request id find
 /// its own settlement.
@@ -2546,6 +2548,8 @@ async fn upgrade_to_request_ids_once(b: Backend) {
         ],
     )
     .await;
+    // SQLite's totals of the personal accounts before they were taken apart.
+    let mut totals = None;
     if b == Backend::Sqlite {
         // Purchase lines as 0003 made them: a rowid table and its key.
         let old = r"CREATE TABLE purchase_line_rowid (
@@ -2576,12 +2580,60 @@ async fn upgrade_to_request_ids_once(b: Backend) {
             .collect();
         drops.push("DROP TABLE person_generation".into());
         raw_sql(&ts, &drops.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        // And the personal accounts' entries in an index table of their own (0010), merged as
+        // far as the other accounts' totals: 0016 must total them again from the journal.
+        let mut c = ts.db.begin().await.expect("begin");
+        medsettle::store::derived::merge(&mut c, 1)
+            .await
+            .expect("merge");
+        c.commit().await.expect("commit");
+        let totals_before = pacct_totals(&ts).await;
+        assert!(
+            totals_before
+                .iter()
+                .any(|t| t.0 == format!("pacct:{}", p.psn_no)),
+            "{totals_before:?}"
+        );
+        raw_sql(
+            &ts,
+            &[
+                "CREATE TABLE entry_pacct_ix (account TEXT NOT NULL, journal_id TEXT NOT NULL, \
+                 seq INTEGER NOT NULL, amount_fen INTEGER NOT NULL, \
+                 PRIMARY KEY (account, journal_id, seq)) WITHOUT ROWID",
+                "INSERT INTO entry_pacct_ix (account, journal_id, seq, amount_fen) \
+                 SELECT e.account, e.journal_id, e.seq, e.amount_fen \
+                 FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+                 WHERE t.rowid <= (SELECT upto FROM derived_index WHERE name = 'account_total') \
+                 AND e.account LIKE 'pacct:%'",
+                "INSERT INTO derived_index (name, upto) \
+                 SELECT 'entry_pacct', upto FROM derived_index WHERE name = 'account_total'",
+                "DELETE FROM account_total WHERE account LIKE 'pacct:%'",
+                "DROP VIEW account_sums",
+                "CREATE VIEW account_sums AS \
+                 SELECT account, amount_fen, entries FROM account_total UNION ALL \
+                 SELECT account, amount_fen, 1 FROM entry_pacct_ix UNION ALL \
+                 SELECT e.account, e.amount_fen, 1 \
+                 FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+                 WHERE t.rowid > (SELECT upto FROM derived_index WHERE name = 'account_total') \
+                 AND e.account NOT LIKE 'pacct:%' UNION ALL \
+                 SELECT e.account, e.amount_fen, 1 \
+                 FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
+                 WHERE t.rowid > (SELECT upto FROM derived_index WHERE name = 'entry_pacct') \
+                 AND e.account LIKE 'pacct:%'",
+            ],
+        )
+        .await;
+        assert_eq!(pacct_totals(&ts).await, []);
+        totals = Some(totals_before);
     }
     assert_eq!(stored_identities(&ts, false).await.0, settlements);
     ts.db
         .migrate()
         .await
         .expect("migrating to request ids once");
+    if let Some(totals) = totals {
+        assert_eq!(pacct_totals(&ts).await, totals);
+    }
 
     assert_eq!(stored_identities(&ts, true).await, (settlements, expected));
     let unique_indexes = match b {
@@ -2632,6 +2684,18 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     assert_eq!(back_nx.reversal.unwrap().reverses, s_nx.setl_id);
     assert_eq!(pacct(&w, &p.psn_no).await, "300.00");
     verify_ok(&ts).await;
+}
+
+/// SQLite's totals of the personal accounts' journal entries: (account, fen, entries).
+async fn pacct_totals(ts: &TestServer) -> Vec<(String, i64, i64)> {
+    let sql = "SELECT account, amount_fen, entries FROM account_total \
+               WHERE account LIKE 'pacct:%' ORDER BY account";
+    let mut conn = ts.db.begin().await.expect("begin");
+    let rows: Vec<(String, i64, i64)> =
+        medsettle::on_conn!(&mut conn, x => sqlx::query_as(sql).fetch_all(x).await)
+            .expect("totals");
+    conn.commit().await.expect("commit");
+    rows
 }
 
 /// Runs futures concurrently and collects their outputs in order.

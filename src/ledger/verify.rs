@@ -59,7 +59,7 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
     checks.push(listed(
         "indexes_match_sources",
         &derived,
-        "SQLite's batch-maintained indexes (settlements by person and by institution, personal-account entries, the other accounts' totals, audit records by principal) hold exactly their sources' merged rows",
+        "SQLite's batch-maintained indexes (settlements by person and by institution, every account's totals, audit records by principal) hold exactly their sources' merged rows",
     ));
     let breaks = settlement::identity_breaks(conn, SHOW).await?;
     checks.push(listed(

@@ -1,17 +1,17 @@
-//! SQLite's batch-maintained indexes. Two have random keys — a person's settlements
-//! (`settlement_person_ix`), the personal accounts' journal entries (`entry_pacct_ix`) — and
-//! three one insertion point per institution, principal or account — settlements by institution
-//! and day (`settlement_inst_ix`), audit records by principal (`audit_principal_ix`), and the
-//! other accounts' entries, which are only ever read as sums and so are kept as totals by
-//! account (`account_total`). As ordinary indexes every swipe batch dirtied a leaf page of each
-//! for every person or pharmacy in it, and SQLite's WAL logs whole pages. Instead [`merge`]
-//! copies the rows committed since the last merge (the tail: rowids above `derived_index.upto`)
-//! into the index tables, sorted (or adds them up), in the caller's transaction; the views
-//! `settlement_by_person`, `settlement_by_institution`, `audit_by_principal` and `account_sums`
-//! read the index tables plus the tails, so they are exact at every moment (migrations
-//! 0009–0011). The swipe writer merges inside a batch once a tail reaches its threshold, which
-//! is lower while the writer keeps up ([`Pace`]) — and then a random-key tail a slice a batch
-//! ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On
+//! SQLite's batch-maintained indexes. One has random keys — a person's settlements
+//! (`settlement_person_ix`) — and three one insertion point per institution, principal or
+//! account — settlements by institution and day (`settlement_inst_ix`), audit records by
+//! principal (`audit_principal_ix`), and the journal's entries, which are only ever read as sums
+//! and so are kept as totals by account (`account_total`; a personal account's total is one row
+//! per person, and a merge adds up each person's entries of the tail into it). As ordinary
+//! indexes every swipe batch dirtied a leaf page of each for every person or pharmacy in it, and
+//! SQLite's WAL logs whole pages. Instead [`merge`] copies the rows committed since the last merge
+//! (the tail: rowids above `derived_index.upto`) into the index tables, sorted (or adds them up),
+//! in the caller's transaction; the views `settlement_by_person`, `settlement_by_institution`,
+//! `audit_by_principal` and `account_sums` read the index tables plus the tails, so they are exact
+//! at every moment (migrations 0009–0011, 0016). The swipe writer merges inside a batch once a
+//! tail reaches its threshold, which is lower while the writer keeps up ([`Pace`]) — and then a
+//! random-key tail a slice a batch ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On
 //! PostgreSQL the views are the tables (its indexes log small records) and there is nothing to
 //! merge.
 
@@ -101,7 +101,7 @@ struct Index {
     check: &'static str,
 }
 
-const INDEXES: [Index; 5] = [
+const INDEXES: [Index; 4] = [
     Index {
         name: "settlement_person",
         table: "settlement",
@@ -118,30 +118,6 @@ const INDEXES: [Index; 5] = [
              SELECT 'settlement_person_ix has ' || i.psn_no || ' ' || i.setl_id \
              FROM settlement_person_ix i WHERE NOT EXISTS (SELECT 1 FROM settlement x \
                 WHERE x.setl_id = i.setl_id AND x.psn_no = i.psn_no AND x.rowid <= ?1) \
-             LIMIT ?2",
-    },
-    Index {
-        name: "entry_pacct",
-        table: "journal_tx",
-        soon: MERGE_ROWS_SOON,
-        every: MERGE_ROWS,
-        slice: MERGE_SLICE,
-        copy: "INSERT OR IGNORE INTO entry_pacct_ix (account, journal_id, seq, amount_fen) \
-               SELECT e.account, e.journal_id, e.seq, e.amount_fen \
-               FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
-               WHERE t.rowid > ?1 AND t.rowid <= ?2 AND e.account LIKE 'pacct:%' \
-               ORDER BY e.account, e.journal_id, e.seq",
-        check: "SELECT 'entry_pacct_ix lacks ' || e.account || ' ' || e.journal_id || '#' || e.seq \
-             FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
-             WHERE t.rowid <= ?1 AND e.account LIKE 'pacct:%' AND NOT EXISTS \
-                (SELECT 1 FROM entry_pacct_ix i WHERE i.account = e.account \
-                 AND i.journal_id = e.journal_id AND i.seq = e.seq AND i.amount_fen = e.amount_fen) \
-             UNION ALL \
-             SELECT 'entry_pacct_ix has ' || i.account || ' ' || i.journal_id || '#' || i.seq \
-             FROM entry_pacct_ix i WHERE NOT EXISTS (SELECT 1 FROM journal_entry e \
-                JOIN journal_tx t ON t.journal_id = e.journal_id WHERE e.journal_id = i.journal_id \
-                AND e.seq = i.seq AND e.account = i.account AND e.amount_fen = i.amount_fen \
-                AND t.rowid <= ?1) \
              LIMIT ?2",
     },
     Index {
@@ -192,13 +168,12 @@ const INDEXES: [Index; 5] = [
         copy: "INSERT INTO account_total (account, amount_fen, entries) \
                SELECT e.account, SUM(e.amount_fen), COUNT(*) \
                FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
-               WHERE t.rowid > ?1 AND t.rowid <= ?2 AND e.account NOT LIKE 'pacct:%' \
-               GROUP BY e.account \
+               WHERE t.rowid > ?1 AND t.rowid <= ?2 GROUP BY e.account \
                ON CONFLICT (account) DO UPDATE SET amount_fen = amount_fen + excluded.amount_fen, \
                entries = entries + excluded.entries",
         check: "WITH s AS (SELECT e.account, SUM(e.amount_fen) AS amount_fen, COUNT(*) AS entries \
                 FROM journal_tx t CROSS JOIN journal_entry e ON e.journal_id = t.journal_id \
-                WHERE t.rowid <= ?1 AND e.account NOT LIKE 'pacct:%' GROUP BY e.account) \
+                WHERE t.rowid <= ?1 GROUP BY e.account) \
              SELECT 'account_total lacks ' || s.account || ' ' || s.amount_fen || ' in ' || s.entries \
              FROM s WHERE NOT EXISTS (SELECT 1 FROM account_total a WHERE a.account = s.account \
                 AND a.amount_fen = s.amount_fen AND a.entries = s.entries) \
@@ -344,7 +319,7 @@ mod tests {
     };
 
     #[test]
-    fn keeping_up_the_writer_takes_random_key_tails_a_slice_a_batch() {
+    fn keeping_up_the_writer_takes_the_random_key_tail_a_slice_a_batch() {
         let due_of = |name: &str, pace| {
             INDEXES
                 .iter()
@@ -352,16 +327,17 @@ mod tests {
                 .map(|ix| due(ix, pace))
         };
         const { assert!(MERGE_SLICE < MERGE_ROWS_SOON) };
-        for random in ["settlement_person", "entry_pacct"] {
-            // From 1,024 rows on, 128 of them a batch: the tail drains while it keeps growing by
-            // a few rows a batch, and no batch holds a whole merge.
-            assert_eq!(
-                due_of(random, Pace::KeepingUp),
-                Some((MERGE_ROWS_SOON, MERGE_SLICE))
-            );
-            // Busy (big batches), the whole tail from 4,096 rows on, as before.
-            assert_eq!(due_of(random, Pace::Busy), Some((MERGE_ROWS, MERGE_MAX)));
-        }
+        // The random-key tail: from 1,024 rows on, 128 of them a batch (the tail drains while it
+        // keeps growing by a few rows a batch, and no batch holds a whole merge); busy (big
+        // batches), the whole tail from 4,096 rows on, as before.
+        assert_eq!(
+            due_of("settlement_person", Pace::KeepingUp),
+            Some((MERGE_ROWS_SOON, MERGE_SLICE))
+        );
+        assert_eq!(
+            due_of("settlement_person", Pace::Busy),
+            Some((MERGE_ROWS, MERGE_MAX))
+        );
         for by_key in ["settlement_inst", "audit_principal", "account_total"] {
             assert_eq!(
                 due_of(by_key, Pace::KeepingUp),
