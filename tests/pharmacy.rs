@@ -2476,10 +2476,9 @@ async fn stored_identities(
 /// swipes under one request id, a refund), then put back into that shape (the idempotency rows
 /// name no settlement, the unique index is back, the lines unclustered, the personal totals taken
 /// apart, the migrations unrecorded): migrating again must total the personal accounts as they
-/// were, keep every settlement (on SQLite with its rowid)
-/// and every purchase as it was, name each settlement in the idempotency row of the call that
-/// booked it, leave the request ids indexed once, and let each pharmacy's 冲正 by request id find
-/// its own settlement.
+/// were, keep every settlement (on SQLite with its rowid) and every purchase as it was, name each
+/// settlement in the idempotency row of the call that booked it, leave the request ids indexed
+/// once, and let each pharmacy's 冲正 by request id find its own settlement.
 async fn upgrade_to_request_ids_once(b: Backend) {
     let ts = TestServer::start(b).await;
     let w = world(&ts).await;
