@@ -336,7 +336,7 @@ impl PersonCache {
         c: &mut Conn,
         cards: &[String],
         evouchers: &[String],
-    ) -> StoreResult<Option<(Vec<PersonRow>, Vec<InsuranceRow>)>> {
+    ) -> StoreResult<Option<(Vec<PersonRow>, Insurances)>> {
         c.with_sqlite(|x| self.find_direct(x, cards, evouchers))
             .await
     }
@@ -346,7 +346,7 @@ impl PersonCache {
         x: &rusqlite::Connection,
         cards: &[String],
         evouchers: &[String],
-    ) -> StoreResult<(Vec<PersonRow>, Vec<InsuranceRow>)> {
+    ) -> StoreResult<(Vec<PersonRow>, Insurances)> {
         let generation: i64 = x
             .prepare_cached("SELECT n FROM person_generation WHERE id = 1")?
             .query_row([], |r| r.get(0))?;
@@ -371,34 +371,40 @@ impl PersonCache {
         }
         people.sort_unstable_by(|a, b| a.psn_no.cmp(&b.psn_no));
         people.dedup_by(|a, b| a.psn_no == b.psn_no);
-        let mut held = Vec::new();
+        let mut held = Insurances::new();
         for p in &people {
-            if let Some(rows) = self.insurances.get(&p.psn_no) {
-                held.extend(rows.iter().cloned());
-            } else {
-                let rows = insurances_direct(x, &p.psn_no)?;
-                held.extend(rows.iter().cloned());
-                self.insurances.insert(p.psn_no.clone(), rows);
-            }
+            let rows = match self.insurances.get(&p.psn_no) {
+                Some(rows) => rows.clone(),
+                None => {
+                    let rows = insurances_direct(x, &p.psn_no)?;
+                    self.insurances.insert(p.psn_no.clone(), rows.clone());
+                    rows
+                }
+            };
+            held.insert(p.psn_no.clone(), rows);
         }
         Ok((people, held))
     }
 }
 
-/// Insurance rows of many persons.
-pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<InsuranceRow>> {
+/// Insurance rows by person: each person's in insurance_type order.
+pub type Insurances = HashMap<String, Vec<InsuranceRow>>;
+
+/// Insurance rows of many persons, by person (a person without any has no entry).
+pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Insurances> {
     if psn_nos.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Insurances::new());
     }
     // SQLite: one prepared lookup per person (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut out = Vec::new();
+            let mut out = Insurances::new();
             for p in psn_nos {
-                out.extend(insurances_direct(x, p)?);
+                let rows = insurances_direct(x, p)?;
+                if !rows.is_empty() {
+                    out.insert(p.clone(), rows);
+                }
             }
-            out.sort_by(|a, b| (&a.psn_no, a.insurance_type).cmp(&(&b.psn_no, b.insurance_type)));
-            out.dedup();
             Ok(out)
         })
         .await?;
@@ -408,7 +414,12 @@ pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Vec<
     // PostgreSQL: the persons as one array (one statement text for any number).
     let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
                WHERE psn_no = ANY($1) ORDER BY psn_no, insurance_type";
-    Ok(sqlx::query_as(sql).bind(psn_nos).fetch_all(c.pg()?).await?)
+    let rows: Vec<InsuranceRow> = sqlx::query_as(sql).bind(psn_nos).fetch_all(c.pg()?).await?;
+    let mut out = Insurances::new();
+    for h in rows {
+        out.entry(h.psn_no.clone()).or_default().push(h);
+    }
+    Ok(out)
 }
 
 /// Personal-account balances of many persons in psn_no order, locked when `lock`.

@@ -463,23 +463,18 @@ async fn book(
     cards.dedup();
     vouchers.sort_unstable();
     vouchers.dedup();
-    // The persons and their insurances: on SQLite from the writer's cache while neither table
-    // has changed; on PostgreSQL the persons locked, in psn_no order.
-    let (people, insurances) = match state.persons.find(&mut conn, &cards, &vouchers).await? {
+    // The persons and their insurances (by psn_no: a swipe finds its person's at once): on
+    // SQLite from the writer's cache while neither table has changed; on PostgreSQL the persons
+    // locked, in psn_no order.
+    let (people, held) = match state.persons.find(&mut conn, &cards, &vouchers).await? {
         Some(found) => found,
         None => {
             let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
             let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
-            let insurances = persons::insurances_of(&mut conn, &psn_nos).await?;
-            (people, insurances)
+            let held = persons::insurances_of(&mut conn, &psn_nos).await?;
+            (people, held)
         }
     };
-    // Each person's insurances, found by psn_no (a batch of n swipes looked each person's up
-    // among all n persons' rows: n² comparisons, in the large batches that follow a stall).
-    let mut held: HashMap<String, Vec<crate::store::persons::InsuranceRow>> = HashMap::new();
-    for h in insurances {
-        held.entry(h.psn_no.clone()).or_default().push(h);
-    }
     let by_card: HashMap<&str, _> = people
         .iter()
         .filter_map(|p| Some((p.card_no.as_deref()?, p)))
@@ -642,7 +637,7 @@ async fn price_one(
     institutions: &HashMap<String, crate::store::registry::InstitutionRow>,
     by_card: &HashMap<&str, &crate::store::persons::PersonRow>,
     by_voucher: &HashMap<&str, &crate::store::persons::PersonRow>,
-    held: &HashMap<String, Vec<crate::store::persons::InsuranceRow>>,
+    held: &persons::Insurances,
     policy_memo: &mut HashMap<String, (i64, Arc<crate::domain::policy::Policy>)>,
     catalogue_memo: &mut HashMap<String, Arc<CatalogueSnapshot>>,
 ) -> AppResult<(super::context::Context, Vec<PurchaseLineRow>)> {
