@@ -34,6 +34,7 @@ both_engines!(
     institution_reads_across_merges,
     upgrade_to_request_ids_once,
     person_changes_reach_the_next_swipe,
+    request_ids_across_merges,
 );
 
 // ------------------------------------------------------------------------------ reference
@@ -1999,7 +2000,7 @@ async fn settlements_by_person_across_merges(b: Backend) {
         let mut c = ts.db.begin().await.expect("begin");
         let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
         c.commit().await.expect("commit");
-        assert!(n <= if sqlite { 4 } else { 0 }, "merged {n} rows");
+        assert!(n <= if sqlite { 5 } else { 0 }, "merged {n} rows");
         if n == 0 {
             break;
         }
@@ -2193,15 +2194,6 @@ async fn institution_reads_across_merges(b: Backend) {
             .expect("count")
         }
     };
-    let merge_all = || {
-        let db = ts.db.clone();
-        async move {
-            let mut c = db.begin().await.expect("begin");
-            let n = derived::merge(&mut c, 1).await.expect("merge");
-            c.commit().await.expect("commit");
-            n
-        }
-    };
     // What the reads must show after the swipes so far (newest audit record first).
     let expected = |settled: &[proto::Settlement], rids: &[String]| {
         let n = i64::try_from(settled.len()).expect("count");
@@ -2246,9 +2238,9 @@ async fn institution_reads_across_merges(b: Backend) {
     // In the tails (unless the idle writer merged meanwhile).
     assert_eq!(read(date.clone()).await, want);
     // Merged: the same answers; nothing left to merge.
-    let merged = merge_all().await;
+    let merged = merge_tails(&ts).await;
     assert!(sqlite || merged == 0, "merged {merged} on PostgreSQL");
-    assert_eq!(merge_all().await, 0);
+    assert_eq!(merge_tails(&ts).await, 0);
     assert_eq!(indexed().await, sqlite.then_some((3, 3, 3)));
     assert_eq!(read(date.clone()).await, want);
 
@@ -2266,7 +2258,7 @@ async fn institution_reads_across_merges(b: Backend) {
         let mut c = ts.db.begin().await.expect("begin");
         let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
         c.commit().await.expect("commit");
-        assert!(n <= if sqlite { 4 } else { 0 }, "merged {n} rows");
+        assert!(n <= if sqlite { 5 } else { 0 }, "merged {n} rows");
         if n == 0 {
             break;
         }
@@ -2441,6 +2433,177 @@ async fn person_changes_reach_the_next_swipe(b: Backend) {
     verify_ok(&ts).await;
 }
 
+/// SQLite keeps the request ids' key in batches (sqlite/0017): `idempotency_ix` plus the rows
+/// stored since its last merge, which the swipe writer keeps in a map from batch to batch. A
+/// swipe's request id must be found wherever its key is — merged, in the tail, merged by the
+/// writer within a batch after the writer had mapped it — and replay the first answer, or be
+/// refused under another payload, with nothing booked twice; a request id another writer stored
+/// (a 冲正's, closing an id never sent) must refuse the late swipe; the verification must notice
+/// a key stored twice. PostgreSQL keeps its primary key and answers the same calls the same.
+async fn request_ids_across_merges(b: Backend) {
+    use medsettle::store::derived;
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let sqlite = b == Backend::Sqlite;
+    let p = person(&w, WUHAI, 1, "300.00").await;
+    // (merged up to, rows) of SQLite's request ids; None on PostgreSQL.
+    let key_state = || {
+        let db = ts.db.clone();
+        async move {
+            let mut c = db.read().await.expect("read");
+            c.with_sqlite(|x| {
+                Ok(x.query_row(
+                    "SELECT (SELECT upto FROM derived_index WHERE name = 'idempotency'), \
+                     (SELECT MAX(rowid) FROM idempotency)",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?)
+            })
+            .await
+            .expect("request ids")
+        }
+    };
+    let replays_and_refusals = |ids: Vec<(String, proto::Purchase)>| {
+        let (w, p) = (&w, &p);
+        async move {
+            for (id, first) in ids {
+                let again =
+                    w.ph.clone()
+                        .settle_purchase(swipe_req(&id, card(p), reference_lines(), true))
+                        .await
+                        .must();
+                assert_eq!(again, first, "{id} replayed");
+                w.ph.clone()
+                    .settle_purchase(swipe_req(&id, card(p), reference_lines(), false))
+                    .await
+                    .code_is(Code::AlreadyExists);
+            }
+        }
+    };
+
+    // One swipe's key merged, one's in the tail.
+    let merged_id = rid();
+    let merged = swipe(
+        &w.ph,
+        swipe_req(&merged_id, card(&p), reference_lines(), true),
+    )
+    .await;
+    merge_tails(&ts).await;
+    if let Some((upto, last)) = key_state().await {
+        assert_eq!(upto, last, "merged");
+    }
+    let tail_id = rid();
+    let tail = swipe(
+        &w.ph,
+        swipe_req(&tail_id, card(&p), reference_lines(), true),
+    )
+    .await;
+    let mut ids = vec![(merged_id.clone(), merged), (tail_id.clone(), tail)];
+    let booked = snapshot(&ts, &w, &p).await;
+    assert_eq!(booked.settlements, 2);
+    replays_and_refusals(ids.clone()).await;
+    assert_eq!(snapshot(&ts, &w, &p).await, booked, "nothing booked twice");
+
+    // The writer has mapped the tail; another principal's 600 request ids stored behind its
+    // back (more than MERGE_ROWS_BY_KEY_SOON) make its next batch merge the key: the swipe's
+    // own, the tail's and those 600 — and every id is found again afterwards, from the index.
+    if sqlite {
+        const { assert!(derived::MERGE_ROWS_BY_KEY_SOON < 600) };
+        raw_sql(
+            &ts,
+            &[
+                "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+               created_at) \
+               WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600) \
+               SELECT 'bureau:150300', 'r' || i, '/x', X'00', X'', '2026-11-27T00:00:00Z' FROM n",
+            ],
+        )
+        .await;
+    }
+    let within_id = rid();
+    let within = swipe(
+        &w.ph,
+        swipe_req(&within_id, card(&p), reference_lines(), true),
+    )
+    .await;
+    if let Some((upto, last)) = key_state().await {
+        assert!(
+            upto >= 602 && upto == last,
+            "merged within the batch: {upto} of {last}"
+        );
+    }
+    ids.push((within_id, within));
+    let booked = snapshot(&ts, &w, &p).await;
+    assert_eq!(booked.settlements, 3);
+    replays_and_refusals(ids.clone()).await;
+    // And one merged a row at a time, found at every step.
+    let one_more_id = rid();
+    let one_more = swipe(
+        &w.ph,
+        swipe_req(&one_more_id, card(&p), reference_lines(), true),
+    )
+    .await;
+    ids.push((one_more_id, one_more));
+    let booked = snapshot(&ts, &w, &p).await;
+    loop {
+        let mut c = ts.db.begin().await.expect("begin");
+        let n = derived::merge_at_most(&mut c, 1, 1).await.expect("merge");
+        c.commit().await.expect("commit");
+        replays_and_refusals(ids[ids.len() - 1..].to_vec()).await;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(snapshot(&ts, &w, &p).await, booked, "nothing booked twice");
+
+    // A 冲正 of a request id never sent stores it (on the pool's connection, not the swipe
+    // writer's); the swipe arriving late under it is refused.
+    let lost = rid();
+    let none = reverse_by_request(&w.ph, &lost).await.must();
+    assert!(!none.found, "{none:?}");
+    w.ph.clone()
+        .settle_purchase(swipe_req(&lost, card(&p), reference_lines(), true))
+        .await
+        .code_is(Code::AlreadyExists);
+    assert_eq!(snapshot(&ts, &w, &p).await, booked);
+    // And a 冲正 by request id finds the settlement through the key, merged or not.
+    let back = reverse_by_request(&w.ph, &merged_id).await.must();
+    assert_eq!(
+        back.reversal.unwrap().reverses,
+        ids[0].1.settlement.as_ref().unwrap().setl_id
+    );
+    let back = reverse_by_request(&w.ph, &ids[3].0).await.must();
+    assert_eq!(
+        back.reversal.unwrap().reverses,
+        ids[3].1.settlement.as_ref().unwrap().setl_id
+    );
+    verify_ok(&ts).await;
+
+    // The verification notices a key stored twice (written behind the writers' backs).
+    if sqlite {
+        raw_sql(
+            &ts,
+            &[&format!(
+                "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+                 created_at, setl_id) SELECT principal, request_id, rpc, payload_hash, response, \
+                 created_at, setl_id FROM idempotency WHERE request_id = '{tail_id}'"
+            )],
+        )
+        .await;
+        merge_tails(&ts).await;
+        let v = w.op.led().verify(proto::VerifyRequest {}).await.must();
+        let check = v.checks.iter().find(|c| c.name == "indexes_match_sources");
+        let (ok, detail) = check.map(|c| (c.ok, c.detail.clone())).expect("the check");
+        assert!(!ok && !v.ok, "{detail}");
+        assert!(
+            detail.contains(&format!(
+                "idempotency_ix lacks institution:{PH} {tail_id} at "
+            )),
+            "{detail}"
+        );
+    }
+}
+
 /// Settlements and their stored identities on `b`: (rowid, setl_id) on SQLite (the
 /// batch-maintained indexes find their tails by rowid), (0, setl_id) on PostgreSQL; and every
 /// (principal, request id, setl_id) the idempotency rows name, when they have the column.
@@ -2470,15 +2633,16 @@ async fn stored_identities(
 }
 
 /// A database written before migrations sqlite/0013 and postgres/0011 kept each settlement's
-/// request id a second time, in a unique index of the settlement table (and on SQLite, before
-/// 0014, purchase lines in a rowid table with a separate key; before 0016, the personal accounts'
-/// entries in an index table rather than totals). Built here by the real server (two pharmacies'
-/// swipes under one request id, a refund), then put back into that shape (the idempotency rows
-/// name no settlement, the unique index is back, the lines unclustered, the personal totals taken
-/// apart, the migrations unrecorded): migrating again must total the personal accounts as they
-/// were, keep every settlement (on SQLite with its rowid) and every purchase as it was, name each
-/// settlement in the idempotency row of the call that booked it, leave the request ids indexed
-/// once, and let each pharmacy's 冲正 by request id find its own settlement.
+/// request id a second time, in a unique index of the settlement table (and on SQLite, before 0014,
+/// purchase lines in a rowid table with a separate key; before 0016, the personal accounts' entries
+/// in an index table rather than totals; before 0017, the request ids' key a primary key of the
+/// idempotency table). Built here by the real server (two pharmacies' swipes under one request id,
+/// a refund), then put back into that shape (the idempotency rows name no settlement, the unique
+/// index is back, the lines unclustered, the personal totals taken apart, the migrations
+/// unrecorded): migrating again must total the personal accounts as they were, keep every
+/// settlement (on SQLite with its rowid) and every purchase as it was, name each settlement in the
+/// idempotency row of the call that booked it, leave the request ids indexed once, and let each
+/// pharmacy's 冲正 by request id find its own settlement.
 async fn upgrade_to_request_ids_once(b: Backend) {
     let ts = TestServer::start(b).await;
     let w = world(&ts).await;
@@ -2541,6 +2705,7 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     raw_sql(
         &ts,
         &[
+            "DROP VIEW idempotency_by_key",
             "ALTER TABLE idempotency DROP COLUMN setl_id",
             unique,
             &unrecord,
@@ -2623,6 +2788,23 @@ async fn upgrade_to_request_ids_once(b: Backend) {
         )
         .await;
         assert_eq!(pacct_totals(&ts).await, []);
+        // The request ids' key a primary key again (before 0017), the rowids kept.
+        raw_sql(
+            &ts,
+            &[
+                "DROP TABLE idempotency_ix",
+                "DELETE FROM derived_index WHERE name = 'idempotency'",
+                "CREATE TABLE idempotency_pk (principal TEXT NOT NULL, request_id TEXT NOT NULL, \
+                 rpc TEXT NOT NULL, payload_hash BLOB NOT NULL, response BLOB NOT NULL, \
+                 created_at TEXT NOT NULL, PRIMARY KEY (principal, request_id))",
+                "INSERT INTO idempotency_pk (rowid, principal, request_id, rpc, payload_hash, \
+                 response, created_at) SELECT rowid, principal, request_id, rpc, payload_hash, \
+                 response, created_at FROM idempotency",
+                "DROP TABLE idempotency",
+                "ALTER TABLE idempotency_pk RENAME TO idempotency",
+            ],
+        )
+        .await;
         totals = Some(totals_before);
     }
     assert_eq!(stored_identities(&ts, false).await.0, settlements);
@@ -2683,6 +2865,17 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     assert_eq!(back_nx.reversal.unwrap().reverses, s_nx.setl_id);
     assert_eq!(pacct(&w, &p.psn_no).await, "300.00");
     verify_ok(&ts).await;
+}
+
+/// Merges every tail of SQLite's batch-maintained indexes (see `store::derived`) in a
+/// transaction of its own; the rows merged (0 on PostgreSQL).
+async fn merge_tails(ts: &TestServer) -> i64 {
+    let mut c = ts.db.begin().await.expect("begin");
+    let n = medsettle::store::derived::merge(&mut c, 1)
+        .await
+        .expect("merge");
+    c.commit().await.expect("commit");
+    n
 }
 
 /// SQLite's totals of the personal accounts' journal entries: (account, fen, entries).

@@ -1,10 +1,11 @@
 //! API tokens, idempotency records and the audit log.
 
 use super::cells::{Cell, Cells};
-use super::{Conn, StoreResult};
+use super::{Conn, Engine, StoreError, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
@@ -59,13 +60,20 @@ pub async fn find_idempotent(
     principal: &str,
     request_id: &str,
 ) -> StoreResult<Option<IdempotencyRow>> {
-    let sql = "SELECT rpc, payload_hash, response, setl_id FROM idempotency \
+    // Through the view: on SQLite the key is maintained in batches (see `store::derived`).
+    let sql = "SELECT rpc, payload_hash, response, setl_id FROM idempotency_by_key \
                WHERE principal = $1 AND request_id = $2";
     Ok(
         on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
         .fetch_optional(x).await)?,
     )
 }
+
+/// SQLite's insert of an idempotency row unless its key is stored (the table has no unique key:
+/// see [`RequestIdTail`]); the values are `$1`…`$6` as in the insert on PostgreSQL.
+const INSERT_UNLESS_STORED: &str = "INSERT INTO idempotency (principal, request_id, rpc, \
+    payload_hash, response, created_at) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
+    (SELECT 1 FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)";
 
 /// Claims a request id for a call in progress (empty response). Returns false when the id is
 /// already taken; on PostgreSQL the insert first waits for a concurrent claimer to commit or
@@ -78,9 +86,15 @@ pub async fn claim_idempotent(
     payload_hash: &[u8],
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let sql = "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
-               created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-               ON CONFLICT (principal, request_id) DO NOTHING";
+    let sql = match c.engine() {
+        // Write transactions are IMMEDIATE: no other writer can store the key meanwhile.
+        Engine::Sqlite => INSERT_UNLESS_STORED,
+        Engine::Postgres => {
+            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (principal, request_id) DO NOTHING"
+        }
+    };
     let empty: &[u8] = &[];
     let n = on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(rpc)
         .bind(payload_hash).bind(empty).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
@@ -97,8 +111,17 @@ pub async fn complete_idempotent(
     response: &[u8],
     setl_id: Option<&str>,
 ) -> StoreResult<()> {
-    let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
-               WHERE principal = $1 AND request_id = $2";
+    let sql = match c.engine() {
+        Engine::Sqlite => {
+            "UPDATE idempotency SET response = $3, setl_id = $4 \
+             WHERE rowid IN (SELECT row FROM idempotency_by_key \
+             WHERE principal = $1 AND request_id = $2)"
+        }
+        Engine::Postgres => {
+            "UPDATE idempotency SET response = $3, setl_id = $4 \
+             WHERE principal = $1 AND request_id = $2"
+        }
+    };
     on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
         .bind(setl_id).execute(x).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -111,10 +134,21 @@ pub async fn insert_idempotent(
     row: &IdempotencyRow,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let sql = "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
-               created_at) VALUES ($1, $2, $3, $4, $5, $6)";
-    on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(&row.rpc)
+    let sql = match c.engine() {
+        Engine::Sqlite => INSERT_UNLESS_STORED,
+        Engine::Postgres => {
+            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        }
+    };
+    let n = on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(&row.rpc)
         .bind(&row.payload_hash).bind(&row.response).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    if n == 0 {
+        // SQLite: the key is stored already (PostgreSQL's primary key says so itself).
+        return Err(StoreError::Unique {
+            constraint: "idempotency (principal, request_id)".into(),
+        });
+    }
     Ok(())
 }
 
@@ -192,7 +226,9 @@ pub async fn insert_answers(c: &mut Conn, rows: &[Answer]) -> StoreResult<usize>
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// A request id already stored is left alone (see [`insert_answers`]).
+/// A request id already stored is left alone (see [`insert_answers`]). PostgreSQL only: on
+/// SQLite the table has no unique key, and its one writer at a time checks the keys it inserts
+/// first (see [`RequestIdTail`]).
 pub const ANSWER_CONFLICT: &str = " ON CONFLICT (principal, request_id) DO NOTHING";
 
 impl Cells for Answer {
@@ -221,10 +257,65 @@ struct KeyedAnswer {
     setl_id: Option<String>,
 }
 
-/// The stored first answers of many (principal, request id) pairs.
+/// SQLite: the idempotency rows above the merged part of their key (`idempotency_ix`: see
+/// migration 0017 and [`super::derived`]), by key, as a swipe writer keeps them from batch to
+/// batch. Looked up through the view, the tail is scanned for each key; the writer instead
+/// learns, at the start of each batch (inside its write transaction), the rows committed since it
+/// last looked — its own and any other writer's: rowids only ascend, and idempotency rows are
+/// never deleted — and forgets those a merge has moved into the index table. A key is then found
+/// in this map or in the index table, never by a scan.
+#[derive(Debug, Default)]
+pub struct RequestIdTail {
+    /// The merged `upto` this map was last trimmed to.
+    upto: i64,
+    /// The last rowid read into the map.
+    last: i64,
+    rows: HashMap<(String, String), i64>,
+}
+
+impl RequestIdTail {
+    /// Brings the map up to what is committed (see the type's doc); on the writer's connection,
+    /// inside its transaction, before the batch writes any row of its own.
+    fn refresh(&mut self, x: &rusqlite::Connection) -> StoreResult<()> {
+        let upto: i64 = x
+            .prepare_cached("SELECT upto FROM derived_index WHERE name = 'idempotency'")?
+            .query_row([], |r| r.get(0))?;
+        if upto < self.upto || upto > self.last {
+            // A database changed under the map (restored, say), or merged past all it knows.
+            self.rows.clear();
+            self.last = upto;
+        } else if upto > self.upto {
+            self.rows.retain(|_, row| *row > upto);
+        }
+        self.upto = upto;
+        let mut st = x.prepare_cached(
+            "SELECT rowid, principal, request_id FROM idempotency WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let mut rows = st.query([self.last])?;
+        while let Some(r) = rows.next()? {
+            let row: i64 = r.get(0)?;
+            self.rows.insert((r.get(1)?, r.get(2)?), row);
+            self.last = row;
+        }
+        Ok(())
+    }
+}
+
+fn idempotency_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdempotencyRow> {
+    Ok(IdempotencyRow {
+        rpc: row.get(0)?,
+        payload_hash: row.get(1)?,
+        response: row.get(2)?,
+        setl_id: row.get(3)?,
+    })
+}
+
+/// The stored first answers of many (principal, request id) pairs; on SQLite with the map of the
+/// tail `tail` if the caller keeps one (the swipe writer, inside its write transaction).
 pub async fn find_many(
     c: &mut Conn,
     keys: &[(String, String)],
+    tail: Option<&mut RequestIdTail>,
 ) -> StoreResult<Vec<(String, String, IdempotencyRow)>> {
     if keys.is_empty() {
         return Ok(Vec::new());
@@ -232,24 +323,40 @@ pub async fn find_many(
     // SQLite: one prepared lookup per key (see `super::direct`).
     let on_sqlite = c
         .with_sqlite(|x| {
-            let mut st = x.prepare_cached(
-                "SELECT rpc, payload_hash, response, setl_id FROM idempotency \
-                 WHERE principal = ?1 AND request_id = ?2",
-            )?;
             let mut out = Vec::new();
-            for (p, r) in keys {
-                let row = st
-                    .query_row(rusqlite::params![p, r], |row| {
-                        Ok(IdempotencyRow {
-                            rpc: row.get(0)?,
-                            payload_hash: row.get(1)?,
-                            response: row.get(2)?,
-                            setl_id: row.get(3)?,
-                        })
-                    })
-                    .optional()?;
-                if let Some(row) = row {
-                    out.push((p.clone(), r.clone(), row));
+            let Some(tail) = tail else {
+                let mut st = x.prepare_cached(
+                    "SELECT rpc, payload_hash, response, setl_id FROM idempotency_by_key \
+                     WHERE principal = ?1 AND request_id = ?2",
+                )?;
+                for (p, r) in keys {
+                    let found = st
+                        .query_row(rusqlite::params![p, r], idempotency_row)
+                        .optional()?;
+                    if let Some(row) = found {
+                        out.push((p.clone(), r.clone(), row));
+                    }
+                }
+                return Ok(out);
+            };
+            tail.refresh(x)?;
+            let mut by_row = x.prepare_cached(
+                "SELECT rpc, payload_hash, response, setl_id FROM idempotency WHERE rowid = ?1",
+            )?;
+            let mut by_key = x.prepare_cached(
+                "SELECT i.rpc, i.payload_hash, i.response, i.setl_id \
+                 FROM idempotency_ix x CROSS JOIN idempotency i ON i.rowid = x.row \
+                 WHERE x.principal = ?1 AND x.request_id = ?2",
+            )?;
+            for key in keys {
+                let found = match tail.rows.get(key) {
+                    Some(row) => by_row.query_row([row], idempotency_row).optional()?,
+                    None => by_key
+                        .query_row(rusqlite::params![key.0, key.1], idempotency_row)
+                        .optional()?,
+                };
+                if let Some(row) = found {
+                    out.push((key.0.clone(), key.1.clone(), row));
                 }
             }
             Ok(out)

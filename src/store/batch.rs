@@ -2,7 +2,7 @@
 //! trip per table); on SQLite one prepared single-row statement per table, run on the calling
 //! thread (see [`super::direct`]).
 
-use super::access::{self, ANSWER_CONFLICT, Answer, AuditRow};
+use super::access::{self, Answer, AuditRow};
 use super::events::EventRow;
 use super::journal::{EntryRow, JournalTxRow};
 use super::pharmacy::PurchaseLineRow;
@@ -32,7 +32,9 @@ pub struct Writes {
 pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
     let on_sqlite = c
         .with_sqlite(|x| {
-            let stored = direct::insert(x, &w.answers, ANSWER_CONFLICT)?;
+            // No conflict clause: the table has no unique key on SQLite, and the writer looked
+            // every key up inside this transaction (see `access::RequestIdTail`).
+            let stored = direct::insert(x, &w.answers, "")?;
             if stored == w.answers.len() {
                 // Each settlement with the event bureaus follow (as `insert_settlements`).
                 let events: Vec<EventRow> =

@@ -1,15 +1,16 @@
 //! SQLite's batch-maintained indexes. One has random keys — a person's settlements
-//! (`settlement_person_ix`) — and three one insertion point per institution, principal or
+//! (`settlement_person_ix`) — and four one insertion point per institution, principal or
 //! account — settlements by institution and day (`settlement_inst_ix`), audit records by
-//! principal (`audit_principal_ix`), and the journal's entries, which are only ever read as sums
+//! principal (`audit_principal_ix`), the request ids' key (`idempotency_ix`: a caller's ids in
+//! order), and the journal's entries, which are only ever read as sums
 //! and so are kept as totals by account (`account_total`; a personal account's total is one row
 //! per person, and a merge adds up each person's entries of the tail into it). As ordinary
 //! indexes every swipe batch dirtied a leaf page of each for every person or pharmacy in it, and
 //! SQLite's WAL logs whole pages. Instead [`merge`] copies the rows committed since the last merge
 //! (the tail: rowids above `derived_index.upto`) into the index tables, sorted (or adds them up),
 //! in the caller's transaction; the views `settlement_by_person`, `settlement_by_institution`,
-//! `audit_by_principal` and `account_sums` read the index tables plus the tails, so they are exact
-//! at every moment (migrations 0009–0011, 0016). The swipe writer merges inside a batch once a
+//! `audit_by_principal`, `idempotency_by_key` and `account_sums` read the index tables plus the
+//! tails, so they are exact at every moment (migrations 0009–0011, 0016, 0017). The swipe writer merges inside a batch once a
 //! tail reaches its threshold, which is lower while the writer keeps up ([`Pace`]) — and then a
 //! random-key tail a slice a batch ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On
 //! PostgreSQL the views are the tables (its indexes log small records) and there is nothing to
@@ -101,7 +102,7 @@ struct Index {
     check: &'static str,
 }
 
-const INDEXES: [Index; 4] = [
+const INDEXES: [Index; 5] = [
     Index {
         name: "settlement_person",
         table: "settlement",
@@ -156,6 +157,27 @@ const INDEXES: [Index; 4] = [
              SELECT 'audit_principal_ix has ' || i.principal || ' ' || i.audit_id \
              FROM audit_principal_ix i WHERE NOT EXISTS (SELECT 1 FROM audit_log x \
                 WHERE x.audit_id = i.audit_id AND x.principal = i.principal AND x.rowid <= ?1) \
+             LIMIT ?2",
+    },
+    Index {
+        name: "idempotency",
+        table: "idempotency",
+        soon: MERGE_ROWS_BY_KEY_SOON,
+        every: MERGE_ROWS_BY_KEY,
+        slice: MERGE_MAX,
+        copy: "INSERT OR IGNORE INTO idempotency_ix (principal, request_id, row) \
+               SELECT principal, request_id, rowid FROM idempotency WHERE rowid > ?1 AND rowid <= ?2 \
+               ORDER BY principal, request_id",
+        // A key stored twice shows as a row the index table lacks (it holds the first).
+        check: "SELECT 'idempotency_ix lacks ' || x.principal || ' ' || x.request_id || ' at ' || x.rowid \
+             FROM idempotency x WHERE x.rowid <= ?1 AND NOT EXISTS \
+                (SELECT 1 FROM idempotency_ix i WHERE i.principal = x.principal \
+                 AND i.request_id = x.request_id AND i.row = x.rowid) \
+             UNION ALL \
+             SELECT 'idempotency_ix has ' || i.principal || ' ' || i.request_id || ' at ' || i.row \
+             FROM idempotency_ix i WHERE NOT EXISTS (SELECT 1 FROM idempotency x \
+                WHERE x.rowid = i.row AND x.principal = i.principal \
+                AND x.request_id = i.request_id AND x.rowid <= ?1) \
              LIMIT ?2",
     },
     Index {
@@ -338,7 +360,12 @@ mod tests {
             due_of("settlement_person", Pace::Busy),
             Some((MERGE_ROWS, MERGE_MAX))
         );
-        for by_key in ["settlement_inst", "audit_principal", "account_total"] {
+        for by_key in [
+            "settlement_inst",
+            "audit_principal",
+            "idempotency",
+            "account_total",
+        ] {
             assert_eq!(
                 due_of(by_key, Pace::KeepingUp),
                 Some((MERGE_ROWS_BY_KEY_SOON, MERGE_MAX))

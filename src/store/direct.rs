@@ -159,7 +159,7 @@ impl From<rusqlite::Error> for StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::access::{ANSWER_CONFLICT, Answer, AuditRow};
+    use super::super::access::{Answer, AuditRow};
     use super::super::journal::{EntryRow, JournalTxRow};
     use super::super::{Conn, Db, DbConfig, StoreError, cells};
     use super::{Cells, insert};
@@ -324,18 +324,19 @@ mod tests {
     async fn direct_errors_are_classified() -> anyhow::Result<()> {
         let db = memory().await?;
         let mut c = db.begin().await?;
-        let answer = Answer {
-            principal: "institution:P1".into(),
-            request_id: "r1".into(),
-            rpc: "SettlePurchase".into(),
-            payload_hash: vec![1],
-            response: vec![2],
-            created_at: Utc::now(),
-            setl_id: None,
+        let tx = JournalTxRow {
+            journal_id: "J1".into(),
+            kind: "purchase".into(),
+            reference: "S1".into(),
+            memo: String::new(),
+            business_date: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap_or_default(),
+            booked_at: Utc::now(),
         };
-        let rows = [answer.clone(), answer];
-        // The second is skipped by the conflict clause, as the set-based insert skips it.
-        let n = c.with_sqlite(|x| insert(x, &rows, ANSWER_CONFLICT)).await?;
+        let rows = [tx.clone(), tx];
+        // The second is skipped by a conflict clause, as the set-based insert skips it.
+        let n = c
+            .with_sqlite(|x| insert(x, &rows, " ON CONFLICT (journal_id) DO NOTHING"))
+            .await?;
         assert_eq!(n, Some(1));
         let entry = EntryRow {
             journal_id: "J-missing".into(),

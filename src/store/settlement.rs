@@ -269,7 +269,7 @@ pub async fn settlement_by_request(
 ) -> StoreResult<Option<SettlementRow>> {
     let sql = format!(
         "SELECT {SETL_COLS} FROM settlement WHERE setl_id = \
-         (SELECT setl_id FROM idempotency WHERE principal = $1 AND request_id = $2)"
+         (SELECT setl_id FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)"
     );
     Ok(
         on_conn!(c, x => sqlx::query_as(&sql).bind(principal).bind(request_id)

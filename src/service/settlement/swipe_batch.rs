@@ -209,6 +209,7 @@ async fn writer(
     let mut state = State {
         pace: derived::Pace::KeepingUp,
         persons: persons::PersonCache::default(),
+        request_ids: access::RequestIdTail::default(),
     };
     loop {
         let jobs = {
@@ -335,7 +336,7 @@ async fn finish(db: &Db, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
 async fn replay_committed(db: &Db, call: &Call) -> AppResult<Reply> {
     let mut conn = db.read().await?;
     let key = (call.principal.key(), call.request_id.clone());
-    let found = access::find_many(&mut conn, std::slice::from_ref(&key)).await?;
+    let found = access::find_many(&mut conn, std::slice::from_ref(&key), None).await?;
     let answer = match found.into_iter().next() {
         Some((_, _, first)) => replay_of(call, first),
         None => Err(AppError::Retry(
@@ -356,6 +357,8 @@ struct State {
     /// How eagerly to merge index tails within the batch (see `derived::Pacer`).
     pace: derived::Pace,
     persons: persons::PersonCache,
+    /// SQLite: the request ids stored since their key's last merge.
+    request_ids: access::RequestIdTail,
 }
 
 /// A fresh request after its checks: index, context, priced lines.
@@ -415,7 +418,8 @@ async fn book(
         keys.push(key);
         key_of.push(i);
     }
-    let mut firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &keys)
+    let tail = Some(&mut state.request_ids);
+    let mut firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &keys, tail)
         .await?
         .into_iter()
         .map(|(p, r, row)| ((p, r), row))
