@@ -35,6 +35,7 @@ both_engines!(
     upgrade_to_request_ids_once,
     person_changes_reach_the_next_swipe,
     request_ids_across_merges,
+    personal_journal_through_settlements,
 );
 
 // ------------------------------------------------------------------------------ reference
@@ -2602,6 +2603,133 @@ async fn request_ids_across_merges(b: Backend) {
             "{detail}"
         );
     }
+}
+
+/// ListJournal of a personal account on SQLite reads the person's settlements (through the
+/// batch-maintained index by person) and the account's fundings (opening balance, deposits)
+/// instead of scanning the journal (`store::journal::list_txs`). It must list exactly the
+/// transactions with a leg on the account — what a scan of the journal finds, on both engines —
+/// oldest first and paged, across the index's merge: the opening balance, a deposit, swipes paid
+/// from the account, a refund and a 冲正; not a swipe paid in cash, nor another person's. The
+/// verification notices a personal-account leg of any other kind of transaction, which that
+/// listing would not see.
+async fn personal_journal_through_settlements(b: Backend) {
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let p = person(&w, WUHAI, 1, "300.00").await;
+    let q = person(&w, WUHAI, 2, "300.00").await;
+    let account = format!("pacct:{}", p.psn_no);
+    w.wuhai
+        .reg()
+        .deposit_personal_account(deposit(&p.psn_no, "500.00"))
+        .await
+        .must();
+    let mut settled = Vec::new();
+    let s1 = swipe(&w.ph, swipe_req(&rid(), card(&p), reference_lines(), true)).await;
+    settled.push(s1.settlement.clone().unwrap());
+    let cash = swipe(&w.ph, swipe_req(&rid(), card(&p), reference_lines(), false)).await;
+    let cash = cash.settlement.unwrap();
+    assert_eq!(cash.acct_pay, "0.00");
+    settled.push(cash.clone());
+    swipe(&w.ph, swipe_req(&rid(), card(&q), reference_lines(), true)).await;
+    merge_tails(&ts).await;
+    let s1_id = settled[0].setl_id.clone();
+    let r =
+        w.ph.clone()
+            .refund_purchase(refund_req(&s1_id, &[("2", "1")]))
+            .await;
+    settled.push(r.must().settlement.unwrap());
+    let id2 = rid();
+    let s2 = swipe(&w.ph, swipe_req(&id2, card(&p), reference_lines(), true)).await;
+    settled.push(s2.settlement.unwrap());
+    let back = reverse_by_request(&w.ph, &id2).await.must();
+    settled.push(back.reversal.unwrap());
+
+    // What the answers say moved money on the account: the two fundings (their reference is the
+    // person), then every settlement with an account part, in booking order.
+    let mut expected = vec![p.psn_no.clone(), p.psn_no.clone()];
+    expected.extend(
+        settled
+            .iter()
+            .filter(|s| s.acct_pay != "0.00")
+            .map(|s| s.setl_id.clone()),
+    );
+    assert_eq!(expected.len(), 6, "{settled:?}");
+    assert!(!expected.contains(&cash.setl_id));
+    // What a scan of the journal finds.
+    let mut conn = ts.db.begin().await.expect("begin");
+    let sql = "SELECT t.journal_id FROM journal_tx t WHERE EXISTS (SELECT 1 FROM journal_entry e \
+               WHERE e.journal_id = t.journal_id AND e.account = $1) ORDER BY t.journal_id";
+    let scanned: Vec<(String,)> = medsettle::on_conn!(&mut conn, x => sqlx::query_as(sql)
+        .bind(&account).fetch_all(x).await)
+    .expect("scan");
+    conn.commit().await.expect("commit");
+    let scanned: Vec<String> = scanned.into_iter().map(|(j,)| j).collect();
+    // ListJournal, whole and in pages of two.
+    let list = |size: u32, token: String| {
+        let (w, account) = (&w, &account);
+        async move {
+            w.wuhai
+                .led()
+                .list_journal(proto::ListJournalRequest {
+                    account: account.clone(),
+                    page_size: size,
+                    page_token: token,
+                })
+                .await
+                .must()
+        }
+    };
+    let whole = list(0, String::new()).await;
+    assert!(whole.next_page_token.is_empty());
+    let ids: Vec<String> = whole
+        .transactions
+        .iter()
+        .map(|t| t.journal_id.clone())
+        .collect();
+    let references: Vec<String> = whole
+        .transactions
+        .iter()
+        .map(|t| t.reference.clone())
+        .collect();
+    assert_eq!(ids, scanned);
+    assert_eq!(references, expected);
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(2, token).await;
+        assert!(page.transactions.len() <= 2);
+        paged.extend(page.transactions.into_iter().map(|t| t.journal_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(paged, ids);
+    verify_ok(&ts).await;
+
+    // A leg on the account in a transaction of another kind (written behind the service's back,
+    // balanced and moving nothing): the verification names it.
+    raw_sql(
+        &ts,
+        &[
+            "INSERT INTO journal_tx (journal_id, kind, reference, memo, business_date, booked_at) \
+             VALUES ('J-adjust', 'adjustment', 'x', '', '2026-11-27', '2026-11-27T00:00:00Z')",
+            &format!(
+                "INSERT INTO journal_entry (journal_id, seq, account, amount_fen) \
+                 VALUES ('J-adjust', 1, '{account}', 100), ('J-adjust', 2, '{account}', -100)"
+            ),
+        ],
+    )
+    .await;
+    let v = w.op.led().verify(proto::VerifyRequest {}).await.must();
+    let check = v
+        .checks
+        .iter()
+        .find(|c| c.name == "personal_account_legs_listed");
+    let (ok, detail) = check.map(|c| (c.ok, c.detail.clone())).expect("the check");
+    assert!(!ok && !v.ok, "{detail}");
+    assert!(detail.contains("J-adjust"), "{detail}");
 }
 
 /// Settlements and their stored identities on `b`: (rowid, setl_id) on SQLite (the

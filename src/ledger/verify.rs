@@ -55,11 +55,17 @@ pub async fn run(conn: &mut Conn) -> StoreResult<Report> {
             format!("(psn_no, maintained fen, journal fen): {mismatches:?}; orphan legs: {orphans}")
         },
     });
+    let unlisted = journal::unlisted_pacct_legs(conn, SHOW).await?;
+    checks.push(listed(
+        "personal_account_legs_listed",
+        &unlisted,
+        "every personal-account leg is a settlement's of that person or an opening balance or deposit of that person's account (how SQLite lists an account's journal)",
+    ));
     let derived = derived::mismatches(conn, SHOW).await?;
     checks.push(listed(
         "indexes_match_sources",
         &derived,
-        "SQLite's batch-maintained indexes (settlements by person and by institution, every account's totals, audit records by principal) hold exactly their sources' merged rows",
+        "SQLite's batch-maintained indexes (settlements by person and by institution, every account's totals, audit records by principal, request ids by caller) hold exactly their sources' merged rows",
     ));
     let breaks = settlement::identity_breaks(conn, SHOW).await?;
     checks.push(listed(

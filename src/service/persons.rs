@@ -8,6 +8,7 @@ use crate::domain::kinds::{CardStatus, InsuranceType, PersonCategory, PersonStat
 use crate::domain::money::Amount;
 use crate::domain::time::business_date;
 use crate::ledger::{self, Account, Posting};
+use crate::store::journal;
 use crate::store::persons::{self, InsuranceRow, PersonKey, PersonRecord, PersonRow};
 use crate::store::{self, Conn, StoreError};
 use chrono::{DateTime, Utc};
@@ -116,11 +117,12 @@ async fn insert(
     if has_account(cmd) {
         persons::insert_account(conn, &psn_no).await?;
         if !cmd.opening_balance.is_zero() {
-            let posting = Posting::new("opening_balance", &psn_no, business_date(now)).transfer(
-                Account::Bank(home.to_owned()),
-                Account::PersonalAccount(psn_no.clone()),
-                cmd.opening_balance.to_fen(),
-            );
+            let posting = Posting::new(journal::OPENING_BALANCE, &psn_no, business_date(now))
+                .transfer(
+                    Account::Bank(home.to_owned()),
+                    Account::PersonalAccount(psn_no.clone()),
+                    cmd.opening_balance.to_fen(),
+                );
             ledger::post(conn, &posting, now).await?;
         }
     }
@@ -514,7 +516,7 @@ pub async fn deposit(
             "only employee-scheme (310) members have a personal account",
         ));
     }
-    let posting = Posting::new("pacct_deposit", psn_no, business_date(now))
+    let posting = Posting::new(journal::PACCT_DEPOSIT, psn_no, business_date(now))
         .memo(memo)
         .transfer(
             Account::Bank(person.home_region.clone()),

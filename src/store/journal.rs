@@ -45,6 +45,14 @@ pub async fn sums_with_prefix(c: &mut Conn, prefix: &str) -> StoreResult<Vec<(St
     Ok(on_conn!(c, x => sqlx::query_as(sql).bind(&pattern).fetch_all(x).await)?)
 }
 
+/// The kinds of journal transaction that fund a personal account, their reference the person's
+/// psn_no: an employee's opening balance (EnrolPerson) and a deposit (DepositPersonalAccount).
+/// Every other leg on a personal account is a settlement's of that person (see
+/// [`unlisted_pacct_legs`]). The SQLite migration 0018 names them in its partial index.
+pub const OPENING_BALANCE: &str = "opening_balance";
+/// See [`OPENING_BALANCE`].
+pub const PACCT_DEPOSIT: &str = "pacct_deposit";
+
 /// Transactions (oldest first) after `after`, optionally only those touching `account`.
 pub async fn list_txs(
     c: &mut Conn,
@@ -52,6 +60,27 @@ pub async fn list_txs(
     after: &str,
     limit: i64,
 ) -> StoreResult<Vec<JournalTxRow>> {
+    // SQLite keeps no index of entries by account (the swipes would write one for every leg; the
+    // totals are batch-maintained instead), so a scan of the journal for the account's entries
+    // finds a personal account's few transactions among all of them: the whole journal read for
+    // a page. Those transactions are its person's settlements (through the batch-maintained
+    // index by person) and the fundings of the account (a partial index, 0018).
+    let pacct = account.strip_prefix("pacct:").filter(|p| !p.is_empty());
+    if let (super::Engine::Sqlite, Some(psn_no)) = (c.engine(), pacct) {
+        let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at \
+                   FROM journal_tx t WHERE t.journal_id IN (SELECT s.journal_id \
+                       FROM settlement_by_person b CROSS JOIN settlement s ON s.setl_id = b.setl_id \
+                       WHERE b.psn_no = $4 \
+                     UNION ALL SELECT f.journal_id FROM journal_tx f \
+                       WHERE f.reference = $4 AND f.kind IN ('opening_balance', 'pacct_deposit')) \
+                   AND t.journal_id > $1 AND EXISTS (SELECT 1 FROM journal_entry e \
+                   WHERE e.journal_id = t.journal_id AND e.account = $2) \
+                   ORDER BY t.journal_id LIMIT $3";
+        return Ok(
+            on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
+            .bind(psn_no).fetch_all(x).await)?,
+        );
+    }
     let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at FROM journal_tx t \
                WHERE t.journal_id > $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM journal_entry e \
                WHERE e.journal_id = t.journal_id AND e.account = $2)) \
@@ -59,6 +88,25 @@ pub async fn list_txs(
     Ok(
         on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
         .fetch_all(x).await)?,
+    )
+}
+
+/// Personal-account legs whose transaction is neither a settlement of that person (the
+/// settlement its reference names, with this journal transaction) nor a funding of that
+/// person's account ([`OPENING_BALANCE`], [`PACCT_DEPOSIT`]): (journal_id, account), at most
+/// `limit`. ListJournal on SQLite finds a personal account's transactions through those two, so
+/// such a leg would be missing there.
+pub async fn unlisted_pacct_legs(c: &mut Conn, limit: i64) -> StoreResult<Vec<(String, String)>> {
+    let sql = "SELECT e.journal_id, e.account FROM journal_entry e \
+               JOIN journal_tx t ON t.journal_id = e.journal_id \
+               WHERE e.account LIKE 'pacct:%' \
+               AND NOT (t.kind IN ($2, $3) AND e.account = 'pacct:' || t.reference) \
+               AND NOT EXISTS (SELECT 1 FROM settlement s WHERE s.setl_id = t.reference \
+                   AND s.journal_id = t.journal_id AND e.account = 'pacct:' || s.psn_no) \
+               ORDER BY e.journal_id, e.seq LIMIT $1";
+    Ok(
+        on_conn!(c, x => sqlx::query_as(sql).bind(limit).bind(OPENING_BALANCE)
+        .bind(PACCT_DEPOSIT).fetch_all(x).await)?,
     )
 }
 
