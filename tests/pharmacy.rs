@@ -2764,13 +2764,14 @@ async fn stored_identities(
 /// request id a second time, in a unique index of the settlement table (and on SQLite, before 0014,
 /// purchase lines in a rowid table with a separate key; before 0016, the personal accounts' entries
 /// in an index table rather than totals; before 0017, the request ids' key a primary key of the
-/// idempotency table). Built here by the real server (two pharmacies' swipes under one request id,
-/// a refund), then put back into that shape (the idempotency rows name no settlement, the unique
-/// index is back, the lines unclustered, the personal totals taken apart, the migrations
-/// unrecorded): migrating again must total the personal accounts as they were, keep every
-/// settlement (on SQLite with its rowid) and every purchase as it was, name each settlement in the
-/// idempotency row of the call that booked it, leave the request ids indexed once, and let each
-/// pharmacy's 冲正 by request id find its own settlement.
+/// idempotency table; before 0019, the events' ids indexed). Built here by the real server (two
+/// pharmacies' swipes under one request id, a refund), then put back into that shape (the
+/// idempotency rows name no settlement, the unique index is back, the lines unclustered, the
+/// personal totals taken apart, the migrations unrecorded): migrating again must total the personal
+/// accounts as they were, keep every settlement (on SQLite with its rowid), every event (with its
+/// seq) and every purchase as it was, name each settlement in the idempotency row of the call that
+/// booked it, leave the request ids indexed once, and let each pharmacy's 冲正 by request id find its
+/// own settlement.
 async fn upgrade_to_request_ids_once(b: Backend) {
     let ts = TestServer::start(b).await;
     let w = world(&ts).await;
@@ -2790,6 +2791,8 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     let r = w.ph_nx.clone().refund_purchase(req).await.must();
     let r = r.settlement.unwrap();
     let (settlements, named) = stored_identities(&ts, true).await;
+    let events = stored_events(&ts).await;
+    assert_eq!(events.len(), 3, "{events:?}");
     let purchases = [
         get_purchase(&w.ph, &s.setl_id).await.must(),
         get_purchase(&w.ph_nx, &s_nx.setl_id).await.must(),
@@ -2930,6 +2933,8 @@ async fn upgrade_to_request_ids_once(b: Backend) {
                  response, created_at FROM idempotency",
                 "DROP TABLE idempotency",
                 "ALTER TABLE idempotency_pk RENAME TO idempotency",
+                // And the events' ids unique (their index, as 0006's constraint kept it).
+                "CREATE UNIQUE INDEX event_id_unique ON event (event_id)",
             ],
         )
         .await;
@@ -2945,6 +2950,7 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     }
 
     assert_eq!(stored_identities(&ts, true).await, (settlements, expected));
+    assert_eq!(stored_events(&ts).await, events, "every event as it was");
     let unique_indexes = match b {
         // The primary key's only.
         Backend::Sqlite => {
@@ -2977,6 +2983,14 @@ async fn upgrade_to_request_ids_once(b: Backend) {
                 .expect("purchase_line");
         conn.commit().await.expect("commit");
         assert!(table.ends_with("WITHOUT ROWID"), "{table}");
+        // Events are read by seq: their ids are not indexed (0019).
+        let mut conn = ts.db.begin().await.expect("begin");
+        let sql = "SELECT COUNT(*) FROM pragma_index_list('event')";
+        let (n,): (i64,) =
+            medsettle::on_conn!(&mut conn, x => sqlx::query_as(sql).fetch_one(x).await)
+                .expect("event's indexes");
+        conn.commit().await.expect("commit");
+        assert_eq!(n, 0, "event has no index");
     }
 
     // Each pharmacy's 冲正 of the shared request id finds its own purchase; of the refund's,
@@ -2993,6 +3007,21 @@ async fn upgrade_to_request_ids_once(b: Backend) {
     assert_eq!(back_nx.reversal.unwrap().reverses, s_nx.setl_id);
     assert_eq!(pacct(&w, &p.psn_no).await, "300.00");
     verify_ok(&ts).await;
+}
+
+/// Every event on `b`: (seq, event_id, reference) on SQLite (the stream's cursor is the seq),
+/// (0, event_id, reference) on PostgreSQL, in event_id order.
+async fn stored_events(ts: &TestServer) -> Vec<(i64, String, String)> {
+    let seq = match ts.backend {
+        Backend::Sqlite => "seq",
+        Backend::Postgres => "0::bigint",
+    };
+    let sql = format!("SELECT {seq}, event_id, reference FROM event ORDER BY event_id");
+    let mut conn = ts.db.begin().await.expect("begin");
+    let rows = medsettle::on_conn!(&mut conn, x => sqlx::query_as(&sql).fetch_all(x).await)
+        .expect("events");
+    conn.commit().await.expect("commit");
+    rows
 }
 
 /// Merges every tail of SQLite's batch-maintained indexes (see `store::derived`) in a
