@@ -1,20 +1,19 @@
 //! SQLite's batch-maintained indexes. One has random keys — a person's settlements
-//! (`settlement_person_ix`) — and four one insertion point per institution, principal or
-//! account — settlements by institution and day (`settlement_inst_ix`), audit records by
-//! principal (`audit_principal_ix`), the request ids' key (`idempotency_ix`: a caller's ids in
-//! order), and the journal's entries, which are only ever read as sums
-//! and so are kept as totals by account (`account_total`; a personal account's total is one row
-//! per person, and a merge adds up each person's entries of the tail into it). As ordinary
-//! indexes every swipe batch dirtied a leaf page of each for every person or pharmacy in it, and
-//! SQLite's WAL logs whole pages. Instead [`merge`] copies the rows committed since the last merge
-//! (the tail: rowids above `derived_index.upto`) into the index tables, sorted (or adds them up),
-//! in the caller's transaction; the views `settlement_by_person`, `settlement_by_institution`,
-//! `audit_by_principal`, `idempotency_by_key` and `account_sums` read the index tables plus the
-//! tails, so they are exact at every moment (migrations 0009–0011, 0016, 0017). The swipe writer merges inside a batch once a
-//! tail reaches its threshold, which is lower while the writer keeps up ([`Pace`]) — and then a
-//! random-key tail a slice a batch ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On
-//! PostgreSQL the views are the tables (its indexes log small records) and there is nothing to
-//! merge.
+//! (`settlement_person_ix`) — and four one insertion point per institution, principal or account —
+//! settlements by institution and day (`settlement_inst_ix`), audit records by principal
+//! (`audit_principal_ix`), the request ids' key (`idempotency_ix`: a caller's ids in order), and
+//! the journal's entries, which are only ever read as sums and so are kept as totals by account
+//! (`account_total`; a personal account's total is one row per person, and a merge adds up each
+//! person's entries of the tail into it). As ordinary indexes every swipe batch dirtied a leaf page
+//! of each for every person or pharmacy in it, and SQLite's WAL logs whole pages. Instead [`merge`]
+//! copies the rows committed since the last merge (the tail: rowids above `derived_index.upto`)
+//! into the index tables, sorted (or adds them up), in the caller's transaction; the views
+//! `settlement_by_person`, `settlement_by_institution`, `audit_by_principal`, `idempotency_by_key`
+//! and `account_sums` read the index tables plus the tails, so they are exact at every moment
+//! (migrations 0009–0011, 0016, 0017). The swipe writer merges inside a batch once a tail reaches
+//! its threshold, which is lower while the writer keeps up ([`Pace`]) — and then a random-key tail
+//! a slice a batch ([`MERGE_SLICE`]) —, and when idle merges whatever is left. On PostgreSQL the
+//! views are the tables (its indexes log small records) and there is nothing to merge.
 
 use super::{Conn, StoreResult};
 
