@@ -404,3 +404,97 @@ impl Cells for AuditRow {
         out(Cell::Time(self.at));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{RequestIdTail, find_many};
+    use crate::store::{Db, DbConfig};
+
+    /// The swipe writer's map of the request ids' tail follows what is committed: rows another
+    /// writer stored, a merge moving rows into the index table, a merge past everything the map
+    /// knows, and a database whose merged mark went back (restored); and every key is found
+    /// through the map or the index table, whichever holds it.
+    #[tokio::test]
+    async fn the_tail_map_follows_the_committed_rows() -> anyhow::Result<()> {
+        let db = Db::open(&DbConfig {
+            url: "sqlite::memory:".into(),
+            max_connections: 1,
+        })
+        .await?;
+        let mut c = db.begin().await?;
+        // Row `n` of caller `p`, stored by "another writer" (not through the map).
+        let store = |x: &rusqlite::Connection, n: i64| {
+            x.execute(
+                "INSERT INTO idempotency (rowid, principal, request_id, rpc, payload_hash, \
+                 response, created_at) VALUES (?1, 'p', 'r' || ?1, '/x', X'00', X'', 't')",
+                [n],
+            )
+        };
+        // The first `upto` rows merged into the index table.
+        let merge = |x: &rusqlite::Connection, upto: i64| {
+            x.execute(
+                "INSERT OR IGNORE INTO idempotency_ix (principal, request_id, row) \
+                 SELECT principal, request_id, rowid FROM idempotency WHERE rowid <= ?1",
+                [upto],
+            )?;
+            x.execute(
+                "UPDATE derived_index SET upto = ?1 WHERE name = 'idempotency'",
+                [upto],
+            )
+        };
+        let mut tail = RequestIdTail::default();
+        let mut look = |x: &rusqlite::Connection| -> anyhow::Result<Vec<i64>> {
+            tail.refresh(x)?;
+            let mut rows: Vec<i64> = tail.rows.values().copied().collect();
+            rows.sort_unstable();
+            Ok(rows)
+        };
+        let seen = c
+            .with_sqlite(|x| {
+                let mut seen = Vec::new();
+                for n in 1..=3 {
+                    store(x, n)?;
+                }
+                seen.push(look(x)?);
+                store(x, 4)?;
+                seen.push(look(x)?);
+                merge(x, 2)?;
+                seen.push(look(x)?);
+                // Merged past all the map knows (rows 5 and 6 never read into it).
+                store(x, 5)?;
+                store(x, 6)?;
+                merge(x, 6)?;
+                store(x, 7)?;
+                seen.push(look(x)?);
+                // The merged mark went back (a restored database): the whole tail read again.
+                x.execute(
+                    "UPDATE derived_index SET upto = 3 WHERE name = 'idempotency'",
+                    [],
+                )?;
+                seen.push(look(x)?);
+                Ok(seen)
+            })
+            .await?;
+        assert_eq!(
+            seen,
+            Some(vec![
+                vec![1, 2, 3],
+                vec![1, 2, 3, 4],
+                vec![3, 4],
+                vec![7],
+                vec![4, 5, 6, 7]
+            ])
+        );
+        // Found: row 2 from the index table, row 5 from the map (both hold it), row 7 from the
+        // map alone; an id nobody stored is not.
+        let keys: Vec<(String, String)> = ["r2", "r5", "r7", "r9"]
+            .iter()
+            .map(|r| ("p".to_owned(), (*r).to_owned()))
+            .collect();
+        let found = find_many(&mut c, &keys, Some(&mut tail)).await?;
+        let found: Vec<&str> = found.iter().map(|(_, r, _)| r.as_str()).collect();
+        assert_eq!(found, ["r2", "r5", "r7"]);
+        c.rollback().await?;
+        Ok(())
+    }
+}
