@@ -33,6 +33,12 @@ pub async fn run(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The swipe writer, started with the server rather than by the first swipe: on SQLite it also
+    // merges the batch-maintained indexes' tails whenever a second passes without swipes, and a
+    // server taking none must merge what its other calls append (request ids, audit records,
+    // settlements, journal transactions) — every read through the views, and every request id
+    // claimed, scans the tails.
+    app.swipes();
     let metrics = crate::metrics::RpcLayer::new(app.metrics.clone());
     // Only where commits can be visible before they are durable (SQLite's swipe writer).
     let barrier = tower::util::option_layer(app.db.durability().map(BarrierLayer));

@@ -90,6 +90,7 @@ impl App {
         let now = self.clock.now();
         let claimed = access::claim_idempotent(
             &mut conn,
+            &self.db.request_ids(),
             &principal,
             request_id.as_str(),
             &call.rpc,
@@ -120,6 +121,7 @@ impl App {
         let setl_id = conn.first_booked().map(str::to_owned);
         access::complete_idempotent(
             &mut conn,
+            &self.db.request_ids(),
             &principal,
             &call.request_id,
             &response.encode_to_vec(),

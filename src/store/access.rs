@@ -6,6 +6,7 @@ use crate::on_conn;
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
@@ -69,8 +70,10 @@ pub async fn find_idempotent(
     )
 }
 
-/// SQLite's insert of an idempotency row unless its key is stored (the table has no unique key:
-/// see [`RequestIdTail`]); the values are `$1`…`$6` as in the insert on PostgreSQL.
+/// SQLite's insert of an idempotency row unless its key is stored, looked up through the view
+/// (the table has no unique key: see [`RequestIdTail`]); the values are `$1`…`$6` as in the
+/// insert on PostgreSQL. For the rare call that stores a request id without claiming it (the
+/// 冲正 of an id that booked nothing).
 const INSERT_UNLESS_STORED: &str = "INSERT INTO idempotency (principal, request_id, rpc, \
     payload_hash, response, created_at) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
     (SELECT 1 FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)";
@@ -80,16 +83,29 @@ const INSERT_UNLESS_STORED: &str = "INSERT INTO idempotency (principal, request_
 /// roll back, so a twin call sees the committed first answer instead of racing it.
 pub async fn claim_idempotent(
     c: &mut Conn,
+    tail: &Mutex<RequestIdTail>,
     principal: &str,
     request_id: &str,
     rpc: &str,
     payload_hash: &[u8],
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
-    let sql = match c.engine() {
-        // Write transactions are IMMEDIATE: no other writer can store the key meanwhile.
-        Engine::Sqlite => INSERT_UNLESS_STORED,
-        Engine::Postgres => {
+    // SQLite: looked up in the writers' map of the tail or the index table (never a scan of the
+    // tail); write transactions are IMMEDIATE, so no other writer can store the key meanwhile.
+    let held = c
+        .with_sqlite(|x| {
+            let mut tail = lock(tail)?;
+            tail.refresh(x)?;
+            tail.holds(x, principal, request_id)
+        })
+        .await?;
+    let sql = match held {
+        Some(true) => return Ok(false),
+        Some(false) => {
+            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        }
+        None => {
             "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (principal, request_id) DO NOTHING"
@@ -106,24 +122,34 @@ pub async fn claim_idempotent(
 /// `settlement::settlement_by_request`).
 pub async fn complete_idempotent(
     c: &mut Conn,
+    tail: &Mutex<RequestIdTail>,
     principal: &str,
     request_id: &str,
     response: &[u8],
     setl_id: Option<&str>,
 ) -> StoreResult<()> {
-    let sql = match c.engine() {
+    // SQLite: the claim is among the rows stored since the map was refreshed, in this same
+    // transaction (no other writer has run since): found without a scan of the tail.
+    let n = match c.engine() {
         Engine::Sqlite => {
-            "UPDATE idempotency SET response = $3, setl_id = $4 \
-             WHERE rowid IN (SELECT row FROM idempotency_by_key \
-             WHERE principal = $1 AND request_id = $2)"
+            let since = lock(tail)?.last;
+            let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
+                       WHERE rowid > $5 AND principal = $1 AND request_id = $2";
+            on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
+                .bind(setl_id).bind(since).execute(x).await.map(|r| r.rows_affected()))?
         }
         Engine::Postgres => {
-            "UPDATE idempotency SET response = $3, setl_id = $4 \
-             WHERE principal = $1 AND request_id = $2"
+            let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
+                       WHERE principal = $1 AND request_id = $2";
+            on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
+                .bind(setl_id).execute(x).await.map(|r| r.rows_affected()))?
         }
     };
-    on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
-        .bind(setl_id).execute(x).await.map(|r| r.rows_affected()))?;
+    if n != 1 {
+        return Err(StoreError::Other(anyhow::anyhow!(
+            "the claim of request id {request_id} is missing ({n} rows)"
+        )));
+    }
     Ok(())
 }
 
@@ -258,12 +284,13 @@ struct KeyedAnswer {
 }
 
 /// SQLite: the idempotency rows above the merged part of their key (`idempotency_ix`: see
-/// migration 0017 and [`super::derived`]), by key, as a swipe writer keeps them from batch to
-/// batch. Looked up through the view, the tail is scanned for each key; the writer instead
-/// learns, at the start of each batch (inside its write transaction), the rows committed since it
-/// last looked — its own and any other writer's: rowids only ascend, and idempotency rows are
-/// never deleted — and forgets those a merge has moved into the index table. A key is then found
-/// in this map or in the index table, never by a scan.
+/// migration 0017 and [`super::derived`]), by key, kept for every writer of the database
+/// ([`super::Db::request_ids`]). Looked up through the view, the tail is scanned for each key
+/// (and a tail row holds its answer: a hospital call's is kilobytes); a writer instead, inside its
+/// write transaction (SQLite runs one at a time) and before it stores a request id, learns the
+/// rows committed since the map was last brought up to date — any writer's: rowids only ascend,
+/// and idempotency rows are never deleted — and forgets those a merge has moved into the index
+/// table. A key is then found in this map or in the index table, never by a scan.
 #[derive(Debug, Default)]
 pub struct RequestIdTail {
     /// The merged `upto` this map was last trimmed to.
@@ -301,6 +328,35 @@ impl RequestIdTail {
     }
 }
 
+impl RequestIdTail {
+    /// Whether the key is stored (after [`RequestIdTail::refresh`]): in the map, or merged.
+    fn holds(
+        &self,
+        x: &rusqlite::Connection,
+        principal: &str,
+        request_id: &str,
+    ) -> StoreResult<bool> {
+        if self
+            .rows
+            .contains_key(&(principal.to_owned(), request_id.to_owned()))
+        {
+            return Ok(true);
+        }
+        let merged = x
+            .prepare_cached(
+                "SELECT 1 FROM idempotency_ix WHERE principal = ?1 AND request_id = ?2",
+            )?
+            .query_row([principal, request_id], |_| Ok(()))
+            .optional()?;
+        Ok(merged.is_some())
+    }
+}
+
+fn lock(tail: &Mutex<RequestIdTail>) -> StoreResult<std::sync::MutexGuard<'_, RequestIdTail>> {
+    tail.lock()
+        .map_err(|_| StoreError::Other(anyhow::anyhow!("the request ids' map is poisoned")))
+}
+
 fn idempotency_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdempotencyRow> {
     Ok(IdempotencyRow {
         rpc: row.get(0)?,
@@ -315,7 +371,7 @@ fn idempotency_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdempotencyRow> 
 pub async fn find_many(
     c: &mut Conn,
     keys: &[(String, String)],
-    tail: Option<&mut RequestIdTail>,
+    tail: Option<&Mutex<RequestIdTail>>,
 ) -> StoreResult<Vec<(String, String, IdempotencyRow)>> {
     if keys.is_empty() {
         return Ok(Vec::new());
@@ -339,6 +395,7 @@ pub async fn find_many(
                 }
                 return Ok(out);
             };
+            let mut tail = lock(tail)?;
             tail.refresh(x)?;
             let mut by_row = x.prepare_cached(
                 "SELECT rpc, payload_hash, response, setl_id FROM idempotency WHERE rowid = ?1",
@@ -442,8 +499,9 @@ mod tests {
                 [upto],
             )
         };
-        let mut tail = RequestIdTail::default();
-        let mut look = |x: &rusqlite::Connection| -> anyhow::Result<Vec<i64>> {
+        let tail = std::sync::Mutex::new(RequestIdTail::default());
+        let look = |x: &rusqlite::Connection| -> anyhow::Result<Vec<i64>> {
+            let mut tail = super::lock(&tail)?;
             tail.refresh(x)?;
             let mut rows: Vec<i64> = tail.rows.values().copied().collect();
             rows.sort_unstable();
@@ -491,7 +549,7 @@ mod tests {
             .iter()
             .map(|r| ("p".to_owned(), (*r).to_owned()))
             .collect();
-        let found = find_many(&mut c, &keys, Some(&mut tail)).await?;
+        let found = find_many(&mut c, &keys, Some(&tail)).await?;
         let found: Vec<&str> = found.iter().map(|(_, r, _)| r.as_str()).collect();
         assert_eq!(found, ["r2", "r5", "r7"]);
         c.rollback().await?;

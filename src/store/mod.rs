@@ -100,6 +100,9 @@ pub struct Db {
     caches: Arc<Caches>,
     /// The swipe writer's lazy commits and their fsyncs (a SQLite database file only).
     durability: Option<Arc<durability::Durability>>,
+    /// SQLite: the request ids stored since their key's last merge, kept for every writer (see
+    /// [`access::RequestIdTail`]).
+    request_ids: Arc<std::sync::Mutex<access::RequestIdTail>>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,7 +126,14 @@ impl Db {
             pool,
             caches: Arc::new(Caches::default()),
             durability,
+            request_ids: Arc::default(),
         }
+    }
+
+    /// SQLite: the map of the request ids' tail every writer of this database shares; used
+    /// only inside write transactions, which SQLite runs one at a time.
+    pub fn request_ids(&self) -> Arc<std::sync::Mutex<access::RequestIdTail>> {
+        self.request_ids.clone()
     }
 
     /// Connects (creating a SQLite file when missing) and applies the migrations.

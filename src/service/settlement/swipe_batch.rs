@@ -209,7 +209,7 @@ async fn writer(
     let mut state = State {
         pace: derived::Pace::KeepingUp,
         persons: persons::PersonCache::default(),
-        request_ids: access::RequestIdTail::default(),
+        request_ids: db.request_ids(),
     };
     loop {
         let jobs = {
@@ -357,8 +357,8 @@ struct State {
     /// How eagerly to merge index tails within the batch (see `derived::Pacer`).
     pace: derived::Pace,
     persons: persons::PersonCache,
-    /// SQLite: the request ids stored since their key's last merge.
-    request_ids: access::RequestIdTail,
+    /// SQLite: the request ids stored since their key's last merge (every writer's map).
+    request_ids: Arc<std::sync::Mutex<access::RequestIdTail>>,
 }
 
 /// A fresh request after its checks: index, context, priced lines.
@@ -418,7 +418,7 @@ async fn book(
         keys.push(key);
         key_of.push(i);
     }
-    let tail = Some(&mut state.request_ids);
+    let tail = Some(&*state.request_ids);
     let mut firsts: HashMap<(String, String), _> = access::find_many(&mut conn, &keys, tail)
         .await?
         .into_iter()
