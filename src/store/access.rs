@@ -70,14 +70,6 @@ pub async fn find_idempotent(
     )
 }
 
-/// SQLite's insert of an idempotency row unless its key is stored, looked up through the view
-/// (the table has no unique key: see [`RequestIdTail`]); the values are `$1`…`$6` as in the
-/// insert on PostgreSQL. For the rare call that stores a request id without claiming it (the
-/// 冲正 of an id that booked nothing).
-const INSERT_UNLESS_STORED: &str = "INSERT INTO idempotency (principal, request_id, rpc, \
-    payload_hash, response, created_at) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
-    (SELECT 1 FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)";
-
 /// Claims a request id for a call in progress (empty response). Returns false when the id is
 /// already taken; on PostgreSQL the insert first waits for a concurrent claimer to commit or
 /// roll back, so a twin call sees the committed first answer instead of racing it.
@@ -161,7 +153,14 @@ pub async fn insert_idempotent(
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let sql = match c.engine() {
-        Engine::Sqlite => INSERT_UNLESS_STORED,
+        // Unless the key is stored, looked up through the view (the table has no unique key: see
+        // [`RequestIdTail`]); rare enough (the 冲正 of an id that booked nothing) for a scan of
+        // the tail.
+        Engine::Sqlite => {
+            "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
+             created_at) SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS \
+             (SELECT 1 FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)"
+        }
         Engine::Postgres => {
             "INSERT INTO idempotency (principal, request_id, rpc, payload_hash, response, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6)"
@@ -301,8 +300,8 @@ pub struct RequestIdTail {
 }
 
 impl RequestIdTail {
-    /// Brings the map up to what is committed (see the type's doc); on the writer's connection,
-    /// inside its transaction, before the batch writes any row of its own.
+    /// Brings the map up to what is committed (see the type's doc); inside a write transaction,
+    /// before it stores a request id of its own.
     fn refresh(&mut self, x: &rusqlite::Connection) -> StoreResult<()> {
         let upto: i64 = x
             .prepare_cached("SELECT upto FROM derived_index WHERE name = 'idempotency'")?
@@ -326,9 +325,7 @@ impl RequestIdTail {
         }
         Ok(())
     }
-}
 
-impl RequestIdTail {
     /// Whether the key is stored (after [`RequestIdTail::refresh`]): in the map, or merged.
     fn holds(
         &self,
@@ -467,7 +464,7 @@ mod tests {
     use super::{RequestIdTail, find_many};
     use crate::store::{Db, DbConfig};
 
-    /// The swipe writer's map of the request ids' tail follows what is committed: rows another
+    /// The writers' map of the request ids' tail follows what is committed: rows another
     /// writer stored, a merge moving rows into the index table, a merge past everything the map
     /// knows, and a database whose merged mark went back (restored); and every key is found
     /// through the map or the index table, whichever holds it.

@@ -67,6 +67,8 @@ pub async fn list_txs(
     // index by person) and the fundings of the account (a partial index, 0018).
     let pacct = account.strip_prefix("pacct:").filter(|p| !p.is_empty());
     if let (super::Engine::Sqlite, Some(psn_no)) = (c.engine(), pacct) {
+        // The funding kinds as literals, as the partial index names them: SQLite uses a partial
+        // index only for a query whose terms imply its WHERE, which a bound value cannot.
         let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at \
                    FROM journal_tx t WHERE t.journal_id IN (SELECT s.journal_id \
                        FROM settlement_by_person b CROSS JOIN settlement s ON s.setl_id = b.setl_id \
