@@ -46,7 +46,13 @@ struct Shared {
     committed: AtomicU64,
     /// The highest lazy commit known durable.
     synced: tokio::sync::watch::Sender<u64>,
+    /// What to run once a lazy commit is durable, by ticket in ascending order (see
+    /// [`Durability::then`]); run by the syncer right after the fsync that covers it.
+    after: std::sync::Mutex<Vec<(u64, AfterSync)>>,
 }
+
+/// Work handed to the syncer to run once a commit is durable.
+pub type AfterSync = Box<dyn FnOnce() + Send>;
 
 /// The durability of one SQLite database file's lazy commits (see the module docs).
 pub struct Durability {
@@ -81,6 +87,7 @@ impl Durability {
             begun: AtomicU64::new(0),
             committed: AtomicU64::new(0),
             synced: tokio::sync::watch::Sender::new(0),
+            after: std::sync::Mutex::new(Vec::new()),
         });
         let (wake, woken) = mpsc::channel();
         let s = shared.clone();
@@ -155,6 +162,27 @@ impl Durability {
         let _ = synced.wait_for(|&s| s >= ticket).await;
     }
 
+    /// Runs `f` once lazy commit `ticket` (and every one before it) is on disk: on the syncer's
+    /// thread right after the fsync that covers it, or here and now if one already has. For the
+    /// swipe writer's answers, which need nothing but the fsync: [`Durability::wait`] on a task
+    /// of their own cost a task spawned, woken by the fsync and run before the callers were.
+    pub fn then(&self, ticket: u64, f: AfterSync) {
+        let now = {
+            // Checked and queued under the lock the syncer drains with, after it publishes
+            // `synced`: either the syncer finds `f` queued, or `f` finds the commit synced.
+            let mut after = self.shared.after.lock().unwrap_or_else(|e| e.into_inner());
+            if *self.shared.synced.borrow() >= ticket {
+                Some(f)
+            } else {
+                after.push((ticket, f));
+                None
+            }
+        };
+        if let Some(f) = now {
+            f();
+        }
+    }
+
     /// Returns once every lazy commit made before this call is on disk: call it after reading
     /// and before answering with what was read.
     pub async fn barrier(&self) {
@@ -182,6 +210,14 @@ fn syncer(shared: &Shared, woken: &mpsc::Receiver<()>) {
             std::process::exit(FSYNC_FAILED_EXIT);
         }
         shared.synced.send_replace(target);
+        let due: Vec<(u64, AfterSync)> = {
+            let mut after = shared.after.lock().unwrap_or_else(|e| e.into_inner());
+            let n = after.partition_point(|(ticket, _)| *ticket <= target);
+            after.drain(..n).collect()
+        };
+        for (_, f) in due {
+            f();
+        }
     }
 }
 
@@ -269,6 +305,47 @@ mod tests {
         d.ended(failed);
         barrier.await?;
         assert!(*d.shared.synced.borrow() >= failed);
+        Ok(())
+    }
+
+    #[test]
+    fn work_after_a_commit_runs_once_it_is_synced_in_order() -> anyhow::Result<()> {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = TempDb::new("then")?.with_wal()?;
+        let d = Durability::start(&dir.db())?;
+        // Each piece of work reports its name and the synced mark it found when it ran.
+        let (tx, rx) = mpsc::channel::<(&str, u64)>();
+        let report = |name: &'static str| {
+            let (tx, d) = (tx.clone(), d.clone());
+            Box::new(move || {
+                let _ = tx.send((name, *d.shared.synced.borrow()));
+            })
+        };
+        // Queued behind a COMMIT under way: nothing runs before its fsync.
+        let first = d.begin();
+        d.then(first, report("first"));
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        d.ended(first);
+        let ran = rx.recv_timeout(Duration::from_secs(10))?;
+        assert_eq!(ran.0, "first");
+        assert!(ran.1 >= first, "ran before its commit was synced: {ran:?}");
+        // Two commits in a row: their work runs in commit order, each after its own fsync.
+        let second = d.begin();
+        d.then(second, report("second"));
+        d.ended(second);
+        let third = d.begin();
+        d.then(third, report("third"));
+        d.ended(third);
+        let ran = [
+            rx.recv_timeout(Duration::from_secs(10))?,
+            rx.recv_timeout(Duration::from_secs(10))?,
+        ];
+        assert_eq!(ran.map(|r| r.0), ["second", "third"]);
+        assert!(ran[0].1 >= second && ran[1].1 >= third, "{ran:?}");
+        // A commit already synced: the work runs at once, on the caller's thread.
+        d.then(first, report("at once"));
+        assert_eq!(rx.try_recv().ok(), Some(("at once", third)));
         Ok(())
     }
 

@@ -487,6 +487,16 @@ impl Committed {
             d.wait(ticket).await;
         }
     }
+
+    /// Runs `f` once the commit is durable: at once where commits are durable when they return,
+    /// else on the syncer's thread after its fsync (see [`durability::Durability::then`]). `f`
+    /// must be quick and must not block: every later commit's callers wait behind it.
+    pub fn then(self, f: impl FnOnce() + Send + 'static) {
+        match self.ticket {
+            Some((ticket, d)) => d.then(ticket, Box::new(f)),
+            None => f(),
+        }
+    }
 }
 
 /// A write transaction on a [`Writer`]'s connection, begun with BEGIN IMMEDIATE. Dropped

@@ -280,11 +280,22 @@ async fn run(
         attempt += 1;
         match book(wdb, clock, metrics, &jobs, state).await {
             Ok((outcome, committed)) => {
-                let db = db.clone();
-                answers.spawn(async move {
-                    committed.durable().await;
-                    finish(&db, jobs, outcome).await;
-                });
+                if outcome.iter().all(|o| matches!(o, Outcome::Done(_))) {
+                    // Answers that need no read: sent by the fsync's own thread.
+                    committed.then(move || {
+                        for (job, outcome) in jobs.into_iter().zip(outcome) {
+                            if let Outcome::Done(answer) = outcome {
+                                let _ = job.reply.send(answer);
+                            }
+                        }
+                    });
+                } else {
+                    let db = db.clone();
+                    answers.spawn(async move {
+                        committed.durable().await;
+                        finish(&db, jobs, outcome).await;
+                    });
+                }
                 return;
             }
             Err(AppError::Retry(why)) if attempt < MAX_ATTEMPTS => {
