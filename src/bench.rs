@@ -21,7 +21,7 @@ use crate::store::{Db, DbConfig, Engine};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +103,26 @@ pub struct BenchResult {
     /// generator writes nothing), from `write_bytes` in /proc/PID/io; per completed operation.
     /// None where it cannot be read, and on PostgreSQL (the database server writes, not medsettle).
     pub server_disk_bytes_per_op: Option<u64>,
+    /// CPU by thread over the measured window, per completed operation: the server's threads
+    /// (when it is a child process) and this process's (the load generator's, and the server's
+    /// when in-process), each kind of thread (by name) summed. Empty where /proc cannot be read.
+    pub threads: Vec<ThreadCpu>,
+}
+
+/// What the threads of one name in one process spent over the measured window, per completed
+/// operation, from /proc/PID/task/TID/schedstat (Linux): time on a core, and time runnable but
+/// waiting for one — on a machine shared with the load generator, the queue every stage of a
+/// request stands in.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ThreadCpu {
+    /// "server" (the child process) or "bench" (this process).
+    pub process: &'static str,
+    /// The thread's name (e.g. `swipe-writer`, `tokio-rt-worker`).
+    pub name: String,
+    /// Threads of that name that ran in the window.
+    pub threads: u64,
+    pub run_us_per_op: u64,
+    pub wait_us_per_op: u64,
 }
 
 /// Latency percentiles in microseconds.
@@ -704,6 +724,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         bench_cpu_ms: spent(start.bench_cpu_ms, end.bench_cpu_ms),
         server_cpu_us_per_op: per_op(server_cpu_ms.map(|ms| ms.saturating_mul(1000))),
         server_disk_bytes_per_op: per_op(server_disk_bytes.filter(|_| on_sqlite)),
+        threads: thread_cpu(&start.threads, &end.threads, completed),
     })
 }
 
@@ -840,6 +861,18 @@ struct Usage {
     server_cpu_ms: Option<u64>,
     /// Bytes the server's process (the child, else this one) has sent to storage.
     server_disk_bytes: Option<u64>,
+    /// Every thread of the server's child process and of this one.
+    threads: Vec<ThreadTimes>,
+}
+
+/// A thread's times so far (schedstat: ns on a core, ns runnable and waiting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ThreadTimes {
+    process: &'static str,
+    tid: u32,
+    name: String,
+    run_ns: u64,
+    wait_ns: u64,
 }
 
 impl Usage {
@@ -849,8 +882,88 @@ impl Usage {
             bench_cpu_ms: cpu_ms(None),
             server_cpu_ms: child.and_then(|p| cpu_ms(Some(p))),
             server_disk_bytes: disk_bytes(child),
+            threads: child
+                .map(|p| thread_times("server", Some(p)))
+                .unwrap_or_default()
+                .into_iter()
+                .chain(thread_times("bench", None))
+                .collect(),
         }
     }
+}
+
+/// The times of every thread of this process (None) or of process `pid`; empty where /proc
+/// cannot be read (a thread that ends meanwhile is left out).
+fn thread_times(process: &'static str, pid: Option<u32>) -> Vec<ThreadTimes> {
+    let Ok(tasks) = std::fs::read_dir(match pid {
+        Some(p) => format!("/proc/{p}/task"),
+        None => "/proc/self/task".to_owned(),
+    }) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let (Some(tid), Some(name), Some(times)) = (tid, read("comm"), read("schedstat")) else {
+            continue;
+        };
+        if let Some((run_ns, wait_ns)) = schedstat(&times) {
+            out.push(ThreadTimes {
+                process,
+                tid,
+                name: name.trim().to_owned(),
+                run_ns,
+                wait_ns,
+            });
+        }
+    }
+    out
+}
+
+/// (ns on a core, ns waiting for one) of a /proc/PID/task/TID/schedstat text.
+fn schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Each process's threads, summed by name, over the window from `start` to `end` (a thread
+/// started within it counts from zero), per completed operation; by process, then most CPU first.
+fn thread_cpu(start: &[ThreadTimes], end: &[ThreadTimes], completed: u64) -> Vec<ThreadCpu> {
+    if completed == 0 {
+        return Vec::new();
+    }
+    let before: HashMap<(&str, u32), &ThreadTimes> =
+        start.iter().map(|t| ((t.process, t.tid), t)).collect();
+    let mut sums: BTreeMap<(&'static str, &str), (u64, u64, u64)> = BTreeMap::new();
+    for t in end {
+        let (run0, wait0) = before
+            .get(&(t.process, t.tid))
+            .map_or((0, 0), |b| (b.run_ns, b.wait_ns));
+        let (run, wait) = (
+            t.run_ns.saturating_sub(run0),
+            t.wait_ns.saturating_sub(wait0),
+        );
+        if run == 0 {
+            continue;
+        }
+        let sum = sums.entry((t.process, t.name.as_str())).or_default();
+        *sum = (sum.0 + 1, sum.1 + run, sum.2 + wait);
+    }
+    let mut out: Vec<ThreadCpu> = sums
+        .into_iter()
+        .map(|((process, name), (threads, run, wait))| ThreadCpu {
+            process,
+            name: name.to_owned(),
+            threads,
+            run_us_per_op: run / 1000 / completed,
+            wait_us_per_op: wait / 1000 / completed,
+        })
+        .collect();
+    // "server" before "bench", then the busiest first.
+    out.sort_by(|a, b| (b.process, b.run_us_per_op).cmp(&(a.process, a.run_us_per_op)));
+    out
 }
 
 /// CPU time (user + system) in ms of this process (None) or of process `pid`, from
@@ -899,6 +1012,56 @@ mod tests {
         assert_eq!(super::write_bytes(io), Some(1_310_720));
         assert_eq!(super::write_bytes("rchar: 1\nwchar: 2\n"), None);
         assert_eq!(super::write_bytes("write_bytes: many\n"), None);
+    }
+
+    #[test]
+    fn thread_cpu_is_summed_by_name_over_the_window() {
+        use super::{ThreadCpu, ThreadTimes, schedstat, thread_cpu};
+        assert_eq!(schedstat("123 456 7\n"), Some((123, 456)));
+        assert_eq!(schedstat("123\n"), None);
+        let t = |process, tid, name: &str, run_ns, wait_ns| ThreadTimes {
+            process,
+            tid,
+            name: name.to_owned(),
+            run_ns,
+            wait_ns,
+        };
+        let start = [
+            t("server", 1, "swipe-writer", 1_000_000, 500_000),
+            t("server", 2, "tokio-rt-worker", 2_000_000, 0),
+            t("server", 3, "tokio-rt-worker", 0, 0),
+            t("bench", 1, "medsettle", 3_000_000, 0),
+        ];
+        let end = [
+            // 10 ms on a core and 2 ms waiting in the window.
+            t("server", 1, "swipe-writer", 11_000_000, 2_500_000),
+            // Two workers: 4 + 3 ms running, 1 + 3 ms waiting.
+            t("server", 2, "tokio-rt-worker", 6_000_000, 1_000_000),
+            t("server", 3, "tokio-rt-worker", 3_000_000, 3_000_000),
+            // Started within the window: counted from zero (0.5 ms: 0 µs an operation).
+            t("server", 4, "wal-syncer", 500_000, 100_000),
+            // The same thread id in the other process is another thread; idle: left out.
+            t("bench", 1, "medsettle", 3_000_000, 0),
+            t("bench", 7, "tokio-rt-worker", 8_000_000, 0),
+        ];
+        let cpu = |process, name: &str, threads, run_us_per_op, wait_us_per_op| ThreadCpu {
+            process,
+            name: name.to_owned(),
+            threads,
+            run_us_per_op,
+            wait_us_per_op,
+        };
+        // Per operation over 1,000 operations: ns / 1,000 / 1,000 = µs.
+        assert_eq!(
+            thread_cpu(&start, &end, 1000),
+            vec![
+                cpu("server", "swipe-writer", 1, 10, 2),
+                cpu("server", "tokio-rt-worker", 2, 7, 4),
+                cpu("server", "wal-syncer", 1, 0, 0),
+                cpu("bench", "tokio-rt-worker", 1, 8, 0),
+            ]
+        );
+        assert_eq!(thread_cpu(&start, &end, 0), vec![]);
     }
 
     #[test]

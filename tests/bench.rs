@@ -15,6 +15,7 @@ use sqlx::Connection;
 use std::time::Duration;
 
 async fn load_generator_books_what_it_reports(b: Backend) {
+    let on_sqlite = matches!(b, Backend::Sqlite);
     let (url, pg) = match b {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!(
@@ -62,6 +63,19 @@ async fn load_generator_books_what_it_reports(b: Backend) {
         result.completed,
         result.swipes.count + result.hospital_flows.count
     );
+    // CPU by thread (Linux /proc): with the server in this process, its SQLite swipe writer (a
+    // thread of its own) is among this process's threads, and it books every swipe.
+    if cfg!(target_os = "linux") && on_sqlite {
+        let writer = result
+            .threads
+            .iter()
+            .find(|t| t.process == "bench" && t.name == "swipe-writer");
+        assert!(
+            writer.is_some_and(|w| w.threads == 1 && w.run_us_per_op > 0),
+            "no swipe writer among the threads: {:?}",
+            result.threads
+        );
+    }
 
     let db = Db::open(&DbConfig {
         url: url.clone(),
