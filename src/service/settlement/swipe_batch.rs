@@ -92,7 +92,7 @@ impl Batcher {
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
-        // Callers are answered from the server's runtime once their batch is durable.
+        // Callers whose answer needs a read (a replay) are answered from the server's runtime.
         let answers = tokio::runtime::Handle::current();
         match db.engine() {
             Engine::Sqlite => {
@@ -263,8 +263,9 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
 }
 
 /// Runs a batch: retried on transient conflicts; split into single swipes if the database
-/// refuses it as a whole. Once committed, the batch's callers are answered from `answers` when
-/// the commit is durable, while the writer goes on with the next batch (see
+/// refuses it as a whole. Once committed, the batch's callers are answered when the commit is
+/// durable — by the syncer right after its fsync, or, when a replay must be read first, by a task
+/// on `answers` — while the writer goes on with the next batch (see
 /// [`crate::store::durability`]). Index tails are merged at the writer's pace (`state`).
 async fn run(
     db: &Db,
