@@ -2506,7 +2506,69 @@ async fn prepayment_draw_down_and_warning(b: Backend) {
         balances(&w.op, &["bank:150300", "bank:150600"]).await,
         want(&[("bank:150300", "-1550.00"), ("bank:150600", "-500.00")])
     );
+    // ListJournal of the accounts no swipe writes (on SQLite through their partial indexes):
+    // exactly the transactions of the whole journal with a leg on the account, oldest first,
+    // whole and in pages of one and two.
+    let all = journal_pages(&w.op, "", 1000).await;
+    let mut legs = Vec::new();
+    for account in [
+        "bank:150300",
+        "bank:150600",
+        "prepay:150300",
+        "prepay:150600",
+        "net:150300",
+        "net:150600",
+        "net:640200",
+    ] {
+        let expected: Vec<String> = all
+            .iter()
+            .filter(|t| t.entries.iter().any(|e| e.account == account))
+            .map(|t| t.journal_id.clone())
+            .collect();
+        legs.push((account, expected.len()));
+        for page_size in [0, 1, 2] {
+            let listed: Vec<String> = journal_pages(&w.op, account, page_size)
+                .await
+                .into_iter()
+                .map(|t| t.journal_id)
+                .collect();
+            assert_eq!(listed, expected, "{account}, pages of {page_size}");
+        }
+    }
+    // Each kind with an account of several transactions (more than a page of one).
+    for prefix in ["bank:", "prepay:", "net:"] {
+        assert!(
+            legs.iter().any(|(a, n)| a.starts_with(prefix) && *n >= 2),
+            "{legs:?}"
+        );
+    }
     verify_ok(&w.ts).await;
+}
+
+/// Every transaction ListJournal lists for `account` ("" = the whole journal), page by page.
+async fn journal_pages(
+    op: &Caller,
+    account: &str,
+    page_size: u32,
+) -> Vec<proto::JournalTransaction> {
+    let (mut out, mut token) = (Vec::new(), String::new());
+    for _ in 0..10_000 {
+        let page = op
+            .led()
+            .list_journal(proto::ListJournalRequest {
+                account: account.into(),
+                page_size,
+                page_token: token,
+            })
+            .await
+            .must();
+        out.extend(page.transactions);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+    panic!("ListJournal of {account:?} never ends (pages of {page_size})");
 }
 
 // ------------------------------------------------------------------------------ visibility

@@ -64,7 +64,9 @@ pub async fn list_txs(
     // totals are batch-maintained instead), so a scan of the journal for the account's entries
     // finds a personal account's few transactions among all of them: the whole journal read for
     // a page. Those transactions are its person's settlements (through the batch-maintained
-    // index by person) and the fundings of the account (a partial index, 0018).
+    // index by person) and the fundings of the account (a partial index, 0018); the accounts no
+    // swipe writes have partial indexes of their entries (0020). The others' legs are dense
+    // (funds, dues, advances) — except an institution's, left to the scan.
     let pacct = account.strip_prefix("pacct:").filter(|p| !p.is_empty());
     if let (super::Engine::Sqlite, Some(psn_no)) = (c.engine(), pacct) {
         // The funding kinds as literals, as the partial index names them: SQLite uses a partial
@@ -83,6 +85,12 @@ pub async fn list_txs(
             .bind(psn_no).fetch_all(x).await)?,
         );
     }
+    if let (super::Engine::Sqlite, Some(sql)) = (c.engine(), sqlite_by_account(account)) {
+        return Ok(
+            on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
+            .fetch_all(x).await)?,
+        );
+    }
     let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at FROM journal_tx t \
                WHERE t.journal_id > $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM journal_entry e \
                WHERE e.journal_id = t.journal_id AND e.account = $2)) \
@@ -91,6 +99,35 @@ pub async fn list_txs(
         on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
         .fetch_all(x).await)?,
     )
+}
+
+/// SQLite: a page of the transactions of an account no swipe writes (`bank:`, `prepay:`,
+/// `net:`), through that prefix's partial index of entries (migration 0020): the range of the
+/// index's WHERE spelled out as literals, which lets SQLite use it. None for other accounts.
+fn sqlite_by_account(account: &str) -> Option<&'static str> {
+    macro_rules! by_prefix {
+        ($from:literal, $to:literal) => {
+            concat!(
+                "SELECT journal_id, kind, reference, memo, business_date, booked_at \
+                 FROM journal_tx t WHERE t.journal_id IN (SELECT DISTINCT e.journal_id \
+                 FROM journal_entry e WHERE e.account = $2 AND e.account >= '",
+                $from,
+                "' AND e.account < '",
+                $to,
+                "' AND e.journal_id > $1 ORDER BY e.journal_id LIMIT $3) \
+                 ORDER BY t.journal_id LIMIT $3"
+            )
+        };
+    }
+    const BY_PREFIX: [(&str, &str); 3] = [
+        ("bank:", by_prefix!("bank:", "bank;")),
+        ("prepay:", by_prefix!("prepay:", "prepay;")),
+        ("net:", by_prefix!("net:", "net;")),
+    ];
+    BY_PREFIX
+        .iter()
+        .find(|(prefix, _)| account.starts_with(prefix))
+        .map(|(_, sql)| *sql)
 }
 
 /// Personal-account legs whose transaction is neither a settlement of that person (the
