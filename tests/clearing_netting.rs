@@ -2545,32 +2545,6 @@ async fn prepayment_draw_down_and_warning(b: Backend) {
     verify_ok(&w.ts).await;
 }
 
-/// Every transaction ListJournal lists for `account` ("" = the whole journal), page by page.
-async fn journal_pages(
-    op: &Caller,
-    account: &str,
-    page_size: u32,
-) -> Vec<proto::JournalTransaction> {
-    let (mut out, mut token) = (Vec::new(), String::new());
-    for _ in 0..10_000 {
-        let page = op
-            .led()
-            .list_journal(proto::ListJournalRequest {
-                account: account.into(),
-                page_size,
-                page_token: token,
-            })
-            .await
-            .must();
-        out.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-    panic!("ListJournal of {account:?} never ends (pages of {page_size})");
-}
-
 // ------------------------------------------------------------------------------ visibility
 
 async fn export_chunks(c: &Clr, period: &str, kind: ExportKind) -> Vec<String> {

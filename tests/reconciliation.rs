@@ -343,24 +343,11 @@ async fn books(ts: &TestServer) -> Books {
         }
         token = page.next_page_token;
     }
-    let mut journal = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = op
-            .led()
-            .list_journal(proto::ListJournalRequest {
-                account: String::new(),
-                page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .must();
-        journal.extend(page.transactions.into_iter().map(|t| t.journal_id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
+    let journal = journal_pages(&op, "", 1000)
+        .await
+        .into_iter()
+        .map(|t| t.journal_id)
+        .collect();
     Books { audit, journal }
 }
 

@@ -105,24 +105,28 @@ pub async fn list_txs(
 /// `net:`), through that prefix's partial index of entries (migration 0020): the range of the
 /// index's WHERE spelled out as literals, which lets SQLite use it. None for other accounts.
 fn sqlite_by_account(account: &str) -> Option<&'static str> {
+    /// (prefix, the page's statement for accounts from `prefix` up to `end`, its next string).
     macro_rules! by_prefix {
-        ($from:literal, $to:literal) => {
-            concat!(
-                "SELECT journal_id, kind, reference, memo, business_date, booked_at \
-                 FROM journal_tx t WHERE t.journal_id IN (SELECT DISTINCT e.journal_id \
-                 FROM journal_entry e WHERE e.account = $2 AND e.account >= '",
-                $from,
-                "' AND e.account < '",
-                $to,
-                "' AND e.journal_id > $1 ORDER BY e.journal_id LIMIT $3) \
-                 ORDER BY t.journal_id LIMIT $3"
+        ($prefix:literal, $end:literal) => {
+            (
+                $prefix,
+                concat!(
+                    "SELECT journal_id, kind, reference, memo, business_date, booked_at \
+                     FROM journal_tx t WHERE t.journal_id IN (SELECT DISTINCT e.journal_id \
+                     FROM journal_entry e WHERE e.account = $2 AND e.account >= '",
+                    $prefix,
+                    "' AND e.account < '",
+                    $end,
+                    "' AND e.journal_id > $1 ORDER BY e.journal_id LIMIT $3) \
+                     ORDER BY t.journal_id LIMIT $3"
+                ),
             )
         };
     }
     const BY_PREFIX: [(&str, &str); 3] = [
-        ("bank:", by_prefix!("bank:", "bank;")),
-        ("prepay:", by_prefix!("prepay:", "prepay;")),
-        ("net:", by_prefix!("net:", "net;")),
+        by_prefix!("bank:", "bank;"),
+        by_prefix!("prepay:", "prepay;"),
+        by_prefix!("net:", "net;"),
     ];
     BY_PREFIX
         .iter()

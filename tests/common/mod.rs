@@ -633,6 +633,32 @@ pub async fn balance(c: &Caller, account: &str) -> proto::Balance {
         .must()
 }
 
+/// Every transaction ListJournal lists for `account` ("" = the whole journal), page by page.
+pub async fn journal_pages(
+    op: &Caller,
+    account: &str,
+    page_size: u32,
+) -> Vec<proto::JournalTransaction> {
+    let (mut out, mut token) = (Vec::new(), String::new());
+    for _ in 0..10_000 {
+        let page = op
+            .led()
+            .list_journal(proto::ListJournalRequest {
+                account: account.into(),
+                page_size,
+                page_token: token,
+            })
+            .await
+            .must();
+        out.extend(page.transactions);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+    panic!("ListJournal of {account:?} never ends (pages of {page_size})");
+}
+
 /// Runs SQL statements straight on the server's database, in one transaction (as a tamperer or
 /// an older version of medsettle would); returns the rows each one changed.
 pub async fn raw_sql(ts: &TestServer, sqls: &[&str]) -> Vec<u64> {
