@@ -103,6 +103,9 @@ pub struct Db {
     /// SQLite: the request ids stored since their key's last merge, kept for every writer (see
     /// [`access::RequestIdTail`]).
     request_ids: Arc<std::sync::Mutex<access::RequestIdTail>>,
+    /// SQLite: this process's write transactions, one at a time and first come first served (see
+    /// [`Db::write_turn`]).
+    writes: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -122,11 +125,34 @@ pub struct DbConfig {
 
 impl Db {
     fn new(pool: Pool, durability: Option<Arc<durability::Durability>>) -> Db {
+        let writes = matches!(pool, Pool::Sqlite(_)).then(Arc::default);
         Db {
             pool,
             caches: Arc::new(Caches::default()),
             durability,
             request_ids: Arc::default(),
+            writes,
+        }
+    }
+
+    /// SQLite: waits for this process's turn to write (None on PostgreSQL), held until the
+    /// transaction ends. SQLite has one writer at a time, and a connection that finds the write
+    /// lock taken polls for it, sleeping between tries (1, 2, 5, 10 … 100 ms): with a few dozen
+    /// concurrent calls its writers slept most of the time while the lock stood free — enrolments
+    /// over gRPC ran at ≈ 70 a second on an idle machine (BENCHMARKS.md, session 24). Here they
+    /// queue instead, and each is woken the moment the one before it ends. Taken before a pool
+    /// connection, so that writers waiting their turn hold none. Another process writing the
+    /// same file still meets SQLite's own wait.
+    async fn write_turn(&self) -> StoreResult<Option<tokio::sync::OwnedMutexGuard<()>>> {
+        let Some(writes) = &self.writes else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(SQLITE_BUSY_TIMEOUT, writes.clone().lock_owned()).await {
+            Ok(turn) => Ok(Some(turn)),
+            Err(_) => Err(StoreError::Retry(format!(
+                "no turn to write within {} s",
+                SQLITE_BUSY_TIMEOUT.as_secs()
+            ))),
         }
     }
 
@@ -292,12 +318,14 @@ impl Db {
     /// transaction never fails half-way on a lock upgrade; PostgreSQL runs READ COMMITTED with
     /// explicit row locks (`SELECT … FOR UPDATE`, see [`Conn::for_update`]).
     pub async fn begin(&self) -> StoreResult<Conn> {
+        let turn = self.write_turn().await?;
         let inner = match &self.pool {
             Pool::Sqlite(p) => Inner::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(p) => Inner::PgTx(p.begin().await?),
         };
         Ok(Conn {
             inner,
+            _turn: turn,
             caches: self.caches.clone(),
             booked: Vec::new(),
         })
@@ -311,6 +339,7 @@ impl Db {
         };
         Ok(Conn {
             inner,
+            _turn: None,
             caches: self.caches.clone(),
             booked: Vec::new(),
         })
@@ -408,8 +437,9 @@ impl Writer {
         let Pool::Sqlite(pool) = &self.db.pool else {
             return self.db.begin().await;
         };
+        let turn = self.db.write_turn().await?;
         if self.db.durability.is_some() {
-            return self.begin_direct(pool);
+            return self.begin_direct(pool, turn);
         }
         let kept = self.kept.lock().ok().and_then(|mut k| k.take());
         let mut conn = match kept {
@@ -422,6 +452,7 @@ impl Writer {
                 conn,
                 home: self.kept.clone(),
             }),
+            _turn: turn,
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
@@ -429,7 +460,11 @@ impl Writer {
 
     /// [`Writer::begin`] on a SQLite file: BEGIN IMMEDIATE on the writer's own connection
     /// (opened on first use), run on the calling thread.
-    fn begin_direct(&self, pool: &SqlitePool) -> StoreResult<Conn> {
+    fn begin_direct(
+        &self,
+        pool: &SqlitePool,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    ) -> StoreResult<Conn> {
         let kept = self.direct.lock().ok().and_then(|mut k| k.take());
         let x = match kept {
             Some(x) => x,
@@ -450,6 +485,7 @@ impl Writer {
                 x,
                 home: self.direct.clone(),
             }),
+            _turn: turn,
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
@@ -608,6 +644,9 @@ impl Direct {
 /// database's caches.
 pub struct Conn {
     inner: Inner,
+    /// A SQLite write transaction's turn ([`Db::write_turn`]), given up once `inner` has ended
+    /// it (fields drop in order).
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     caches: Arc<Caches>,
     /// Settlement rows booked in this transaction (id and figures): the metrics count them
     /// once it commits, and the call's idempotency row names the first.
@@ -842,6 +881,77 @@ impl Drop for TempDir {
 
 #[cfg(test)]
 mod tests {
+    /// SQLite write transactions of this process take turns, first come first served, and those
+    /// waiting hold no pool connection: a read goes on meanwhile, and the writers go in the
+    /// order they came once the transaction ahead ends — the pool writer's and the swipe
+    /// writer's alike. (Waiting in SQLite's busy handler instead, each waiter held a connection:
+    /// with a pool of two, the read found none.)
+    #[tokio::test]
+    async fn write_transactions_take_turns_in_order_holding_no_connection() -> anyhow::Result<()> {
+        use std::sync::{Arc, Mutex};
+        let dir = super::TempDir::new("turns")?;
+        let url = format!("sqlite://{}", dir.0.join("t.db").display());
+        let db = super::Db::open(&super::DbConfig {
+            url,
+            max_connections: 2,
+        })
+        .await?;
+        let first = db.begin().await?;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for i in 0..4 {
+            let (db, order) = (db.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                // The third comes through the swipe writer.
+                let conn = if i == 2 {
+                    let w = db.writer();
+                    let conn = w.begin().await?;
+                    order
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?
+                        .push(i);
+                    w.commit(conn).await?.durable().await;
+                    return anyhow::Ok(());
+                } else {
+                    db.begin().await?
+                };
+                order
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push(i);
+                conn.commit().await?;
+                anyhow::Ok(())
+            }));
+            // The test's runtime has one thread: the task runs until it waits for its turn.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), db.read()).await;
+        let Ok(Ok(mut conn)) = read else {
+            anyhow::bail!("no connection to read with while writers wait");
+        };
+        let one: i64 =
+            crate::on_conn!(&mut conn, x => sqlx::query_scalar("SELECT 1").fetch_one(x).await)?;
+        assert_eq!(one, 1);
+        drop(conn);
+        assert!(
+            order
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .is_empty()
+        );
+        first.commit().await?;
+        for w in waiting {
+            tokio::time::timeout(std::time::Duration::from_secs(30), w).await???;
+        }
+        assert_eq!(
+            *order.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+            [0, 1, 2, 3]
+        );
+        Ok(())
+    }
+
     /// The swipe writer's connection leaves references to the batch that makes them (see
     /// `open_direct`); the pool's connections still refuse a broken one, and `verify`'s check
     /// finds one that got in.
