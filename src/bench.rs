@@ -196,11 +196,20 @@ pub(crate) fn rid() -> String {
     format!("b{:032x}", rand::random::<u128>())
 }
 
-/// A valid national ID for person number `i` (birth dates spread over 1950–1999).
+/// Birth dates the bench's persons are spread over: every day of 1950–1999.
+const BIRTH_DAYS: usize = 18_262;
+
+/// A valid national ID for person number `i`, distinct for each `i` below 18,262,000: the `i`-th
+/// birth date in turn (from 1950-01-01), with sequence number `i / BIRTH_DAYS` (three digits).
 pub(crate) fn national_id(i: usize) -> String {
-    let year = 1950 + (i % 50);
-    let day = 1 + (i / 50) % 28;
-    let body = format!("150302{year}01{day:02}{:03}", i % 1000);
+    let born = chrono::NaiveDate::from_ymd_opt(1950, 1, 1)
+        .and_then(|d| d.checked_add_days(chrono::Days::new((i % BIRTH_DAYS) as u64)))
+        .unwrap_or_default();
+    let body = format!(
+        "150302{}{:03}",
+        born.format("%Y%m%d"),
+        (i / BIRTH_DAYS) % 1000
+    );
     let check = national_id_check_digit(&body).unwrap_or('0');
     format!("{body}{check}")
 }
@@ -1004,6 +1013,23 @@ fn write_bytes(io: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// The persons the bench enrols need distinct, valid national IDs however many there are
+    /// (the old scheme repeated itself after 7,000, and `--persons 100000` failed enrolling).
+    #[test]
+    fn national_ids_are_valid_and_distinct() {
+        use crate::domain::ids::NationalId;
+        let n = 40_000;
+        let ids: std::collections::HashSet<String> = (0..n).map(super::national_id).collect();
+        assert_eq!(ids.len(), n);
+        for i in [0, 1, 7_000, 18_261, 18_262, 39_999, 18_261_999] {
+            let id = super::national_id(i);
+            assert!(NationalId::parse("national_id", &id).is_ok(), "{i}: {id}");
+        }
+        assert_eq!(&super::national_id(0)[6..14], "19500101");
+        assert_eq!(&super::national_id(18_261)[6..17], "19991231000");
+        assert_eq!(&super::national_id(18_262)[6..17], "19500101001");
+    }
+
     #[test]
     fn write_bytes_is_read_from_proc_io() {
         // /proc/PID/io as Linux prints it: `write_bytes` (storage), not `wchar` (any write call).
