@@ -196,6 +196,9 @@ pub(crate) fn rid() -> String {
     format!("b{:032x}", rand::random::<u128>())
 }
 
+/// Persons enrolled in one EnrolPersons call (its limit is 5,000).
+const ENROL_CHUNK: usize = 1_000;
+
 /// Birth dates the bench's persons are spread over: every day of 1950–1999.
 const BIRTH_DAYS: usize = 18_262;
 
@@ -375,45 +378,52 @@ async fn seed(
         })
         .collect();
 
+    // Enrolled as a bureau enrols many: EnrolPersons, a chunk at a time (one transaction each).
     let started = Instant::now();
     let mut cards = Vec::with_capacity(persons);
     let mut ids = Vec::with_capacity(persons);
-    let mut pending = Vec::new();
-    for i in 0..persons {
-        let mut client = RegistryServiceClient::new(with_token(
-            channels[i % channels.len()].clone(),
-            &operator,
-        )?);
-        let card = format!("K{i:09}");
-        let id = national_id(i);
-        cards.push(card.clone());
-        ids.push(id.clone());
-        pending.push(tokio::spawn(async move {
-            client
-                .enrol_person(pb::EnrolPersonRequest {
-                    request_id: rid(),
-                    national_id: id,
-                    name: "测试".into(),
-                    home_region: HOME.into(),
-                    insurances: vec![pb::PersonInsurance {
-                        insurance_type: pb::InsuranceType::Employee as i32,
-                        category: pb::PersonCategory::Active as i32,
-                        status: 0,
-                    }],
-                    card_no: card,
-                    opening_balance: "1000000.00".into(),
-                    ..Default::default()
-                })
-                .await
-        }));
-        if pending.len() >= 64 {
-            for p in pending.drain(..) {
-                p.await?.context("enrolling persons")?;
-            }
+    let mut registry = RegistryServiceClient::new(with_token(channels[0].clone(), &operator)?)
+        .max_encoding_message_size(usize::MAX);
+    for chunk in (0..persons).collect::<Vec<_>>().chunks(ENROL_CHUNK) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let card = format!("K{i:09}");
+            let id = national_id(i);
+            cards.push(card.clone());
+            ids.push(id.clone());
+            batch.push(pb::EnrolPersonRequest {
+                national_id: id,
+                name: "测试".into(),
+                home_region: HOME.into(),
+                insurances: vec![pb::PersonInsurance {
+                    insurance_type: pb::InsuranceType::Employee as i32,
+                    category: pb::PersonCategory::Active as i32,
+                    status: 0,
+                }],
+                card_no: card,
+                opening_balance: "1000000.00".into(),
+                ..Default::default()
+            });
         }
-    }
-    for p in pending {
-        p.await?.context("enrolling persons")?;
+        let answered = registry
+            .enrol_persons(pb::EnrolPersonsRequest {
+                request_id: rid(),
+                persons: batch,
+            })
+            .await
+            .context("enrolling persons")?
+            .into_inner();
+        if answered.created as usize != chunk.len() {
+            let first = answered
+                .results
+                .iter()
+                .find(|r| r.outcome != pb::BatchItemOutcome::Created as i32);
+            anyhow::bail!(
+                "enrolling persons: {} of {} enrolled; the first refused: {first:?}",
+                answered.created,
+                chunk.len()
+            );
+        }
     }
     eprintln!(
         "seeded {persons} persons in {} ms",
