@@ -888,38 +888,24 @@ mod tests {
     /// with a pool of two, the read found none.)
     #[tokio::test]
     async fn write_transactions_take_turns_in_order_holding_no_connection() -> anyhow::Result<()> {
-        use std::sync::{Arc, Mutex};
-        let dir = super::TempDir::new("turns")?;
-        let url = format!("sqlite://{}", dir.0.join("t.db").display());
-        let db = super::Db::open(&super::DbConfig {
-            url,
-            max_connections: 2,
-        })
-        .await?;
+        let (_dir, db) = file_db("turns").await?;
         let first = db.begin().await?;
-        let order = Arc::new(Mutex::new(Vec::new()));
+        let (came, mut order) = tokio::sync::mpsc::unbounded_channel();
         let mut waiting = Vec::new();
         for i in 0..4 {
-            let (db, order) = (db.clone(), order.clone());
+            let (db, came) = (db.clone(), came.clone());
             waiting.push(tokio::spawn(async move {
                 // The third comes through the swipe writer.
-                let conn = if i == 2 {
+                if i == 2 {
                     let w = db.writer();
                     let conn = w.begin().await?;
-                    order
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("poisoned"))?
-                        .push(i);
+                    let _ = came.send(i);
                     w.commit(conn).await?.durable().await;
-                    return anyhow::Ok(());
                 } else {
-                    db.begin().await?
-                };
-                order
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .push(i);
-                conn.commit().await?;
+                    let conn = db.begin().await?;
+                    let _ = came.send(i);
+                    conn.commit().await?;
+                }
                 anyhow::Ok(())
             }));
             // The test's runtime has one thread: the task runs until it waits for its turn.
@@ -935,21 +921,26 @@ mod tests {
             crate::on_conn!(&mut conn, x => sqlx::query_scalar("SELECT 1").fetch_one(x).await)?;
         assert_eq!(one, 1);
         drop(conn);
-        assert!(
-            order
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .is_empty()
-        );
+        assert!(order.try_recv().is_err(), "a writer went before its turn");
         first.commit().await?;
         for w in waiting {
             tokio::time::timeout(std::time::Duration::from_secs(30), w).await???;
         }
-        assert_eq!(
-            *order.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
-            [0, 1, 2, 3]
-        );
+        let order: Vec<i32> = std::iter::from_fn(|| order.try_recv().ok()).collect();
+        assert_eq!(order, [0, 1, 2, 3]);
         Ok(())
+    }
+
+    /// A database in a SQLite file of its own (deleted with the directory), two connections.
+    async fn file_db(name: &str) -> anyhow::Result<(super::TempDir, super::Db)> {
+        let dir = super::TempDir::new(name)?;
+        let url = format!("sqlite://{}", dir.0.join("t.db").display());
+        let db = super::Db::open(&super::DbConfig {
+            url,
+            max_connections: 2,
+        })
+        .await?;
+        Ok((dir, db))
     }
 
     /// The swipe writer's connection leaves references to the batch that makes them (see
@@ -957,13 +948,7 @@ mod tests {
     /// finds one that got in.
     #[tokio::test]
     async fn references_the_writer_does_not_check_are_checked_by_verify() -> anyhow::Result<()> {
-        let dir = super::TempDir::new("references")?;
-        let url = format!("sqlite://{}", dir.0.join("t.db").display());
-        let db = super::Db::open(&super::DbConfig {
-            url,
-            max_connections: 2,
-        })
-        .await?;
+        let (_dir, db) = file_db("references").await?;
         assert!(
             super::reference_breaks(&mut db.read().await?, 10)
                 .await?
