@@ -314,22 +314,38 @@ fn tails(x: &rusqlite::Connection) -> StoreResult<Vec<(i64, i64)>> {
 pub async fn mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<String>> {
     let found = c
         .with_sqlite(|x| {
-            let mut out: Vec<String> = Vec::new();
-            for (ix, (upto, _)) in INDEXES.iter().zip(tails(x)?) {
-                let left = limit - i64::try_from(out.len()).unwrap_or(i64::MAX);
-                if left <= 0 {
-                    break;
-                }
-                let mut st = x.prepare(ix.check)?;
-                let rows = st.query_map([upto, left], |r| r.get::<_, String>(0))?;
-                for row in rows {
-                    out.push(row?);
-                }
+            // One snapshot for the merged marks and the checks: between two statements of their
+            // own, a merge committed meanwhile (the idle writer's, say) showed as index rows past
+            // the mark read before it. In the caller's transaction if it is in one.
+            let own = x.is_autocommit();
+            if own {
+                x.execute_batch("BEGIN")?;
             }
-            Ok(out)
+            let found = mismatches_in(x, limit);
+            if own {
+                x.execute_batch("COMMIT")?;
+            }
+            found
         })
         .await?;
     Ok(found.unwrap_or_default())
+}
+
+/// [`mismatches`] on SQLite, inside a transaction.
+fn mismatches_in(x: &rusqlite::Connection, limit: i64) -> StoreResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for (ix, (upto, _)) in INDEXES.iter().zip(tails(x)?) {
+        let left = limit - i64::try_from(out.len()).unwrap_or(i64::MAX);
+        if left <= 0 {
+            break;
+        }
+        let mut st = x.prepare(ix.check)?;
+        let rows = st.query_map([upto, left], |r| r.get::<_, String>(0))?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
