@@ -384,9 +384,10 @@ async fn seed(
     let mut ids = Vec::with_capacity(persons);
     let mut registry = RegistryServiceClient::new(with_token(channels[0].clone(), &operator)?)
         .max_encoding_message_size(usize::MAX);
-    for chunk in (0..persons).collect::<Vec<_>>().chunks(ENROL_CHUNK) {
+    for start in (0..persons).step_by(ENROL_CHUNK) {
+        let chunk = start..(start + ENROL_CHUNK).min(persons);
         let mut batch = Vec::with_capacity(chunk.len());
-        for &i in chunk {
+        for i in chunk.clone() {
             let card = format!("K{i:09}");
             let id = national_id(i);
             cards.push(card.clone());
