@@ -102,9 +102,7 @@ async fn count_institutions(c: &Caller, region: &str) -> usize {
 
 /// Every item of a region's catalogue in force on `on`.
 async fn catalogue(c: &Caller, region: &str, on: &str) -> Vec<proto::CatalogueItem> {
-    let mut items = Vec::new();
-    let mut token = String::new();
-    loop {
+    all_pages("SearchCatalogue", |token| async move {
         let page = c
             .reg()
             .search_catalogue(proto::SearchCatalogueRequest {
@@ -116,12 +114,9 @@ async fn catalogue(c: &Caller, region: &str, on: &str) -> Vec<proto::CatalogueIt
             })
             .await
             .must();
-        items.extend(page.items);
-        if page.next_page_token.is_empty() {
-            return items;
-        }
-        token = page.next_page_token;
-    }
+        (page.items, page.next_page_token)
+    })
+    .await
 }
 
 /// Persons: client-side and server-side rejections with their lines, the rest enrolled in

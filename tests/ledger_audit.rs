@@ -55,20 +55,15 @@ fn audit(principal: &str, page_size: u32, token: &str) -> proto::ListAuditReques
 }
 
 async fn all_audit(c: &Caller, principal: &str, page_size: u32) -> Vec<proto::AuditRecord> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
+    all_pages("ListAudit", |token| async move {
         let page = c
             .led()
             .list_audit(audit(principal, page_size, &token))
             .await
             .must();
-        out.extend(page.records);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+        (page.records, page.next_page_token)
+    })
+    .await
 }
 
 async fn balances_and_journal(b: Backend) {

@@ -977,26 +977,24 @@ mod kit {
             Grant::Bureau(RegionCode::parse("region", WUHAI).unwrap()),
         )
         .await;
-        let mut c: Setl = SettlementServiceClient::with_interceptor(ts.channel.clone(), token);
-        let mut out = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let r = c
-                .list_settlements(proto::ListSettlementsRequest {
-                    filter: Some(proto::list_settlements_request::Filter::PsnNo(
-                        p.psn_no.clone(),
-                    )),
-                    page_size: 1000,
-                    page_token,
-                })
-                .await
-                .must();
-            out.extend(r.settlements);
-            if r.next_page_token.is_empty() {
-                return out;
+        let c: Setl = SettlementServiceClient::with_interceptor(ts.channel.clone(), token);
+        all_pages("ListSettlements", |page_token| {
+            let mut c = c.clone();
+            async move {
+                let r = c
+                    .list_settlements(proto::ListSettlementsRequest {
+                        filter: Some(proto::list_settlements_request::Filter::PsnNo(
+                            p.psn_no.clone(),
+                        )),
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await
+                    .must();
+                (r.settlements, r.next_page_token)
             }
-            page_token = r.next_page_token;
-        }
+        })
+        .await
     }
 
     pub fn yuan(fen: i64) -> String {

@@ -75,9 +75,7 @@ async fn enrol(c: &Caller, req: proto::EnrolPersonRequest) -> proto::Person {
 }
 
 async fn all_persons(c: &Caller, home: &str) -> Vec<proto::Person> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
+    all_pages("ListPersons", |token| async move {
         let page = c
             .reg()
             .list_persons(proto::ListPersonsRequest {
@@ -87,12 +85,9 @@ async fn all_persons(c: &Caller, home: &str) -> Vec<proto::Person> {
             })
             .await
             .must();
-        out.extend(page.persons);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
+        (page.persons, page.next_page_token)
+    })
+    .await
 }
 
 // ------------------------------------------------------------------------------------ regions

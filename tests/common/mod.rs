@@ -633,14 +633,32 @@ pub async fn balance(c: &Caller, account: &str) -> proto::Balance {
         .must()
 }
 
+/// Every item of a paged listing: `page(token)` fetches one page, its items and the next token
+/// ("" after the last). Bounded, so a listing that never ends fails rather than hangs.
+pub async fn all_pages<T, Fut>(what: &str, mut page: impl FnMut(String) -> Fut) -> Vec<T>
+where
+    Fut: std::future::Future<Output = (Vec<T>, String)>,
+{
+    let (mut out, mut token) = (Vec::new(), String::new());
+    for _ in 0..10_000 {
+        let (items, next) = page(token).await;
+        out.extend(items);
+        if next.is_empty() {
+            return out;
+        }
+        token = next;
+    }
+    panic!("{what} never ends");
+}
+
 /// Every transaction ListJournal lists for `account` ("" = the whole journal), page by page.
 pub async fn journal_pages(
     op: &Caller,
     account: &str,
     page_size: u32,
 ) -> Vec<proto::JournalTransaction> {
-    let (mut out, mut token) = (Vec::new(), String::new());
-    for _ in 0..10_000 {
+    let what = format!("ListJournal of {account:?} (pages of {page_size})");
+    all_pages(&what, |token| async move {
         let page = op
             .led()
             .list_journal(proto::ListJournalRequest {
@@ -650,13 +668,9 @@ pub async fn journal_pages(
             })
             .await
             .must();
-        out.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return out;
-        }
-        token = page.next_page_token;
-    }
-    panic!("ListJournal of {account:?} never ends (pages of {page_size})");
+        (page.transactions, page.next_page_token)
+    })
+    .await
 }
 
 /// Runs SQL statements straight on the server's database, in one transaction (as a tamperer or
