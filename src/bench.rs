@@ -90,6 +90,9 @@ pub struct BenchResult {
     pub throughput_per_s: u64,
     pub swipes: Percentiles,
     pub hospital_flows: Percentiles,
+    /// At a fixed rate: how late each request started against its intended send time (its
+    /// latency is counted from the intended time, so this much of it is the load generator's).
+    pub sends_late: Percentiles,
     /// "in-process" or "child process".
     pub server: String,
     /// CPU time (user + system, ms) over the measured window: the server process (None when it
@@ -532,6 +535,7 @@ async fn hospital_flow(w: &World, k: usize) -> Result<(), tonic::Status> {
 struct Recorder {
     swipes: Mutex<Histogram<u64>>,
     flows: Mutex<Histogram<u64>>,
+    sends_late: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     completed: AtomicU64,
     recording: std::sync::atomic::AtomicBool,
@@ -542,15 +546,28 @@ impl Recorder {
         Ok(Recorder {
             swipes: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
             flows: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            sends_late: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
             errors: Mutex::new(BTreeMap::new()),
             completed: AtomicU64::new(0),
             recording: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    fn record(&self, hospital: bool, since: Instant, outcome: Result<(), tonic::Status>) {
+    /// An operation's outcome and its latency from `since`; at a fixed rate also how late it
+    /// was sent (`since` its intended time, `sent` when it started).
+    fn record(
+        &self,
+        hospital: bool,
+        since: Instant,
+        sent: Option<Instant>,
+        outcome: Result<(), tonic::Status>,
+    ) {
         if !self.recording.load(Ordering::Relaxed) {
             return;
+        }
+        if let (Some(sent), Ok(mut h)) = (sent, self.sends_late.lock()) {
+            let late = u64::try_from(sent.saturating_duration_since(since).as_micros());
+            h.saturating_record(late.unwrap_or(u64::MAX).max(1));
         }
         let micros = u64::try_from(since.elapsed().as_micros())
             .unwrap_or(u64::MAX)
@@ -667,7 +684,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         let (hospital, r) = one(&w, k, hp).await;
-                        rec.record(hospital, t, r);
+                        rec.record(hospital, t, None, r);
                     }
                 }));
             }
@@ -676,29 +693,45 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
             }
         }
         Load::Rate(per_s) => {
+            // Paced by a thread of its own: tokio's timers have a resolution of 1 ms, so its
+            // sleeps would send each millisecond's requests together, up to 1 ms late (and their
+            // latency counts from the intended time). A thread's sleep ends within tens of µs.
             let interval = Duration::from_nanos(1_000_000_000 / per_s.max(1));
-            let start = Instant::now();
-            let mut k = 0usize;
-            let mut tasks = tokio::task::JoinSet::new();
-            loop {
-                let intended = start + interval * u32::try_from(k).unwrap_or(u32::MAX);
-                if intended >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(intended.into()).await;
-                let (w, rec) = (world.clone(), rec.clone());
-                let hp = cfg.hospital_percent;
-                tasks.spawn(async move {
-                    let (hospital, r) = one(&w, k, hp).await;
-                    // Latency from the intended send time: a stalled server cannot hide queueing.
-                    rec.record(hospital, intended, r);
-                });
-                k += 1;
-                while tasks.len() > 20_000 {
-                    tasks.join_next().await;
-                }
+            let in_flight = Arc::new(AtomicU64::new(0));
+            let (runtime, hp) = (tokio::runtime::Handle::current(), cfg.hospital_percent);
+            let (world, rec, pacer_in_flight) = (world.clone(), rec.clone(), in_flight.clone());
+            let pacer = std::thread::Builder::new()
+                .name("bench-pacer".into())
+                .spawn(move || {
+                    let start = Instant::now();
+                    for k in 0usize.. {
+                        let intended = start + interval * u32::try_from(k).unwrap_or(u32::MAX);
+                        if intended >= deadline {
+                            break;
+                        }
+                        std::thread::sleep(intended.saturating_duration_since(Instant::now()));
+                        // A stalled server: at most 20,000 requests outstanding.
+                        while pacer_in_flight.load(Ordering::Relaxed) > 20_000 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        pacer_in_flight.fetch_add(1, Ordering::Relaxed);
+                        let (w, rec, done) = (world.clone(), rec.clone(), pacer_in_flight.clone());
+                        runtime.spawn(async move {
+                            let sent = Instant::now();
+                            let (hospital, r) = one(&w, k, hp).await;
+                            // Latency from the intended send time: a stalled server cannot hide
+                            // queueing.
+                            rec.record(hospital, intended, Some(sent), r);
+                            done.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                })?;
+            tokio::task::spawn_blocking(move || pacer.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the load generator's pacer panicked"))?;
+            while in_flight.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            while tasks.join_next().await.is_some() {}
         }
     }
     let (start, end) = (usage_at_start.await?, Usage::now(server.pid()));
@@ -722,6 +755,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         .lock()
         .map(|h| percentiles(&h))
         .unwrap_or_default();
+    let sends_late = rec
+        .sends_late
+        .lock()
+        .map(|h| percentiles(&h))
+        .unwrap_or_default();
     let errors = rec.errors.lock().map(|e| e.clone()).unwrap_or_default();
     let spent = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     let per_op = |total: Option<u64>| total.filter(|_| completed > 0).map(|t| t / completed);
@@ -739,6 +777,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         throughput_per_s: completed.saturating_mul(1000) / duration_ms,
         swipes,
         hospital_flows,
+        sends_late,
         server: server_kind,
         server_cpu_ms,
         bench_cpu_ms: spent(start.bench_cpu_ms, end.bench_cpu_ms),

@@ -119,3 +119,39 @@ async fn sqlx_count(db: &Db) -> (i64, i64) {
 }
 
 both_engines!(load_generator_books_what_it_reports);
+
+/// At a fixed rate the load generator sends what it offers: 200 swipes a second for a second is
+/// 200 intended sends (one fewer if the pacer starts a moment after the window opens), every one
+/// of them recorded both as sent (`sends_late`) and as answered. On a temporary SQLite file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_rate_is_sent_and_recorded() {
+    let dir = std::env::temp_dir().join(format!(
+        "medsettle-bench-rate-{:016x}",
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let result = medsettle::bench::run(BenchConfig {
+        database_url: Some(format!("sqlite://{}/bench.db", dir.display())),
+        db_max_connections: 4,
+        persons: 20,
+        load: Load::Rate(200),
+        warmup: Duration::ZERO,
+        duration: Duration::from_secs(1),
+        hospital_percent: 0,
+        connections: 1,
+        server: ServerMode::InProcess,
+        pharmacies: 2,
+        request_ids: RequestIds::Msgid,
+    })
+    .await
+    .expect("bench::run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(result.errors.is_empty(), "errors: {:?}", result.errors);
+    assert!(
+        (199..=200).contains(&result.swipes.count),
+        "200/s for 1 s sent {} swipes: {result:?}",
+        result.swipes.count
+    );
+    assert_eq!(result.completed, result.swipes.count);
+    assert_eq!(result.sends_late.count, result.swipes.count);
+}
