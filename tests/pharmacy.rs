@@ -2865,15 +2865,15 @@ async fn upgrade_to_request_ids_once(b: Backend) {
             ],
         )
         .await;
-        // And no count of person changes (0015).
+        // And no record of person changes (0015's count, which 0021 replaced by a log).
         let mut drops: Vec<String> = ["person", "insurance"]
             .iter()
             .flat_map(|t| {
                 ["insert", "update", "delete"]
-                    .map(|op| format!("DROP TRIGGER person_generation_{t}_{op}"))
+                    .map(|op| format!("DROP TRIGGER person_change_{t}_{op}"))
             })
             .collect();
-        drops.push("DROP TABLE person_generation".into());
+        drops.push("DROP TABLE person_change".into());
         raw_sql(&ts, &drops.iter().map(String::as_str).collect::<Vec<_>>()).await;
         // And the personal accounts' entries in an index table of their own (0010), merged as
         // far as the other accounts' totals: 0016 must total them again from the journal.

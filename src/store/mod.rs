@@ -932,7 +932,7 @@ mod tests {
     }
 
     /// A database in a SQLite file of its own (deleted with the directory), two connections.
-    async fn file_db(name: &str) -> anyhow::Result<(super::TempDir, super::Db)> {
+    pub(super) async fn file_db(name: &str) -> anyhow::Result<(super::TempDir, super::Db)> {
         let dir = super::TempDir::new(name)?;
         let url = format!("sqlite://{}", dir.0.join("t.db").display());
         let db = super::Db::open(&super::DbConfig {

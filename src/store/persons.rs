@@ -4,7 +4,7 @@ use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PersonRow {
@@ -318,14 +318,16 @@ fn insurances_direct(x: &rusqlite::Connection, psn_no: &str) -> StoreResult<Vec<
 /// instead of 3 %, BENCHMARKS.md session 24.)
 const PERSON_CACHE_PERSONS: usize = 200_000;
 
-/// The swipe writer's persons by credential, and their insurances (SQLite only), kept while
-/// neither table changes: triggers count every change to `person` and `person_insurance` in
-/// `person_generation` (sqlite/0015), and each lookup first reads that count inside the writer's
-/// transaction, so a person any connection changed since is read again. Swipe batches write
-/// neither table. Credentials no person holds are not kept (they are looked up every time).
+/// The swipe writer's persons by credential, and their insurances (SQLite only). Triggers log
+/// the psn_no of every change to `person` and `person_insurance`, by any connection, in
+/// `person_change` (sqlite/0021); each lookup first reads the log inside the writer's
+/// transaction, forgets the persons it names (so they are read again) and deletes what it read.
+/// Swipe batches write neither table. Credentials no person holds are not kept (they are looked
+/// up every time).
 #[derive(Debug, Default)]
 pub struct PersonCache {
-    generation: Option<i64>,
+    /// The last `person_change` row read (None: nothing read yet, and nothing kept).
+    seen: Option<i64>,
     persons: HashMap<(Credential, String), PersonRow>,
     insurances: HashMap<String, Vec<InsuranceRow>>,
 }
@@ -350,14 +352,7 @@ impl PersonCache {
         cards: &[String],
         evouchers: &[String],
     ) -> StoreResult<(Vec<PersonRow>, Insurances)> {
-        let generation: i64 = x
-            .prepare_cached("SELECT n FROM person_generation WHERE id = 1")?
-            .query_row([], |r| r.get(0))?;
-        if self.generation != Some(generation) {
-            self.persons.clear();
-            self.insurances.clear();
-            self.generation = Some(generation);
-        }
+        self.catch_up(x)?;
         self.make_room(PERSON_CACHE_PERSONS);
         let mut people = Vec::new();
         for (credential, values) in [(Credential::Card, cards), (Credential::EVoucher, evouchers)] {
@@ -386,6 +381,51 @@ impl PersonCache {
             held.insert(p.psn_no.clone(), rows);
         }
         Ok((people, held))
+    }
+
+    /// Forgets the persons `person_change` names past the last row read, and deletes the rows
+    /// read. Everyone is forgotten the first time, and whenever rows this cache never read are
+    /// gone (another reader deleted them: their numbers, which AUTOINCREMENT never reuses, are
+    /// missing).
+    fn catch_up(&mut self, x: &rusqlite::Connection) -> StoreResult<()> {
+        let last: i64 = x
+            .prepare_cached(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'person_change'), 0)",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let seen = self.seen.filter(|s| *s <= last);
+        if seen == Some(last) {
+            return Ok(());
+        }
+        let changed = match seen {
+            Some(seen) => {
+                let rows = x
+                    .prepare_cached(
+                        "SELECT psn_no FROM person_change WHERE seq > ?1 AND seq <= ?2",
+                    )?
+                    .query_map([seen, last], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                // Every row numbered past `seen` still there: none was deleted unread.
+                (i64::try_from(rows.len()) == Ok(last - seen)).then_some(rows)
+            }
+            None => None,
+        };
+        match changed {
+            Some(psn_nos) => {
+                let psn_nos: HashSet<String> = psn_nos.into_iter().collect();
+                self.persons.retain(|_, p| !psn_nos.contains(&p.psn_no));
+                self.insurances
+                    .retain(|psn_no, _| !psn_nos.contains(psn_no));
+            }
+            None => {
+                self.persons.clear();
+                self.insurances.clear();
+            }
+        }
+        x.prepare_cached("DELETE FROM person_change WHERE seq <= ?1")?
+            .execute([last])?;
+        self.seen = Some(last);
+        Ok(())
     }
 
     /// With `max` persons or more held, forgets an eighth of them, drawn at random (the same
@@ -557,5 +597,96 @@ mod tests {
         for p in cache.persons.values() {
             assert!(cache.insurances.contains_key(&p.psn_no), "{}", p.psn_no);
         }
+    }
+
+    /// The persons holding cards `K{id:06}`, looked up through `cache` in a writer's transaction.
+    async fn lookup(
+        writer: &crate::store::Writer,
+        cache: &mut PersonCache,
+        ids: &[usize],
+    ) -> anyhow::Result<Vec<PersonRow>> {
+        let cards: Vec<String> = ids.iter().map(|i| format!("K{i:06}")).collect();
+        let mut c = writer.begin().await?;
+        let found = cache.find(&mut c, &cards, &[]).await?;
+        writer.commit(c).await?.durable().await;
+        Ok(found.map(|(people, _)| people).unwrap_or_default())
+    }
+
+    /// The cache forgets just the persons changed since its last lookup, by any connection, and
+    /// then reads them afresh; rows of the log it never read being gone, it forgets everyone.
+    #[tokio::test]
+    async fn the_person_cache_forgets_just_the_persons_changed() -> anyhow::Result<()> {
+        use crate::store::registry::{RegionRow, insert_region};
+        let (_dir, db) = crate::store::tests::file_db("person-changes").await?;
+        let now = Utc::now();
+        let mut c = db.begin().await?;
+        let wuhai = RegionRow {
+            code: "150300".into(),
+            name: "乌海市".into(),
+            province_code: "150000".into(),
+            bureau_name: "乌海市医疗保障局".into(),
+        };
+        insert_region(&mut c, &wuhai, now).await?;
+        for i in 1..=3 {
+            let p = PersonRow {
+                national_id: format!("N{i}"),
+                ..person(i)
+            };
+            insert_person(&mut c, &p, now).await?;
+            let held = InsuranceRow {
+                psn_no: person(i).psn_no,
+                insurance_type: 310,
+                category: 1,
+                status: 0,
+            };
+            insert_insurance(&mut c, &held).await?;
+        }
+        c.commit().await?;
+
+        let (writer, mut cache) = (db.writer(), PersonCache::default());
+        assert_eq!(lookup(&writer, &mut cache, &[1, 2, 3]).await?.len(), 3);
+        let kept = |cache: &PersonCache| {
+            let mut kept: Vec<String> = cache.insurances.keys().cloned().collect();
+            kept.sort();
+            (kept, cache.persons.len())
+        };
+        assert_eq!(kept(&cache).1, 3);
+
+        // Person 2 suspended by another connection: only they are forgotten, and read afresh.
+        let mut c = db.begin().await?;
+        set_person_status(&mut c, "P000002", 1).await?;
+        c.commit().await?;
+        let found = lookup(&writer, &mut cache, &[]).await?;
+        assert!(found.is_empty());
+        assert_eq!(
+            kept(&cache),
+            (vec!["P000001".to_owned(), "P000003".to_owned()], 2)
+        );
+        let found = lookup(&writer, &mut cache, &[2]).await?;
+        assert_eq!((found.len(), found[0].status), (1, 1));
+        assert_eq!(kept(&cache).1, 3);
+        // What it read is deleted.
+        let mut r = db.read().await?;
+        let left = r
+            .with_sqlite(|x| {
+                Ok(x.query_row("SELECT COUNT(*) FROM person_change", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
+            .await?;
+        assert_eq!(left, Some(0));
+        drop(r);
+
+        // A change another reader took from the log unread by this cache: everyone forgotten.
+        let mut c = db.begin().await?;
+        set_person_status(&mut c, "P000003", 1).await?;
+        c.with_sqlite(|x| Ok(x.execute("DELETE FROM person_change", [])?))
+            .await?;
+        c.commit().await?;
+        lookup(&writer, &mut cache, &[]).await?;
+        assert_eq!(kept(&cache), (Vec::new(), 0));
+        let found = lookup(&writer, &mut cache, &[3]).await?;
+        assert_eq!((found.len(), found[0].status), (1, 1));
+        Ok(())
     }
 }
