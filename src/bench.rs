@@ -49,6 +49,9 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Share of operations that are full hospital flows (open, upload, settle), 0..=100.
     pub hospital_percent: u8,
+    /// Persons a bureau enrols each second while the load runs (new persons, in one EnrolPersons
+    /// call a second, as bureaus enrol during the day); 0 for none.
+    pub enrol_per_s: usize,
     /// gRPC connections the clients spread over.
     pub connections: usize,
     /// Where the server runs.
@@ -188,7 +191,11 @@ struct World {
     cards: Vec<String>,
     ids: Vec<String>,
     codes: Vec<(String, String)>,
+    /// The bureau's operator, for enrolments during the run.
+    registry: Registry,
 }
+
+type Registry = RegistryServiceClient<InterceptedService<Channel, Auth>>;
 
 const HOME: &str = "150300";
 const TREAT: &str = "150600";
@@ -388,45 +395,9 @@ async fn seed(
     let mut registry = RegistryServiceClient::new(with_token(channels[0].clone(), &operator)?)
         .max_encoding_message_size(usize::MAX);
     for start in (0..persons).step_by(ENROL_CHUNK) {
-        let chunk = start..(start + ENROL_CHUNK).min(persons);
-        let mut batch = Vec::with_capacity(chunk.len());
-        for i in chunk.clone() {
-            let card = format!("K{i:09}");
-            let id = national_id(i);
-            cards.push(card.clone());
-            ids.push(id.clone());
-            batch.push(pb::EnrolPersonRequest {
-                national_id: id,
-                name: "测试".into(),
-                home_region: HOME.into(),
-                insurances: vec![pb::PersonInsurance {
-                    insurance_type: pb::InsuranceType::Employee as i32,
-                    category: pb::PersonCategory::Active as i32,
-                    status: 0,
-                }],
-                card_no: card,
-                opening_balance: "1000000.00".into(),
-                ..Default::default()
-            });
-        }
-        let answered = registry
-            .enrol_persons(pb::EnrolPersonsRequest {
-                request_id: rid(),
-                persons: batch,
-            })
-            .await
-            .context("enrolling persons")?
-            .into_inner();
-        if answered.created as usize != chunk.len() {
-            let first = answered
-                .results
-                .iter()
-                .find(|r| r.outcome != pb::BatchItemOutcome::Created as i32);
-            anyhow::bail!(
-                "enrolling persons: {} of {} enrolled; the first refused: {first:?}",
-                answered.created,
-                chunk.len()
-            );
+        for (card, id) in enrol(&mut registry, start..(start + ENROL_CHUNK).min(persons)).await? {
+            cards.push(card);
+            ids.push(id);
         }
     }
     eprintln!(
@@ -444,7 +415,55 @@ async fn seed(
         cards,
         ids,
         codes,
+        registry,
     })
+}
+
+/// Enrols the bench's persons `range` (at most 5,000) in one EnrolPersons call, as a bureau
+/// enrols many; their (card, national ID).
+async fn enrol(
+    registry: &mut Registry,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let persons: Vec<(String, String)> = range
+        .map(|i| (format!("K{i:09}"), national_id(i)))
+        .collect();
+    let batch = persons
+        .iter()
+        .map(|(card, id)| pb::EnrolPersonRequest {
+            national_id: id.clone(),
+            name: "测试".into(),
+            home_region: HOME.into(),
+            insurances: vec![pb::PersonInsurance {
+                insurance_type: pb::InsuranceType::Employee as i32,
+                category: pb::PersonCategory::Active as i32,
+                status: 0,
+            }],
+            card_no: card.clone(),
+            opening_balance: "1000000.00".into(),
+            ..Default::default()
+        })
+        .collect();
+    let answered = registry
+        .enrol_persons(pb::EnrolPersonsRequest {
+            request_id: rid(),
+            persons: batch,
+        })
+        .await
+        .context("enrolling persons")?
+        .into_inner();
+    if answered.created as usize != persons.len() {
+        let first = answered
+            .results
+            .iter()
+            .find(|r| r.outcome != pb::BatchItemOutcome::Created as i32);
+        anyhow::bail!(
+            "enrolling persons: {} of {} enrolled; the first refused: {first:?}",
+            answered.created,
+            persons.len()
+        );
+    }
+    Ok(persons)
 }
 
 fn lines(codes: &[(String, String)], n: usize) -> Vec<(String, String, String)> {
@@ -551,6 +570,13 @@ impl Recorder {
             completed: AtomicU64::new(0),
             recording: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Counts a failure of `what` (at any time, warm-up included).
+    fn failed(&self, what: &str) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(what.to_owned()).or_default() += 1;
+        }
     }
 
     /// An operation's outcome and its latency from `since`; at a fixed rate also how late it
@@ -674,6 +700,26 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
             Usage::now(child)
         })
     };
+    // A bureau enrolling meanwhile: one EnrolPersons call a second of new persons.
+    let enrolling = (cfg.enrol_per_s > 0).then(|| {
+        let (mut registry, rec) = (world.registry.clone(), rec.clone());
+        let (per_s, mut next) = (cfg.enrol_per_s.min(5_000), cfg.persons.max(1));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                if let Err(e) = enrol(&mut registry, next..next + per_s).await {
+                    tracing::warn!(error = %e, "the bench's enrolment failed");
+                    rec.failed("enrolment");
+                }
+                next += per_s;
+            }
+        })
+    });
     match cfg.load {
         Load::Concurrency(n) => {
             let mut workers = Vec::new();
@@ -733,6 +779,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+    }
+    if let Some(enrolling) = enrolling {
+        enrolling.await?;
     }
     let (start, end) = (usage_at_start.await?, Usage::now(server.pid()));
     let server_kind = server.kind().to_owned();

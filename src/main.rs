@@ -136,6 +136,10 @@ struct BenchArgs {
     /// Share of operations (percent) that are full hospital flows instead of pharmacy swipes.
     #[arg(long, default_value_t = 0)]
     hospital_percent: u8,
+    /// New persons a bureau enrols each second while the load runs (one EnrolPersons call a
+    /// second, at most 5,000), as bureaus enrol during the day.
+    #[arg(long, default_value_t = 0)]
+    enrol_per_s: usize,
     /// gRPC connections the load spreads over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -456,6 +460,7 @@ async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
         warmup: std::time::Duration::from_secs(b.warmup),
         duration: std::time::Duration::from_secs(b.seconds),
         hospital_percent: b.hospital_percent.min(100),
+        enrol_per_s: b.enrol_per_s,
         connections: b.connections,
         server: if b.server_process {
             let exe = std::env::current_exe().context("finding this executable")?;

@@ -1,8 +1,9 @@
 //! The load generator end to end (`medsettle bench`): `bench::run` starts the server on an empty
 //! database, seeds its world over gRPC (pharmacies with tokens of their own, insured persons, a
 //! catalogue, a policy), then drives card swipes — request ids in the NHSA msgid shape — mixed
-//! with full hospital flows for a second. Every operation must succeed, every completed swipe
-//! must be a booked settlement, and the books must verify afterwards. On SQLite and PostgreSQL.
+//! with full hospital flows for a second while the bureau enrols more persons. Every operation
+//! must succeed, every completed swipe must be a booked settlement, and the books must verify
+//! afterwards. On SQLite and PostgreSQL.
 //! (No timing is asserted: performance is what BENCHMARKS.md reports.)
 
 #[macro_use]
@@ -46,6 +47,7 @@ async fn load_generator_books_what_it_reports(b: Backend) {
         warmup: Duration::ZERO,
         duration: Duration::from_secs(1),
         hospital_percent: 10,
+        enrol_per_s: 25,
         connections: 2,
         server: ServerMode::InProcess,
         pharmacies: 3,
@@ -88,6 +90,10 @@ async fn load_generator_books_what_it_reports(b: Backend) {
         .await
         .expect("verify");
     assert!(report.ok(), "verify failed: {:?}", report.checks);
+    // The 40 seeded, and 25 more a second while the load ran (the first call at its start).
+    let enrolled: i64 = medsettle::on_conn!(conn, x => sqlx::query_scalar("SELECT COUNT(*) FROM person").fetch_one(x).await)
+        .expect("counting persons");
+    assert!(enrolled >= 65, "{enrolled} persons");
     let (pharmacies, swipes): (i64, i64) = sqlx_count(&db).await;
     assert_eq!(pharmacies, 3, "each bench pharmacy books its own swipes");
     // Swipes completed during the warm-up-free window, plus those still in flight at its end.
@@ -138,6 +144,7 @@ async fn an_offered_rate_is_sent_and_recorded() {
         warmup: Duration::ZERO,
         duration: Duration::from_secs(1),
         hospital_percent: 0,
+        enrol_per_s: 0,
         connections: 1,
         server: ServerMode::InProcess,
         pharmacies: 2,
