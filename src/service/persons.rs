@@ -8,8 +8,8 @@ use crate::domain::kinds::{CardStatus, InsuranceType, PersonCategory, PersonStat
 use crate::domain::money::Amount;
 use crate::domain::time::business_date;
 use crate::ledger::{self, Account, Posting};
-use crate::store::journal;
-use crate::store::persons::{self, InsuranceRow, PersonKey, PersonRecord, PersonRow};
+use crate::store::journal::{self, EntryRow, JournalTxRow};
+use crate::store::persons::{self, AccountRow, InsuranceRow, PersonKey, PersonRecord, PersonRow};
 use crate::store::{self, Conn, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -79,54 +79,94 @@ fn has_account(cmd: &Enrol) -> bool {
     cmd.insurances.iter().any(|(t, _)| t.has_personal_account())
 }
 
-/// Writes a checked enrolment into an existing home region: the person, their insurance
-/// types, their personal account and its opening balance. `taken` maps the failure to insert
-/// the person row (a national ID, card or e-voucher already taken is StoreError::Unique).
+/// Writes a checked enrolment into an existing home region (see [`Enrolled`]). `taken` maps the
+/// failure to insert the person row (a national ID, card or e-voucher already taken is
+/// StoreError::Unique).
 async fn insert(
     conn: &mut Conn,
     cmd: &Enrol,
     now: DateTime<Utc>,
     taken: impl FnOnce(StoreError) -> AppError,
 ) -> AppResult<PersonRow> {
-    let home = cmd.home_region.as_str();
-    let psn_no = format!("{home}{:020}", rand::random::<u64>());
-    let person = PersonRow {
-        psn_no: psn_no.clone(),
-        home_region: home.to_owned(),
-        national_id: cmd.national_id.as_str().to_owned(),
-        name: cmd.name.as_str().to_owned(),
-        birth_date: cmd.national_id.birth_date(),
-        status: PersonStatus::Active.code(),
-        card_no: cmd.card_no.as_ref().map(|c| c.as_str().to_owned()),
-        card_status: CardStatus::Active.code(),
-        evoucher_token: cmd.evoucher.as_ref().map(|e| e.as_str().to_owned()),
-        assistance_recipient: cmd.assistance_recipient,
-    };
-    persons::insert_person(conn, &person, now)
-        .await
-        .map_err(taken)?;
-    for (t, c) in &cmd.insurances {
-        let row = InsuranceRow {
-            psn_no: psn_no.clone(),
-            insurance_type: t.code(),
-            category: c.code(),
-            status: PersonStatus::Active.code(),
-        };
-        persons::insert_insurance(conn, &row).await?;
-    }
-    if has_account(cmd) {
-        persons::insert_account(conn, &psn_no).await?;
-        if !cmd.opening_balance.is_zero() {
-            let posting = Posting::new(journal::OPENING_BALANCE, &psn_no, business_date(now))
-                .transfer(
-                    Account::Bank(home.to_owned()),
-                    Account::PersonalAccount(psn_no.clone()),
-                    cmd.opening_balance.to_fen(),
-                );
-            ledger::post(conn, &posting, now).await?;
-        }
-    }
+    let mut enrolled = Enrolled::default();
+    let person = enrolled.add(cmd, now)?;
+    enrolled.write(conn, now, taken).await?;
     Ok(person)
+}
+
+/// The rows of checked enrolments, written together: the persons, their insurance types, their
+/// personal accounts and each account's opening balance, booked bank:{home} → pacct:{psn_no}.
+#[derive(Default)]
+struct Enrolled {
+    persons: Vec<PersonRow>,
+    insurances: Vec<InsuranceRow>,
+    accounts: Vec<AccountRow>,
+    txs: Vec<JournalTxRow>,
+    entries: Vec<EntryRow>,
+}
+
+impl Enrolled {
+    /// Adds a checked enrolment under a new psn_no; its person row.
+    fn add(&mut self, cmd: &Enrol, now: DateTime<Utc>) -> AppResult<PersonRow> {
+        let home = cmd.home_region.as_str();
+        let psn_no = format!("{home}{:020}", rand::random::<u64>());
+        let person = PersonRow {
+            psn_no: psn_no.clone(),
+            home_region: home.to_owned(),
+            national_id: cmd.national_id.as_str().to_owned(),
+            name: cmd.name.as_str().to_owned(),
+            birth_date: cmd.national_id.birth_date(),
+            status: PersonStatus::Active.code(),
+            card_no: cmd.card_no.as_ref().map(|c| c.as_str().to_owned()),
+            card_status: CardStatus::Active.code(),
+            evoucher_token: cmd.evoucher.as_ref().map(|e| e.as_str().to_owned()),
+            assistance_recipient: cmd.assistance_recipient,
+        };
+        self.insurances
+            .extend(cmd.insurances.iter().map(|(t, c)| InsuranceRow {
+                psn_no: psn_no.clone(),
+                insurance_type: t.code(),
+                category: c.code(),
+                status: PersonStatus::Active.code(),
+            }));
+        if has_account(cmd) {
+            let opening = cmd.opening_balance.to_fen();
+            if opening != 0 {
+                let posting = Posting::new(journal::OPENING_BALANCE, &psn_no, business_date(now))
+                    .transfer(
+                        Account::Bank(home.to_owned()),
+                        Account::PersonalAccount(psn_no.clone()),
+                        opening,
+                    );
+                let (tx, entries) = ledger::journal_rows(&posting, now)?;
+                self.txs.push(tx);
+                self.entries.extend(entries);
+            }
+            self.accounts.push(AccountRow {
+                psn_no,
+                balance_fen: opening,
+            });
+        }
+        self.persons.push(person.clone());
+        Ok(person)
+    }
+
+    /// Writes them in the caller's transaction; `taken` maps the failure to insert the persons.
+    async fn write(
+        &self,
+        conn: &mut Conn,
+        now: DateTime<Utc>,
+        taken: impl FnOnce(StoreError) -> AppError,
+    ) -> AppResult<()> {
+        if self.persons.is_empty() {
+            return Ok(());
+        }
+        persons::insert_enrolled(conn, &self.persons, &self.insurances, &self.accounts, now)
+            .await
+            .map_err(taken)?;
+        journal::insert_many(conn, &self.txs, &self.entries).await?;
+        Ok(())
+    }
 }
 
 /// What became of one item of a batch call (EnrolPersons, RegisterInstitutions).
@@ -294,6 +334,7 @@ pub async fn enrol_batch(
         .iter()
         .filter_map(|p| p.evoucher_token.as_deref())
         .collect();
+    let mut enrolled = Enrolled::default();
     for (i, cmd) in fresh {
         if cmd
             .card_no
@@ -313,17 +354,18 @@ pub async fn enrol_batch(
             out[i] = Some(BatchItem::rejected("evoucher_token", e));
             continue;
         }
-        // Checked above in this transaction: a unique violation now means a concurrent
-        // enrolment took the value; the whole batch runs again and sees it.
-        let person = insert(conn, &cmd, now, |e| match e {
+        out[i] = Some(BatchItem::Created(enrolled.add(&cmd, now)?.psn_no));
+    }
+    // Checked above in this transaction: a unique violation now means a concurrent enrolment
+    // took the value; the whole batch runs again and sees it.
+    enrolled
+        .write(conn, now, |e| match e {
             StoreError::Unique { constraint } => AppError::Retry(format!(
                 "a concurrent enrolment took a unique value ({constraint})"
             )),
             other => other.into(),
         })
         .await?;
-        out[i] = Some(BatchItem::Created(person.psn_no));
-    }
     out.into_iter()
         .map(|o| {
             o.ok_or_else(|| AppError::Internal(anyhow::anyhow!("a batch item left unanswered")))

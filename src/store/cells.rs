@@ -17,6 +17,7 @@ pub enum Cell<'a> {
     OptText(Option<&'a str>),
     Int(i64),
     OptInt(Option<i64>),
+    Bool(bool),
     Bytes(&'a [u8]),
     Time(DateTime<Utc>),
     Date(NaiveDate),
@@ -82,6 +83,7 @@ fn sqlite_arguments<T: Cells>(rows: &[T]) -> StoreResult<SqliteArguments<'_>> {
                 Cell::OptText(v) => args.add(v),
                 Cell::Int(v) => args.add(v),
                 Cell::OptInt(v) => args.add(v),
+                Cell::Bool(v) => args.add(v),
                 Cell::Bytes(v) => args.add(v),
                 Cell::Time(v) => args.add(v),
                 Cell::Date(v) => args.add(v),
@@ -139,6 +141,7 @@ fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgA
         let added = match col {
             Column::Text(v) => args.add(v),
             Column::Int(v) => args.add(v),
+            Column::Bool(v) => args.add(v),
             Column::Bytes(v) => args.add(v),
             Column::Time(v) => args.add(v),
             Column::Date(v) => args.add(v),
@@ -152,6 +155,7 @@ fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgA
 enum Column<'a> {
     Text(Vec<Option<&'a str>>),
     Int(Vec<Option<i64>>),
+    Bool(Vec<bool>),
     Bytes(Vec<&'a [u8]>),
     Time(Vec<DateTime<Utc>>),
     Date(Vec<NaiveDate>),
@@ -162,6 +166,7 @@ impl<'a> Column<'a> {
         match first {
             Cell::Text(_) | Cell::OptText(_) => Column::Text(Vec::with_capacity(rows)),
             Cell::Int(_) | Cell::OptInt(_) => Column::Int(Vec::with_capacity(rows)),
+            Cell::Bool(_) => Column::Bool(Vec::with_capacity(rows)),
             Cell::Bytes(_) => Column::Bytes(Vec::with_capacity(rows)),
             Cell::Time(_) => Column::Time(Vec::with_capacity(rows)),
             Cell::Date(_) => Column::Date(Vec::with_capacity(rows)),
@@ -175,6 +180,7 @@ impl<'a> Column<'a> {
             (Column::Text(v), Cell::OptText(x)) => v.push(x),
             (Column::Int(v), Cell::Int(x)) => v.push(Some(x)),
             (Column::Int(v), Cell::OptInt(x)) => v.push(x),
+            (Column::Bool(v), Cell::Bool(x)) => v.push(x),
             (Column::Bytes(v), Cell::Bytes(x)) => v.push(x),
             (Column::Time(v), Cell::Time(x)) => v.push(x),
             (Column::Date(v), Cell::Date(x)) => v.push(x),
@@ -187,6 +193,7 @@ impl<'a> Column<'a> {
         match self {
             Column::Text(_) => "text[]",
             Column::Int(_) => "int8[]",
+            Column::Bool(_) => "bool[]",
             Column::Bytes(_) => "bytea[]",
             Column::Time(_) => "timestamptz[]",
             Column::Date(_) => "date[]",

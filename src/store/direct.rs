@@ -120,6 +120,8 @@ impl rusqlite::ToSql for Bound<'_> {
             }
             Cell::Int(v) | Cell::OptInt(Some(v)) => ToSqlOutput::Owned(Value::Integer(v)),
             Cell::OptText(None) | Cell::OptInt(None) => ToSqlOutput::Owned(Value::Null),
+            // As sqlx-sqlite binds a bool.
+            Cell::Bool(v) => ToSqlOutput::Owned(Value::Integer(i64::from(v))),
             Cell::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
             Cell::Time(v) => ToSqlOutput::Owned(Value::Text(time_text(v))),
             Cell::Date(v) => ToSqlOutput::Owned(Value::Text(date_text(v))),
