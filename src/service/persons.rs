@@ -8,8 +8,10 @@ use crate::domain::kinds::{CardStatus, InsuranceType, PersonCategory, PersonStat
 use crate::domain::money::Amount;
 use crate::domain::time::business_date;
 use crate::ledger::{self, Account, Posting};
-use crate::store::journal::{self, EntryRow, JournalTxRow};
-use crate::store::persons::{self, AccountRow, InsuranceRow, PersonKey, PersonRecord, PersonRow};
+use crate::store::journal;
+use crate::store::persons::{
+    self, AccountRow, Enrolments, InsuranceRow, PersonKey, PersonRecord, PersonRow,
+};
 use crate::store::{self, Conn, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -94,20 +96,16 @@ async fn insert(
     Ok(person)
 }
 
-/// The rows of checked enrolments, written together: the persons, their insurance types, their
-/// personal accounts and each account's opening balance, booked bank:{home} → pacct:{psn_no}.
+/// Checked enrolments, written together ([`persons::insert_enrolments`]).
 #[derive(Default)]
-struct Enrolled {
-    persons: Vec<PersonRow>,
-    insurances: Vec<InsuranceRow>,
-    accounts: Vec<AccountRow>,
-    txs: Vec<JournalTxRow>,
-    entries: Vec<EntryRow>,
-}
+struct Enrolled(Enrolments);
 
 impl Enrolled {
-    /// Adds a checked enrolment under a new psn_no; its person row.
+    /// Adds a checked enrolment under a new psn_no: the person, their insurance types, their
+    /// personal account and its opening balance, booked bank:{home} → pacct:{psn_no}. Its person
+    /// row.
     fn add(&mut self, cmd: &Enrol, now: DateTime<Utc>) -> AppResult<PersonRow> {
+        let rows = &mut self.0;
         let home = cmd.home_region.as_str();
         let psn_no = format!("{home}{:020}", rand::random::<u64>());
         let person = PersonRow {
@@ -122,7 +120,7 @@ impl Enrolled {
             evoucher_token: cmd.evoucher.as_ref().map(|e| e.as_str().to_owned()),
             assistance_recipient: cmd.assistance_recipient,
         };
-        self.insurances
+        rows.insurances
             .extend(cmd.insurances.iter().map(|(t, c)| InsuranceRow {
                 psn_no: psn_no.clone(),
                 insurance_type: t.code(),
@@ -139,33 +137,31 @@ impl Enrolled {
                         opening,
                     );
                 let (tx, entries) = ledger::journal_rows(&posting, now)?;
-                self.txs.push(tx);
-                self.entries.extend(entries);
+                rows.txs.push(tx);
+                rows.entries.extend(entries);
             }
-            self.accounts.push(AccountRow {
+            rows.accounts.push(AccountRow {
                 psn_no,
                 balance_fen: opening,
             });
         }
-        self.persons.push(person.clone());
+        rows.persons.push(person.clone());
         Ok(person)
     }
 
-    /// Writes them in the caller's transaction; `taken` maps the failure to insert the persons.
+    /// Writes them in the caller's transaction; `taken` maps the failure to insert them.
     async fn write(
         &self,
         conn: &mut Conn,
         now: DateTime<Utc>,
         taken: impl FnOnce(StoreError) -> AppError,
     ) -> AppResult<()> {
-        if self.persons.is_empty() {
+        if self.0.persons.is_empty() {
             return Ok(());
         }
-        persons::insert_enrolled(conn, &self.persons, &self.insurances, &self.accounts, now)
+        persons::insert_enrolments(conn, &self.0, now)
             .await
-            .map_err(taken)?;
-        journal::insert_many(conn, &self.txs, &self.entries).await?;
-        Ok(())
+            .map_err(taken)
     }
 }
 
@@ -303,12 +299,14 @@ pub async fn enrol_batch(
     }
     // Already enrolled (by national ID): left as they are. Cards and e-vouchers held by other
     // persons: refused as EnrolPerson refuses them.
+    let ids: Vec<String> = todo
+        .iter()
+        .map(|(_, cmd)| cmd.national_id.as_str().to_owned())
+        .collect();
+    let enrolled_ids = persons::enrolled_national_ids(conn, &ids).await?;
     let mut fresh = Vec::with_capacity(todo.len());
     for (i, cmd) in todo {
-        let found =
-            persons::find_person(conn, PersonKey::NationalId, cmd.national_id.as_str(), false)
-                .await?;
-        if found.is_some() {
+        if enrolled_ids.contains(cmd.national_id.as_str()) {
             out[i] = Some(BatchItem::Exists {
                 field: "national_id".into(),
                 reason: taken("national_id"),

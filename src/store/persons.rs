@@ -62,25 +62,49 @@ fn person_direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<PersonRow> {
     })
 }
 
-/// Persons enrolled, with their insurance types and personal accounts (each opened with its
-/// balance), in a few multi-row statements on either engine: EnrolPersons of a thousand persons
-/// holds SQLite's one write lock — every pharmacy's swipes wait behind it — for a few statements
-/// rather than a dozen round trips to the driver's thread a person. A person whose national ID,
-/// card or e-voucher is taken fails the first statement (StoreError::Unique).
-pub async fn insert_enrolled(
+/// The rows of persons enrolled together: the persons, their insurance types, their personal
+/// accounts (each opened with its balance) and the journal transactions of the opening balances.
+#[derive(Debug, Default)]
+pub struct Enrolments {
+    pub persons: Vec<PersonRow>,
+    pub insurances: Vec<InsuranceRow>,
+    pub accounts: Vec<AccountRow>,
+    pub txs: Vec<super::journal::JournalTxRow>,
+    pub entries: Vec<super::journal::EntryRow>,
+}
+
+/// Writes enrolments, created `now`, in the caller's transaction. EnrolPersons of a thousand
+/// persons holds SQLite's one write lock — every pharmacy's swipes wait behind it —, so on
+/// SQLite every row goes in on the calling thread in one loan of the connection (see
+/// [`super::direct`]) rather than a dozen round trips to the driver's thread a person, each
+/// queued behind the server's other tasks; on PostgreSQL one multi-row statement a table. A
+/// person whose national ID, card or e-voucher is taken fails it (StoreError::Unique).
+pub async fn insert_enrolments(
     c: &mut Conn,
-    enrolled: &[PersonRow],
-    insurances: &[InsuranceRow],
-    accounts: &[AccountRow],
+    e: &Enrolments,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let persons: Vec<NewPerson<'_>> = enrolled
+    let persons: Vec<NewPerson<'_>> = e
+        .persons
         .iter()
         .map(|person| NewPerson { person, now })
         .collect();
-    cells::insert(c, &persons, "").await?;
-    cells::insert(c, insurances, "").await?;
-    cells::insert(c, accounts, "").await?;
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            super::direct::insert(x, &persons, "")?;
+            super::direct::insert(x, &e.insurances, "")?;
+            super::direct::insert(x, &e.accounts, "")?;
+            super::direct::insert(x, &e.txs, "")?;
+            super::direct::insert(x, &e.entries, "")?;
+            Ok(())
+        })
+        .await?;
+    if on_sqlite.is_none() {
+        cells::insert(c, &persons, "").await?;
+        cells::insert(c, &e.insurances, "").await?;
+        cells::insert(c, &e.accounts, "").await?;
+        super::journal::insert_many(c, &e.txs, &e.entries).await?;
+    }
     Ok(())
 }
 
@@ -165,6 +189,33 @@ pub async fn find_person(
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {PERSON_COLS} FROM person WHERE {col} = $1{lock}");
     Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(value).fetch_optional(x).await)?)
+}
+
+/// Which of these national IDs a person holds.
+pub async fn enrolled_national_ids(c: &mut Conn, ids: &[String]) -> StoreResult<HashSet<String>> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    // SQLite: one prepared lookup per ID (see `super::direct`).
+    let on_sqlite = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare_cached("SELECT 1 FROM person WHERE national_id = ?1")?;
+            let mut held = HashSet::new();
+            for id in ids {
+                if st.exists([id])? {
+                    held.insert(id.clone());
+                }
+            }
+            Ok(held)
+        })
+        .await?;
+    if let Some(held) = on_sqlite {
+        return Ok(held);
+    }
+    // PostgreSQL: the IDs as one array (one statement text for any number).
+    let sql = "SELECT national_id FROM person WHERE national_id = ANY($1)";
+    let held: Vec<String> = sqlx::query_scalar(sql).bind(ids).fetch_all(c.pg()?).await?;
+    Ok(held.into_iter().collect())
 }
 
 pub async fn insurances(c: &mut Conn, psn_no: &str) -> StoreResult<Vec<InsuranceRow>> {
@@ -697,7 +748,12 @@ mod tests {
                 status: 0,
             })
             .collect();
-        insert_enrolled(&mut c, &enrolled, &held, &[], now).await?;
+        let rows = Enrolments {
+            persons: enrolled,
+            insurances: held,
+            ..Enrolments::default()
+        };
+        insert_enrolments(&mut c, &rows, now).await?;
         c.commit().await?;
 
         let (writer, mut cache) = (db.writer(), PersonCache::default());
