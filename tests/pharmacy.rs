@@ -2431,6 +2431,31 @@ async fn person_changes_reach_the_next_swipe(b: Backend) {
     let q = person(&w, WUHAI, 2, "300.00").await;
     assert_eq!(q.card_no, q_card);
     swipe(&w.ph, swipe_req(&rid(), q_cred, one(), true)).await;
+
+    // SQLite: changes while no swipe comes are read (and their log emptied) by the idle writer,
+    // not left for the next swipe's batch.
+    if b == Backend::Sqlite {
+        person(&w, WUHAI, 3, "300.00").await;
+        let logged = || async {
+            let mut c = ts.db.read().await.expect("read");
+            c.with_sqlite(|x| {
+                Ok(x.query_row("SELECT COUNT(*) FROM person_change", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
+            .await
+            .expect("counting the log")
+        };
+        let mut waited = 0;
+        while logged().await != Some(0) {
+            assert!(
+                waited < 50,
+                "the idle writer left the person changes unread"
+            );
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     verify_ok(&ts).await;
 }
 

@@ -218,6 +218,18 @@ pub async fn enrolled_national_ids(c: &mut Conn, ids: &[String]) -> StoreResult<
     Ok(held.into_iter().collect())
 }
 
+/// SQLite: whether the log of person changes holds rows (see [`PersonCache`]); false on
+/// PostgreSQL.
+pub async fn changes_logged(c: &mut Conn) -> StoreResult<bool> {
+    let logged = c
+        .with_sqlite(|x| {
+            let mut st = x.prepare_cached("SELECT 1 FROM person_change LIMIT 1")?;
+            Ok(st.exists([])?)
+        })
+        .await?;
+    Ok(logged.unwrap_or(false))
+}
+
 pub async fn insurances(c: &mut Conn, psn_no: &str) -> StoreResult<Vec<InsuranceRow>> {
     let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
                WHERE psn_no = $1 ORDER BY insurance_type";
@@ -487,6 +499,13 @@ impl PersonCache {
             held.insert(p.psn_no.clone(), rows);
         }
         Ok((people, held))
+    }
+
+    /// Reads the log of person changes now, as every lookup does first: the swipe writer's idle
+    /// moments, so that enrolments while no swipe comes leave no backlog for the next swipe's
+    /// batch to delete. Nothing on PostgreSQL.
+    pub async fn catch_up_now(&mut self, c: &mut Conn) -> StoreResult<()> {
+        c.with_sqlite(|x| self.catch_up(x)).await.map(|_| ())
     }
 
     /// Forgets the persons `person_change` names past the last row read, and deletes the rows

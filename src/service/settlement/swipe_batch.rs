@@ -222,6 +222,9 @@ async fn writer(
                         if let Err(e) = merge_tail(&db, &wdb).await {
                             tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
                         }
+                        if let Err(e) = forget_changed(&db, &wdb, &mut state.persons).await {
+                            tracing::warn!(error = %e, "reading the person changes failed; retried when idle again");
+                        }
                         continue;
                     }
                 },
@@ -258,6 +261,18 @@ async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
     }
     let mut conn = wdb.begin().await?;
     derived::merge(&mut conn, 1).await?;
+    wdb.commit(conn).await?;
+    Ok(())
+}
+
+/// Has the person cache read (and delete) the log of person changes, if it holds any, in a
+/// transaction of its own (asked on a read connection first, as [`merge_tail`] does).
+async fn forget_changed(db: &Db, wdb: &Writer, cache: &mut persons::PersonCache) -> AppResult<()> {
+    if !persons::changes_logged(&mut db.read().await?).await? {
+        return Ok(());
+    }
+    let mut conn = wdb.begin().await?;
+    cache.catch_up_now(&mut conn).await?;
     wdb.commit(conn).await?;
     Ok(())
 }
