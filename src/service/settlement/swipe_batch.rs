@@ -45,7 +45,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 /// Swipes waiting at most; beyond it callers wait to enqueue (back-pressure).
 const QUEUE: usize = 8192;
-/// With no swipe for this long, the SQLite writer merges the index tail.
+/// With no swipe for this long, the SQLite writer makes its idle pass (`when_idle`).
 const IDLE_MERGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A purchase as its swipe booked it: what the swipe is answered, and every replay of it.
@@ -202,7 +202,7 @@ async fn writer(
     answers: tokio::runtime::Handle,
 ) {
     let wdb = db.writer();
-    // SQLite's batch-maintained indexes take what is left of their tail when swipes pause.
+    // When swipes pause, SQLite's writer makes its idle pass (`when_idle`).
     let idle = (db.engine() == Engine::Sqlite).then_some(IDLE_MERGE);
     // And within batches, sooner while the writer keeps up (see `derived::Pace`).
     let mut pacer = derived::Pacer::default();
@@ -219,11 +219,8 @@ async fn writer(
                     Ok(first) => first,
                     Err(_) => {
                         drop(rx);
-                        if let Err(e) = merge_tail(&db, &wdb).await {
-                            tracing::warn!(error = %e, "merging the index tail failed; retried when idle again");
-                        }
-                        if let Err(e) = forget_changed(&db, &wdb, &mut state.persons).await {
-                            tracing::warn!(error = %e, "reading the person changes failed; retried when idle again");
+                        if let Err(e) = when_idle(&db, &wdb, &mut state.persons).await {
+                            tracing::warn!(error = %e, "the idle writer's pass failed; retried when idle again");
                         }
                         continue;
                     }
@@ -251,27 +248,24 @@ async fn writer(
     }
 }
 
-/// Merges everything left in the tails of SQLite's batch-maintained indexes (see
-/// [`crate::store::derived`]) in a transaction of its own, if anything is left (asked on a read
-/// connection, so that an idle writer takes no write lock for nothing).
-async fn merge_tail(db: &Db, wdb: &Writer) -> AppResult<()> {
-    let pending = derived::pending(&mut db.read().await?).await?;
-    if !pending {
+/// The SQLite writer's pass while swipes pause: merges everything left in the tails of the
+/// batch-maintained indexes (see [`crate::store::derived`]) and has the person cache read the log
+/// of person changes (so that enrolments while no swipe comes leave no backlog for the next
+/// batch), in one transaction of its own — if there is anything to do, asked on a read
+/// connection, so that an idle writer takes no write lock for nothing.
+async fn when_idle(db: &Db, wdb: &Writer, cache: &mut persons::PersonCache) -> AppResult<()> {
+    let (tails, changes) = {
+        let mut read = db.read().await?;
+        let tails = derived::pending(&mut read).await?;
+        (tails, persons::changes_logged(&mut read).await?)
+    };
+    if !tails && !changes {
         return Ok(());
     }
     let mut conn = wdb.begin().await?;
-    derived::merge(&mut conn, 1).await?;
-    wdb.commit(conn).await?;
-    Ok(())
-}
-
-/// Has the person cache read (and delete) the log of person changes, if it holds any, in a
-/// transaction of its own (asked on a read connection first, as [`merge_tail`] does).
-async fn forget_changed(db: &Db, wdb: &Writer, cache: &mut persons::PersonCache) -> AppResult<()> {
-    if !persons::changes_logged(&mut db.read().await?).await? {
-        return Ok(());
+    if tails {
+        derived::merge(&mut conn, 1).await?;
     }
-    let mut conn = wdb.begin().await?;
     cache.catch_up_now(&mut conn).await?;
     wdb.commit(conn).await?;
     Ok(())
