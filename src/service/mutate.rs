@@ -6,7 +6,7 @@ use super::auth::Principal;
 use super::error::{AppError, AppResult};
 use crate::domain::ids::RequestId;
 use crate::store::access::{self, AuditRow, IdempotencyRow};
-use crate::store::{Conn, Db};
+use crate::store::{Committed, Conn, Db};
 use chrono::{DateTime, Utc};
 
 /// A mutating call as the service sees it.
@@ -34,9 +34,11 @@ pub enum Begun {
 ///
 /// Under the call's request id a replay with the same payload returns the stored first answer;
 /// a different payload is ALREADY_EXISTS. The body runs in one transaction (`conn`), retried on
-/// transient conflicts; any error rolls everything back; every outcome is audited. A macro
-/// rather than a closure-taking function: the body is an inline `async` block, so the handler's
-/// future stays `Send` without boxing or cloning the request per attempt.
+/// transient conflicts; any error rolls everything back; every outcome is audited. On SQLite
+/// each attempt runs in a lane (`store::Lane`), and the call waits for its commit to be durable
+/// after leaving it. A macro rather than a closure-taking function: the body is an inline
+/// `async` block, so the handler's future stays `Send` without boxing or cloning the request
+/// per attempt.
 #[macro_export]
 macro_rules! mutate {
     ($app:expr, $call:expr, |$conn:ident, $now:ident| $body:block) => {{
@@ -45,23 +47,42 @@ macro_rules! mutate {
         let mut attempt = 0u32;
         let result = loop {
             attempt += 1;
-            let once = match app.begin_call(call).await {
-                Ok($crate::service::mutate::Begun::Replay(first)) => {
-                    $crate::service::mutate::replay(call, first).map(|r| (r, true))
+            let once = match app.db.lane().await {
+                Err(e) => Err(e.into()),
+                Ok(lane) => {
+                    lane.run(async {
+                        match app.begin_call(call).await {
+                            Ok($crate::service::mutate::Begun::Replay(first)) => {
+                                $crate::service::mutate::replay(call, first)
+                                    .map(|r| (r, true, None))
+                            }
+                            Ok($crate::service::mutate::Begun::Fresh(mut conn, $now)) => {
+                                let out: $crate::service::AppResult<_> = async {
+                                    let $conn = &mut conn;
+                                    $body
+                                }
+                                .await;
+                                match out {
+                                    Ok(response) => app
+                                        .finish_call(call, conn, &response, $now)
+                                        .await
+                                        .map(|c| (response, false, Some(c))),
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            Err(e) => Err(e),
+                        }
+                    })
+                    .await
                 }
-                Ok($crate::service::mutate::Begun::Fresh(mut conn, $now)) => {
-                    let out: $crate::service::AppResult<_> = async {
-                        let $conn = &mut conn;
-                        $body
+            };
+            // Durable outside the lane: the fsync is shared, and the lane free for the next.
+            let once = match once {
+                Ok((response, replayed, committed)) => {
+                    if let Some(c) = committed {
+                        c.durable().await;
                     }
-                    .await;
-                    match out {
-                        Ok(response) => app
-                            .finish_call(call, conn, &response, $now)
-                            .await
-                            .map(|_| (response, false)),
-                        Err(e) => Err(e),
-                    }
+                    Ok((response, replayed))
                 }
                 Err(e) => Err(e),
             };
@@ -108,14 +129,15 @@ impl App {
         Ok(Begun::Replay(first))
     }
 
-    /// Stores the answer under the claimed request id, audits success, commits.
+    /// Stores the answer under the claimed request id, audits success, commits (durable once
+    /// the returned commit is).
     pub async fn finish_call<R: prost::Message>(
         &self,
         call: &Call,
         mut conn: Conn,
         response: &R,
         now: DateTime<Utc>,
-    ) -> AppResult<()> {
+    ) -> AppResult<Committed> {
         let principal = call.principal.key();
         // The settlement this call booked, if any: found by its request id through this row.
         let setl_id = conn.first_booked().map(str::to_owned);
@@ -130,13 +152,13 @@ impl App {
         .await?;
         access::insert_audit(&mut conn, &audit_row(call, "OK", "", now)).await?;
         let booked = conn.take_booked();
-        conn.commit().await?;
+        let committed = conn.commit_lazily().await?;
         // Only a committed transaction's settlements count (a retried attempt's never do).
         for b in &booked {
             self.metrics.booked(b);
         }
         tracing::info!(outcome = "OK", "mutation committed");
-        Ok(())
+        Ok(committed)
     }
 
     /// Waits before the next attempt after a transient conflict (exponential, jittered).
@@ -176,9 +198,17 @@ impl App {
 pub async fn audit_alone(db: &Db, call: &Call, outcome: &str, detail: &str) {
     let row = audit_row(call, outcome, detail, Utc::now());
     let result = async {
-        let mut conn = db.begin().await?;
-        access::insert_audit(&mut conn, &row).await?;
-        conn.commit().await
+        db.lane()
+            .await?
+            .run(async {
+                let mut conn = db.begin().await?;
+                access::insert_audit(&mut conn, &row).await?;
+                conn.commit_lazily().await
+            })
+            .await?
+            .durable()
+            .await;
+        crate::store::StoreResult::Ok(())
     }
     .await;
     if let Err(e) = result {

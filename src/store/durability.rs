@@ -12,9 +12,11 @@
 //! checksum chain holds, so what survives is a prefix of the committed transactions, and an
 //! fsync of the WAL file makes every earlier commit durable. A checkpoint with
 //! `synchronous=NORMAL` syncs the WAL before copying it and the database file after, so a batch
-//! whose frames were checkpointed before our fsync is durable in the database file. Every other
-//! connection commits with `synchronous=FULL`, which syncs the WAL, and so also every lazy commit
-//! before it.
+//! whose frames were checkpointed before our fsync is durable in the database file.
+//!
+//! The pool's write transactions commit the same way (see `Conn::commit`): their callers wait
+//! for the fsync after giving up the write lock, rather than every other writer waiting for an
+//! fsync inside it. Migrations, which nobody waits for, commit with `synchronous=FULL`.
 //!
 //! What else needs care: another connection can *read* a lazy commit before it is durable. Every
 //! answer that may show such data waits for [`Durability::barrier`] first (a layer in front of
@@ -24,6 +26,7 @@
 //! pages): the process stops, as PostgreSQL does, and recovery on restart decides what is
 //! committed; callers not yet answered retry with their request ids.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +42,7 @@ struct Shared {
     database: PathBuf,
     /// The WAL file (`<database>-wal`).
     wal: PathBuf,
-    /// Lazy commits begun (the swipe writer's, one at a time), numbered from 1: a COMMIT's data
+    /// Lazy commits begun (one at a time: SQLite has one writer), numbered from 1: a COMMIT's data
     /// can be visible to readers before the COMMIT returns, so it is counted before it starts.
     begun: AtomicU64,
     /// Lazy commits ended (returned, with or without success): what an fsync can cover.
@@ -192,6 +195,64 @@ impl Durability {
     }
 }
 
+/// A lazy COMMIT under way (counted with [`Durability::begin`]), ending its ticket once the
+/// COMMIT has returned ([`Durability::ended`]). Dropped before that — its caller gone — it
+/// still sees the COMMIT to its end on a task of its own before ending the ticket: the COMMIT
+/// was sent to the driver and will run, and readers that saw its data must not be answered on an
+/// fsync made before it reached the WAL; nor may the ticket stay unended, which would hold
+/// every later barrier until the next commit.
+pub struct Ending<F: Future + Send + 'static> {
+    commit: Option<std::pin::Pin<Box<F>>>,
+    durability: Arc<Durability>,
+    ticket: u64,
+}
+
+impl<F: Future + Send + 'static> Ending<F> {
+    pub fn new(commit: std::pin::Pin<Box<F>>, durability: Arc<Durability>, ticket: u64) -> Self {
+        Ending {
+            commit: Some(commit),
+            durability,
+            ticket,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Ending<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let Some(commit) = self.commit.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let out = std::task::ready!(commit.as_mut().poll(cx));
+        self.commit = None;
+        self.durability.ended(self.ticket);
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Ending<F> {
+    fn drop(&mut self) {
+        let Some(commit) = self.commit.take() else {
+            return;
+        };
+        let (d, ticket) = (self.durability.clone(), self.ticket);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = commit.await;
+                    d.ended(ticket);
+                });
+            }
+            // No runtime to finish it on (shutting down): nothing will be answered any more.
+            Err(_) => d.ended(ticket),
+        }
+    }
+}
+
 fn syncer(shared: &Shared, woken: &mpsc::Receiver<()>) {
     while woken.recv().is_ok() {
         // Every wake-up queued meanwhile is answered by this one fsync.
@@ -253,6 +314,33 @@ mod tests {
             std::fs::write(self.0.0.join("t.db-wal"), b"frames")?;
             Ok(self)
         }
+    }
+
+    /// A pool transaction's lazy COMMIT whose caller went away (its call cancelled) is still
+    /// seen to its end before its ticket ends: until then a barrier waits for it, and then one
+    /// is released.
+    #[tokio::test]
+    async fn a_commit_whose_caller_left_is_seen_to_its_end() -> anyhow::Result<()> {
+        use futures::FutureExt;
+        use std::time::Duration;
+        let dir = TempDb::new("left")?.with_wal()?;
+        let d = Durability::start(&dir.db())?;
+        let ticket = d.begin();
+        let (finish, commit) = tokio::sync::oneshot::channel::<()>();
+        let commit = Box::pin(async move {
+            let _ = commit.await;
+        });
+        let mut ending = Box::pin(super::Ending::new(commit, d.clone(), ticket));
+        assert!(ending.as_mut().now_or_never().is_none());
+        drop(ending);
+        let early = tokio::time::timeout(Duration::from_millis(50), d.barrier()).await;
+        assert!(
+            early.is_err(),
+            "the ticket ended before its COMMIT returned"
+        );
+        let _ = finish.send(());
+        tokio::time::timeout(Duration::from_secs(10), d.barrier()).await?;
+        Ok(())
     }
 
     #[tokio::test]

@@ -106,6 +106,8 @@ pub struct Db {
     /// SQLite: this process's write transactions, one at a time and first come first served (see
     /// [`Db::write_turn`]).
     writes: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite: the lanes write transactions run in (see [`Db::lane`]).
+    lanes: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Clone, Debug)]
@@ -126,12 +128,15 @@ pub struct DbConfig {
 impl Db {
     fn new(pool: Pool, durability: Option<Arc<durability::Durability>>) -> Db {
         let writes = matches!(pool, Pool::Sqlite(_)).then(Arc::default);
+        let lanes =
+            matches!(pool, Pool::Sqlite(_)).then(|| Arc::new(tokio::sync::Semaphore::new(LANES)));
         Db {
             pool,
             caches: Arc::new(Caches::default()),
             durability,
             request_ids: Arc::default(),
             writes,
+            lanes,
         }
     }
 
@@ -151,6 +156,23 @@ impl Db {
             Ok(turn) => Ok(Some(turn)),
             Err(_) => Err(StoreError::Retry(format!(
                 "no turn to write within {} s",
+                SQLITE_BUSY_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// A lane for a write transaction (see [`Lane`]); waits while every lane is taken.
+    pub async fn lane(&self) -> StoreResult<Lane> {
+        let Some(lanes) = &self.lanes else {
+            return Ok(Lane(None));
+        };
+        match tokio::time::timeout(SQLITE_BUSY_TIMEOUT, lanes.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Lane(Some(permit))),
+            Ok(Err(_)) => Err(StoreError::Other(anyhow::anyhow!(
+                "the write lanes are closed"
+            ))),
+            Err(_) => Err(StoreError::Retry(format!(
+                "no lane to write in within {} s",
                 SQLITE_BUSY_TIMEOUT.as_secs()
             ))),
         }
@@ -188,8 +210,6 @@ impl Db {
                 .context("parsing SQLite URL")?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // Durable commits: every acknowledged write survives a power cut.
-                .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT);
             let opts = SQLITE_PRAGMAS
@@ -202,6 +222,13 @@ impl Db {
             } else {
                 Some(durability::Durability::start(file).context("starting the WAL syncer")?)
             };
+            // Durable commits: every acknowledged write survives a power cut. On a file the
+            // syncer makes write transactions durable after their COMMIT (see `durability` and
+            // `Conn::commit`); SQLite's own fsync inside each COMMIT otherwise.
+            let opts = opts.synchronous(match durability {
+                Some(_) => SqliteSynchronous::Normal,
+                None => SqliteSynchronous::Full,
+            });
             // A file's WAL is checkpointed in the background; SQLite's own checkpoints stay as
             // the backstop (see `checkpoint`).
             let opts = match durability {
@@ -238,7 +265,8 @@ impl Db {
                 let started = std::time::Instant::now();
                 let mut conn = p.acquire().await.context("migrating SQLite")?;
                 let migrated = async {
-                    sqlx::query("PRAGMA foreign_keys = OFF")
+                    // Migrations commit durably on their own (no syncer waits for them).
+                    sqlx::query("PRAGMA foreign_keys = OFF; PRAGMA synchronous = FULL")
                         .execute(&mut *conn)
                         .await?;
                     let pending = log_pending(&mut *conn, &m).await?;
@@ -252,9 +280,13 @@ impl Db {
                         "migrating SQLite left {} rows whose foreign key points nowhere",
                         broken.len()
                     );
-                    sqlx::query("PRAGMA foreign_keys = ON")
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(if self.durability.is_some() {
+                        "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL"
+                    } else {
+                        "PRAGMA foreign_keys = ON"
+                    })
+                    .execute(&mut *conn)
+                    .await?;
                     anyhow::Ok(())
                 }
                 .await;
@@ -326,6 +358,7 @@ impl Db {
         Ok(Conn {
             inner,
             _turn: turn,
+            lazy: self.durability.clone(),
             caches: self.caches.clone(),
             booked: Vec::new(),
         })
@@ -340,6 +373,7 @@ impl Db {
         Ok(Conn {
             inner,
             _turn: None,
+            lazy: None,
             caches: self.caches.clone(),
             booked: Vec::new(),
         })
@@ -453,6 +487,7 @@ impl Writer {
                 home: self.kept.clone(),
             }),
             _turn: turn,
+            lazy: None,
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
@@ -486,6 +521,7 @@ impl Writer {
                 home: self.direct.clone(),
             }),
             _turn: turn,
+            lazy: None,
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
@@ -647,6 +683,9 @@ pub struct Conn {
     /// A SQLite write transaction's turn ([`Db::write_turn`]), given up once `inner` has ended
     /// it (fields drop in order).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// A pool write transaction on a SQLite file: its COMMIT is made durable by the syncer
+    /// (see [`Conn::commit`]).
+    lazy: Option<Arc<durability::Durability>>,
     caches: Arc<Caches>,
     /// Settlement rows booked in this transaction (id and figures): the metrics count them
     /// once it commits, and the call's idempotency row names the first.
@@ -660,6 +699,35 @@ enum Inner {
     Pg(PoolConnection<Postgres>),
     SqliteKept(Kept),
     Direct(Direct),
+}
+
+/// SQLite write transactions in lanes at once at most (see [`Lane`]).
+const LANES: usize = 4;
+
+/// A lane to run a SQLite write transaction in, turn and all ([`Db::lane`]): the transaction
+/// runs on the calling thread, out of the runtime's queue. Each of its statements is a round
+/// trip to the driver's thread for the connection, and each wake-up of an ordinary task waits
+/// behind every task queued on the runtime (hundreds of swipe calls under load) — while the
+/// whole file's write lock is held: a hospital call of twenty statements held it for
+/// milliseconds, and every swipe waited behind it. In its lane the thread blocks on the
+/// transaction alone (the runtime's other tasks handed to another thread, see
+/// `tokio::task::block_in_place`): the driver's replies, and the turn to write when the
+/// transaction before it ends, wake it at once. A few lanes at most, each a thread: more
+/// callers wait for a lane as ordinary tasks. On PostgreSQL, or on a single-threaded runtime
+/// (which cannot hand its tasks over), there is no lane: the transaction is awaited as usual.
+pub struct Lane(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Lane {
+    /// Runs `transaction` in this lane.
+    pub async fn run<F: std::future::Future>(self, transaction: F) -> F::Output {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(rt) if self.0.is_some() && rt.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(move || rt.block_on(transaction))
+            }
+            _ => transaction.await,
+        }
+    }
 }
 
 /// The engine-specific connection behind a [`Conn`].
@@ -738,16 +806,38 @@ impl Conn {
         }
     }
 
-    /// Commits a transaction; a plain connection has nothing to commit.
+    /// Commits a transaction, durably once this returns; a plain connection has nothing to
+    /// commit.
     pub async fn commit(self) -> StoreResult<()> {
-        match self.inner {
-            Inner::SqliteTx(t) => t.commit().await?,
+        self.commit_lazily().await?.durable().await;
+        Ok(())
+    }
+
+    /// Commits a transaction; durable once [`Committed::durable`] returns. A pool transaction on
+    /// a SQLite file commits lazily, as the swipe writer does (see [`durability`]): its COMMIT
+    /// returns once written to the WAL and the next writer takes its turn, and the syncer's
+    /// fsync — shared with every commit meanwhile — makes it durable. (With SQLite's own fsync
+    /// inside each COMMIT every other writer waited for it.) Any other commit is durable when
+    /// this returns.
+    pub async fn commit_lazily(self) -> StoreResult<Committed> {
+        let Conn { inner, lazy, .. } = self;
+        match inner {
+            Inner::SqliteTx(t) => match lazy {
+                Some(d) => {
+                    let ticket = d.begin();
+                    durability::Ending::new(Box::pin(t.commit()), d.clone(), ticket).await?;
+                    return Ok(Committed {
+                        ticket: Some((ticket, d)),
+                    });
+                }
+                None => t.commit().await?,
+            },
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
             Inner::Direct(d) => d.end("COMMIT")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
-        Ok(())
+        Ok(Committed { ticket: None })
     }
 
     /// Rolls back a transaction (dropping it does the same, without waiting).
@@ -928,6 +1018,85 @@ mod tests {
         }
         let order: Vec<i32> = std::iter::from_fn(|| order.try_recv().ok()).collect();
         assert_eq!(order, [0, 1, 2, 3]);
+        Ok(())
+    }
+
+    /// A pool write transaction on a SQLite file commits without an fsync of its own (its
+    /// connection runs `synchronous = NORMAL`, the migrations' connection too once they are
+    /// done) and returns only once the syncer has made it durable.
+    #[tokio::test]
+    async fn pool_commits_are_lazy_and_return_durable() -> anyhow::Result<()> {
+        use futures::FutureExt;
+        let (_dir, db) = file_db("lazy").await?;
+        let Some(d) = db.durability() else {
+            anyhow::bail!("a SQLite file has a syncer");
+        };
+        for i in 0..20 {
+            let mut conn = db.begin().await?;
+            let sync: i64 = crate::on_conn!(&mut conn, x =>
+                sqlx::query_scalar("PRAGMA synchronous").fetch_one(x).await)?;
+            assert_eq!(sync, 1, "synchronous = NORMAL");
+            let row = super::access::AuditRow {
+                audit_id: format!("A-lazy-{i}"),
+                principal: "test".into(),
+                rpc: "/test/Lazy".into(),
+                request_id: format!("r{i}"),
+                outcome: "OK".into(),
+                detail: String::new(),
+                at: chrono::Utc::now(),
+            };
+            super::access::insert_audit(&mut conn, &row).await?;
+            conn.commit().await?;
+            assert!(
+                d.barrier().now_or_never().is_some(),
+                "commit {i} returned before the fsync that makes it durable"
+            );
+        }
+        Ok(())
+    }
+
+    /// A transaction in its lane ([`super::Lane`]) is not queued behind the runtime's tasks:
+    /// with the runtime's one worker taken by a task that blocks it, the transaction's wake-up
+    /// (from another thread, as the driver's replies come) still reaches it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_transaction_in_its_lane_is_not_queued_behind_the_runtime() -> anyhow::Result<()> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (reply, replied) = tokio::sync::oneshot::channel::<()>();
+        let (entered, in_lane) = tokio::sync::oneshot::channel::<()>();
+        let blocked_done = std::sync::Arc::new(AtomicBool::new(false));
+        let transaction = tokio::spawn({
+            let blocked_done = blocked_done.clone();
+            async move {
+                let permit =
+                    std::sync::Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned()?;
+                super::Lane(Some(permit))
+                    .run(async move {
+                        let _ = entered.send(());
+                        let _ = replied.await;
+                    })
+                    .await;
+                // Whether it had to wait for the blocking task to end.
+                anyhow::Ok(blocked_done.load(Ordering::SeqCst))
+            }
+        });
+        in_lane.await?;
+        let blocking = tokio::spawn({
+            let blocked_done = blocked_done.clone();
+            async move {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                blocked_done.store(true, Ordering::SeqCst);
+            }
+        });
+        let driver = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let _ = reply.send(());
+        });
+        assert!(
+            !transaction.await??,
+            "the transaction waited for the runtime's blocked worker"
+        );
+        blocking.await?;
+        let _ = driver.join();
         Ok(())
     }
 
