@@ -704,17 +704,22 @@ enum Inner {
 /// SQLite write transactions in lanes at once at most (see [`Lane`]).
 const LANES: usize = 4;
 
-/// A lane to run a SQLite write transaction in, turn and all ([`Db::lane`]): the transaction
-/// runs on the calling thread, out of the runtime's queue. Each of its statements is a round
-/// trip to the driver's thread for the connection, and each wake-up of an ordinary task waits
-/// behind every task queued on the runtime (hundreds of swipe calls under load) — while the
-/// whole file's write lock is held: a hospital call of twenty statements held it for
-/// milliseconds, and every swipe waited behind it. In its lane the thread blocks on the
-/// transaction alone (the runtime's other tasks handed to another thread, see
-/// `tokio::task::block_in_place`): the driver's replies, and the turn to write when the
-/// transaction before it ends, wake it at once. A few lanes at most, each a thread: more
-/// callers wait for a lane as ordinary tasks. On PostgreSQL, or on a single-threaded runtime
-/// (which cannot hand its tasks over), there is no lane: the transaction is awaited as usual.
+/// A lane to run a SQLite write transaction in, turn and all ([`Db::lane`]). Two things:
+/// - There are few lanes ([`LANES`]), so few pool transactions queue for the turn to write at
+///   once: the swipe writer, which queues for it too (first come, first served), waits behind
+///   a few hospital calls at most, not behind every one in flight; the rest wait for a lane.
+/// - The transaction runs on the calling thread, out of the runtime's queue. Each of its
+///   statements is a round trip to the driver's thread for the connection, and each wake-up of
+///   an ordinary task waits behind every task queued on the runtime (hundreds of swipe calls
+///   under load) — while the whole file's write lock is held. In its lane the thread blocks on
+///   the transaction alone (the runtime's other tasks handed to another thread, see
+///   `tokio::task::block_in_place`): the driver's replies, and the turn when the transaction
+///   before it ends, wake it at once.
+///
+/// Measured with 100 hospital flows a second among 1,900 swipes (BENCHMARKS.md, session 26): the
+/// swipes' p99 a third of what it was, the flows' median a third lower; the few lanes alone did
+/// the first, the thread the second. On PostgreSQL, or on a single-threaded runtime (which
+/// cannot hand its tasks over), there is no lane: the transaction is awaited as usual.
 pub struct Lane(Option<tokio::sync::OwnedSemaphorePermit>);
 
 impl Lane {
