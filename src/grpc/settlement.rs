@@ -189,11 +189,10 @@ impl SettlementService for Ctx {
                 .enumerate()
                 .map(|(i, l)| new_line(l).map_err(|e| super::in_line(i, e)))
                 .collect::<Result<Vec<_>, _>>()?;
-            let stored = lines::upload(conn, &call.principal, &r.mdtrt_id, new).await?;
-            let all = crate::store::settlement::lines(conn, &r.mdtrt_id).await?;
+            let (stored, total) = lines::upload(conn, &call.principal, &r.mdtrt_id, new).await?;
             Ok(UploadFeeLinesResponse {
                 lines: stored.into_iter().map(convert::fee_line).collect(),
-                unsettled_total: lines::unsettled_total(&all).to_string(),
+                unsettled_total: total.to_string(),
             })
         });
         respond(out)

@@ -134,21 +134,15 @@ pub async fn post(conn: &mut Conn, p: &Posting, now: DateTime<Utc>) -> Result<Po
     let mut personal_balances = Vec::new();
     for (account, fen) in &p.legs {
         if let Account::PersonalAccount(psn_no) = account {
-            let balance = persons::account_balance(conn, psn_no, true)
-                .await?
-                .ok_or_else(|| LedgerError::Insufficient {
-                    account: account.to_string(),
-                    balance_fen: 0,
-                    debit_fen: -fen,
-                })?;
-            if balance + fen < 0 {
+            let Some(after) = persons::add_to_account(conn, psn_no, *fen).await? else {
+                // Refused (the balance too small, or no account): read what it is, to say so.
+                let balance = persons::account_balance(conn, psn_no, false).await?;
                 return Err(LedgerError::Insufficient {
                     account: account.to_string(),
-                    balance_fen: balance,
+                    balance_fen: balance.unwrap_or(0),
                     debit_fen: -fen,
                 });
-            }
-            let after = persons::add_to_account(conn, psn_no, *fen).await?;
+            };
             personal_balances.push((psn_no.clone(), after));
         }
     }

@@ -243,12 +243,20 @@ pub async fn account_balance(c: &mut Conn, psn_no: &str, lock: bool) -> StoreRes
     Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(psn_no).fetch_optional(x).await)?)
 }
 
-/// Adds `delta_fen` to a maintained personal-account balance and returns the new balance. The
-/// schema's CHECK (balance_fen >= 0) rejects an overdraft as StoreError::Check.
-pub async fn add_to_account(c: &mut Conn, psn_no: &str, delta_fen: i64) -> StoreResult<i64> {
-    let sql = "UPDATE personal_account SET balance_fen = balance_fen + $2 WHERE psn_no = $1 \
-               RETURNING balance_fen";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(psn_no).bind(delta_fen).fetch_one(x).await)?)
+/// Adds `delta_fen` to a maintained personal-account balance unless that would take it below
+/// zero, and returns the new balance; None (nothing changed) when the account is missing or the
+/// balance too small. The row stays locked for the rest of the transaction (PostgreSQL
+/// re-checks the condition on the locked row). One statement: no read of the balance first.
+pub async fn add_to_account(
+    c: &mut Conn,
+    psn_no: &str,
+    delta_fen: i64,
+) -> StoreResult<Option<i64>> {
+    let sql = "UPDATE personal_account SET balance_fen = balance_fen + $2 \
+               WHERE psn_no = $1 AND balance_fen + $2 >= 0 RETURNING balance_fen";
+    Ok(
+        on_conn!(c, x => sqlx::query_scalar(sql).bind(psn_no).bind(delta_fen).fetch_optional(x).await)?,
+    )
 }
 
 pub async fn record(c: &mut Conn, person: PersonRow) -> StoreResult<PersonRecord> {
@@ -722,6 +730,48 @@ mod tests {
         for p in cache.persons.values() {
             assert!(cache.insurances.contains_key(&p.psn_no), "{}", p.psn_no);
         }
+    }
+
+    /// A personal account is debited down to zero and no further: an overdraft, or an account
+    /// that does not exist, changes nothing and answers None (the ledger then refuses the
+    /// posting); a credit is added. Balance 5.00 here.
+    #[tokio::test]
+    async fn an_account_is_debited_down_to_zero_and_no_further() -> anyhow::Result<()> {
+        use crate::store::registry::{RegionRow, insert_region};
+        let (_dir, db) = crate::store::tests::file_db("account-debits").await?;
+        let now = Utc::now();
+        let mut c = db.begin().await?;
+        let wuhai = RegionRow {
+            code: "150300".into(),
+            name: "乌海市".into(),
+            province_code: "150000".into(),
+            bureau_name: "乌海市医疗保障局".into(),
+        };
+        insert_region(&mut c, &wuhai, now).await?;
+        let rows = Enrolments {
+            persons: vec![PersonRow {
+                national_id: "N1".into(),
+                ..person(1)
+            }],
+            accounts: vec![AccountRow {
+                psn_no: "P000001".into(),
+                balance_fen: 500,
+            }],
+            ..Enrolments::default()
+        };
+        insert_enrolments(&mut c, &rows, now).await?;
+        assert_eq!(add_to_account(&mut c, "P000001", -700).await?, None);
+        assert_eq!(account_balance(&mut c, "P000001", false).await?, Some(500));
+        assert_eq!(add_to_account(&mut c, "P000001", -500).await?, Some(0));
+        assert_eq!(add_to_account(&mut c, "P000001", -1).await?, None);
+        assert_eq!(add_to_account(&mut c, "P000001", 300).await?, Some(300));
+        assert_eq!(add_to_account(&mut c, "P999999", 100).await?, None);
+        c.commit().await?;
+        assert_eq!(
+            account_balance(&mut db.read().await?, "P000001", false).await?,
+            Some(300)
+        );
+        Ok(())
     }
 
     /// The persons holding cards `K{id:06}`, looked up through `cache` in a writer's transaction.

@@ -336,21 +336,21 @@ pub struct AccumulatorRow {
 }
 
 /// The accumulator row of (person, insurance type, year), created at zero when missing and
-/// locked for the rest of the transaction.
+/// locked for the rest of the transaction ([`lock_accumulators`] of one key: on SQLite one loan
+/// of the connection, not two statements through the driver).
 pub async fn lock_accumulator(
     c: &mut Conn,
     psn_no: &str,
     insurance_type: i64,
     year: i64,
 ) -> StoreResult<AccumulatorRow> {
-    let sql = "INSERT INTO accumulator (psn_no, insurance_type, year, annual_ded_fen, fund_fen, \
-               burden_fen, ci_fen, maf_fen, admissions) VALUES ($1, $2, $3, 0, 0, 0, 0, 0, 0) \
-               ON CONFLICT (psn_no, insurance_type, year) DO NOTHING";
-    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(year).execute(x).await
-        .map(|r| r.rows_affected()))?;
-    read_accumulator(c, psn_no, insurance_type, year, true)
-        .await
-        .map(Option::unwrap_or_default)
+    let key = (psn_no.to_owned(), insurance_type, year);
+    Ok(lock_accumulators(c, std::slice::from_ref(&key))
+        .await?
+        .into_iter()
+        .next()
+        .map(|(_, row)| row)
+        .unwrap_or_default())
 }
 
 /// The accumulator row, if any (`lock` inside a write transaction).

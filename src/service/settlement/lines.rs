@@ -52,13 +52,14 @@ fn check_unsettled_visit(v: &crate::store::settlement::VisitRow) -> AppResult<()
     }
 }
 
-/// Uploads lines; returns every line of the request as stored (new or already there).
+/// Uploads lines; returns every line of the request as stored (new or already there), and the
+/// visit's unsettled total with them.
 pub async fn upload(
     conn: &mut Conn,
     who: &Principal,
     mdtrt_id: &str,
     new: Vec<NewLine>,
-) -> AppResult<Vec<FeeLineRow>> {
+) -> AppResult<(Vec<FeeLineRow>, Amount)> {
     if new.is_empty() || new.len() > MAX_LINES {
         return Err(AppError::invalid(
             "lines",
@@ -133,7 +134,9 @@ pub async fn upload(
     }
     check_refunds(&new, &existing, &batch)?;
     settlement::insert_lines(conn, &to_insert).await?;
-    Ok(out)
+    // The visit's lines now: those stored before and those just inserted (new line numbers).
+    let total = unsettled_total(existing.values().chain(&to_insert));
+    Ok((out, total))
 }
 
 fn same_content(a: &FeeLineRow, b: &FeeLineRow) -> bool {
@@ -254,9 +257,9 @@ pub async fn delete(
 }
 
 /// Unsettled total of a visit's lines.
-pub fn unsettled_total(lines: &[FeeLineRow]) -> Amount {
+pub fn unsettled_total<'a>(lines: impl IntoIterator<Item = &'a FeeLineRow>) -> Amount {
     lines
-        .iter()
+        .into_iter()
         .filter(|l| l.setl_id.is_none())
         .map(|l| Amount::from_fen(l.amount_fen))
         .sum()
