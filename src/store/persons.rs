@@ -732,22 +732,27 @@ mod tests {
         }
     }
 
-    /// A personal account is debited down to zero and no further: an overdraft, or an account
-    /// that does not exist, changes nothing and answers None (the ledger then refuses the
-    /// posting); a credit is added. Balance 5.00 here.
-    #[tokio::test]
-    async fn an_account_is_debited_down_to_zero_and_no_further() -> anyhow::Result<()> {
-        use crate::store::registry::{RegionRow, insert_region};
-        let (_dir, db) = crate::store::tests::file_db("account-debits").await?;
-        let now = Utc::now();
-        let mut c = db.begin().await?;
-        let wuhai = RegionRow {
+    /// Region 150300 (Wuhai), home of the persons these tests enrol.
+    async fn insert_wuhai(c: &mut Conn, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let wuhai = crate::store::registry::RegionRow {
             code: "150300".into(),
             name: "乌海市".into(),
             province_code: "150000".into(),
             bureau_name: "乌海市医疗保障局".into(),
         };
-        insert_region(&mut c, &wuhai, now).await?;
+        crate::store::registry::insert_region(c, &wuhai, now).await?;
+        Ok(())
+    }
+
+    /// A personal account is debited down to zero and no further: an overdraft, or an account
+    /// that does not exist, changes nothing and answers None (the ledger then refuses the
+    /// posting); a credit is added. Balance 5.00 here.
+    #[tokio::test]
+    async fn an_account_is_debited_down_to_zero_and_no_further() -> anyhow::Result<()> {
+        let (_dir, db) = crate::store::tests::file_db("account-debits").await?;
+        let now = Utc::now();
+        let mut c = db.begin().await?;
+        insert_wuhai(&mut c, now).await?;
         let rows = Enrolments {
             persons: vec![PersonRow {
                 national_id: "N1".into(),
@@ -791,17 +796,10 @@ mod tests {
     /// then reads them afresh; rows of the log it never read being gone, it forgets everyone.
     #[tokio::test]
     async fn the_person_cache_forgets_just_the_persons_changed() -> anyhow::Result<()> {
-        use crate::store::registry::{RegionRow, insert_region};
         let (_dir, db) = crate::store::tests::file_db("person-changes").await?;
         let now = Utc::now();
         let mut c = db.begin().await?;
-        let wuhai = RegionRow {
-            code: "150300".into(),
-            name: "乌海市".into(),
-            province_code: "150000".into(),
-            bureau_name: "乌海市医疗保障局".into(),
-        };
-        insert_region(&mut c, &wuhai, now).await?;
+        insert_wuhai(&mut c, now).await?;
         let enrolled: Vec<PersonRow> = (1..=3)
             .map(|i| PersonRow {
                 national_id: format!("N{i}"),
