@@ -45,7 +45,7 @@ struct Shared {
     /// Lazy commits begun (one at a time: SQLite has one writer), numbered from 1: a COMMIT's data
     /// can be visible to readers before the COMMIT returns, so it is counted before it starts.
     begun: AtomicU64,
-    /// Lazy commits ended (returned, with or without success): what an fsync can cover.
+    /// The highest lazy commit ended (returned, with or without success): what an fsync covers.
     committed: AtomicU64,
     /// The highest lazy commit known durable.
     synced: tokio::sync::watch::Sender<u64>,
@@ -140,9 +140,12 @@ impl Durability {
 
     /// Records that the COMMIT of `ticket` has returned (successful or not: a failed one has
     /// nothing to make durable, but barriers that counted it must be released) and starts the
-    /// fsync that covers it.
+    /// fsync that covers it. Tickets may end out of order — a cancelled call's COMMIT seen to
+    /// its end by a task of its own ([`Ending`]) after the next writer's — and a later ticket's
+    /// end covers every earlier one (SQLite ran their COMMITs one after the other), so the
+    /// highest ended is kept.
     pub fn ended(&self, ticket: u64) {
-        self.shared.committed.store(ticket, Ordering::SeqCst);
+        self.shared.committed.fetch_max(ticket, Ordering::SeqCst);
         let _ = self.wake.send(());
         self.checkpointer.committed();
     }
@@ -361,6 +364,22 @@ mod tests {
         assert_eq!(*d.shared.synced.borrow(), 2);
         // Nothing more to sync: a barrier now returns at once.
         d.barrier().await;
+        Ok(())
+    }
+
+    /// A ticket ending after a later one (a cancelled call's COMMIT finished by its own task
+    /// after the next writer's) does not take back what the later one's end covers.
+    #[tokio::test]
+    async fn tickets_ending_out_of_order_are_all_synced() -> anyhow::Result<()> {
+        let dir = TempDb::new("out-of-order")?.with_wal()?;
+        let d = Durability::start(&dir.db())?;
+        let first = d.begin();
+        let second = d.begin();
+        d.ended(second);
+        d.ended(first);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), d.wait(second));
+        waited.await?;
+        assert_eq!(*d.shared.synced.borrow(), 2);
         Ok(())
     }
 
