@@ -521,7 +521,7 @@ impl Writer {
                 home: self.direct.clone(),
             }),
             _turn: turn,
-            lazy: None,
+            lazy: self.db.durability.clone(),
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
@@ -530,19 +530,7 @@ impl Writer {
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
     /// durable once [`Committed::durable`] returns.
     pub async fn commit(&self, conn: Conn) -> StoreResult<Committed> {
-        // Only a SQLite file's writer commits lazily (an in-memory database has no syncer).
-        let lazy = matches!(conn.inner, Inner::Direct(_));
-        let Some(d) = self.db.durability.clone().filter(|_| lazy) else {
-            conn.commit().await?;
-            return Ok(Committed { ticket: None });
-        };
-        let ticket = d.begin();
-        let done = conn.commit().await;
-        d.ended(ticket);
-        done?;
-        Ok(Committed {
-            ticket: Some((ticket, d)),
-        })
+        conn.commit_lazily().await
     }
 }
 
@@ -683,8 +671,8 @@ pub struct Conn {
     /// A SQLite write transaction's turn ([`Db::write_turn`]), given up once `inner` has ended
     /// it (fields drop in order).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// A pool write transaction on a SQLite file: its COMMIT is made durable by the syncer
-    /// (see [`Conn::commit`]).
+    /// A write transaction on a SQLite file (the pool's or the swipe writer's): its COMMIT is
+    /// made durable by the syncer (see [`Conn::commit_lazily`]).
     lazy: Option<Arc<durability::Durability>>,
     caches: Arc<Caches>,
     /// Settlement rows booked in this transaction (id and figures): the metrics count them
@@ -837,9 +825,22 @@ impl Conn {
                 }
                 None => t.commit().await?,
             },
+            // The swipe writer's own connection (a SQLite file's: always lazy); its COMMIT runs
+            // here and now, nothing to cancel.
+            Inner::Direct(x) => match lazy {
+                Some(d) => {
+                    let ticket = d.begin();
+                    let done = x.end("COMMIT");
+                    d.ended(ticket);
+                    done?;
+                    return Ok(Committed {
+                        ticket: Some((ticket, d)),
+                    });
+                }
+                None => x.end("COMMIT")?,
+            },
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
-            Inner::Direct(d) => d.end("COMMIT")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(Committed { ticket: None })
