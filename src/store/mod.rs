@@ -152,13 +152,9 @@ impl Db {
         let Some(writes) = &self.writes else {
             return Ok(None);
         };
-        match tokio::time::timeout(SQLITE_BUSY_TIMEOUT, writes.clone().lock_owned()).await {
-            Ok(turn) => Ok(Some(turn)),
-            Err(_) => Err(StoreError::Retry(format!(
-                "no turn to write within {} s",
-                SQLITE_BUSY_TIMEOUT.as_secs()
-            ))),
-        }
+        within_busy_timeout("turn to write", writes.clone().lock_owned())
+            .await
+            .map(Some)
     }
 
     /// A lane for a write transaction (see [`Lane`]); waits while every lane is taken.
@@ -166,14 +162,10 @@ impl Db {
         let Some(lanes) = &self.lanes else {
             return Ok(Lane(None));
         };
-        match tokio::time::timeout(SQLITE_BUSY_TIMEOUT, lanes.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Lane(Some(permit))),
-            Ok(Err(_)) => Err(StoreError::Other(anyhow::anyhow!(
+        match within_busy_timeout("lane to write in", lanes.clone().acquire_owned()).await? {
+            Ok(permit) => Ok(Lane(Some(permit))),
+            Err(_) => Err(StoreError::Other(anyhow::anyhow!(
                 "the write lanes are closed"
-            ))),
-            Err(_) => Err(StoreError::Retry(format!(
-                "no lane to write in within {} s",
-                SQLITE_BUSY_TIMEOUT.as_secs()
             ))),
         }
     }
@@ -401,6 +393,22 @@ impl Db {
             Pool::Postgres(p) => p.close().await,
         }
     }
+}
+
+/// Waits for `what` as long as a SQLite connection waits for another's write lock; after that a
+/// transient error (the call may be retried).
+async fn within_busy_timeout<T>(
+    what: &str,
+    wait: impl std::future::Future<Output = T>,
+) -> StoreResult<T> {
+    tokio::time::timeout(SQLITE_BUSY_TIMEOUT, wait)
+        .await
+        .map_err(|_| {
+            StoreError::Retry(format!(
+                "no {what} within {} s",
+                SQLITE_BUSY_TIMEOUT.as_secs()
+            ))
+        })
 }
 
 /// How long a SQLite connection waits for another's write lock.
