@@ -1,6 +1,7 @@
 //! API tokens, idempotency records and the audit log.
 
 use super::cells::{Cell, Cells};
+use super::query::Query;
 use super::{Conn, Engine, StoreError, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, Utc};
@@ -104,8 +105,15 @@ pub async fn claim_idempotent(
         }
     };
     let empty: &[u8] = &[];
-    let n = on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(rpc)
-        .bind(payload_hash).bind(empty).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    let n = Query::new(sql)
+        .bind(principal)
+        .bind(request_id)
+        .bind(rpc)
+        .bind(payload_hash)
+        .bind(empty)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(n == 1)
 }
 
@@ -122,21 +130,26 @@ pub async fn complete_idempotent(
 ) -> StoreResult<()> {
     // SQLite: the claim is among the rows stored since the map was refreshed, in this same
     // transaction (no other writer has run since): found without a scan of the tail.
-    let n = match c.engine() {
-        Engine::Sqlite => {
-            let since = lock(tail)?.last;
-            let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
-                       WHERE rowid > $5 AND principal = $1 AND request_id = $2";
-            on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
-                .bind(setl_id).bind(since).execute(x).await.map(|r| r.rows_affected()))?
-        }
-        Engine::Postgres => {
-            let sql = "UPDATE idempotency SET response = $3, setl_id = $4 \
-                       WHERE principal = $1 AND request_id = $2";
-            on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(response)
-                .bind(setl_id).execute(x).await.map(|r| r.rows_affected()))?
-        }
+    let q = match c.engine() {
+        Engine::Sqlite => Query::new(
+            "UPDATE idempotency SET response = $3, setl_id = $4 \
+             WHERE rowid > $5 AND principal = $1 AND request_id = $2",
+        ),
+        Engine::Postgres => Query::new(
+            "UPDATE idempotency SET response = $3, setl_id = $4 \
+             WHERE principal = $1 AND request_id = $2",
+        ),
     };
+    let q = q
+        .bind(principal)
+        .bind(request_id)
+        .bind(response)
+        .bind(setl_id);
+    let q = match c.engine() {
+        Engine::Sqlite => q.bind(lock(tail)?.last),
+        Engine::Postgres => q,
+    };
+    let n = q.execute(c).await?;
     if n != 1 {
         return Err(StoreError::Other(anyhow::anyhow!(
             "the claim of request id {request_id} is missing ({n} rows)"
@@ -191,8 +204,16 @@ pub struct AuditRow {
 pub async fn insert_audit(c: &mut Conn, a: &AuditRow) -> StoreResult<()> {
     let sql = "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    on_conn!(c, x => sqlx::query(sql).bind(&a.audit_id).bind(&a.principal).bind(&a.rpc)
-        .bind(&a.request_id).bind(&a.outcome).bind(&a.detail).bind(a.at).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(&a.audit_id)
+        .bind(&a.principal)
+        .bind(&a.rpc)
+        .bind(&a.request_id)
+        .bind(&a.outcome)
+        .bind(&a.detail)
+        .bind(a.at)
+        .execute(c)
+        .await?;
     Ok(())
 }
 

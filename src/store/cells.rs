@@ -1,14 +1,12 @@
 //! Rows as typed cells, so that a row type names its table, its columns and their values once,
-//! and every writer binds them the same way: the set-based multi-row statements on either engine
-//! ([`insert`], sqlx) and the SQLite batch writer's prepared single-row statements
+//! and every writer binds them the same way: PostgreSQL's set-based statements (one array per
+//! column, sqlx) and SQLite's prepared single-row statements on the lent handle
 //! ([`super::direct`], rusqlite).
 
-use super::{Conn, Engine, Raw, StoreError, StoreResult};
+use super::{Conn, StoreError, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Arguments;
-use sqlx::error::BoxDynError;
 use sqlx::postgres::PgArguments;
-use sqlx::sqlite::SqliteArguments;
 
 /// One value of a row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,6 +19,7 @@ pub enum Cell<'a> {
     Bytes(&'a [u8]),
     Time(DateTime<Utc>),
     Date(NaiveDate),
+    OptDate(Option<NaiveDate>),
 }
 
 /// A row type written by [`insert`] and [`super::direct::insert`].
@@ -36,68 +35,29 @@ pub trait Cells {
 }
 
 /// Inserts rows; `suffix` follows the rows (e.g. an ON CONFLICT clause). Returns the rows
-/// inserted. SQLite: one multi-row VALUES statement per chunk; PostgreSQL: one array per column
-/// (see [`unnest`]).
+/// inserted. SQLite: one prepared statement run row by row on the calling thread
+/// ([`super::direct::insert`]); PostgreSQL: one array per column (see [`unnest`]).
 pub async fn insert<T: Cells>(c: &mut Conn, rows: &[T], suffix: &str) -> StoreResult<u64> {
+    if let Some(n) = c
+        .with_sqlite(|x| super::direct::insert(x, rows, suffix))
+        .await?
+    {
+        return Ok(n as u64);
+    }
+    let x = c.pg()?;
     let mut n = 0;
-    match c.raw() {
-        Raw::Sqlite(x) => {
-            for chunk in rows.chunks(super::chunk_rows(T::N)) {
-                let sql = format!(
-                    "INSERT INTO {} ({}) VALUES {}{suffix}",
-                    T::TABLE,
-                    T::COLUMNS,
-                    super::values(Engine::Sqlite, chunk.len(), T::N, 1)
-                );
-                n += sqlx::query_with(&sql, sqlite_arguments(chunk)?)
-                    .execute(&mut *x)
-                    .await?
-                    .rows_affected();
-            }
-        }
-        Raw::Direct(x) => n = super::direct::insert(x, rows, suffix)? as u64,
-        Raw::Pg(x) => {
-            for chunk in rows.chunks(PG_ROWS) {
-                let (sql, args) = unnest(chunk, suffix)?;
-                n += sqlx::query_with(&sql, args)
-                    .execute(&mut *x)
-                    .await?
-                    .rows_affected();
-            }
-        }
+    for chunk in rows.chunks(PG_ROWS) {
+        let (sql, args) = unnest(chunk, suffix)?;
+        n += sqlx::query_with(&sql, args)
+            .execute(&mut *x)
+            .await?
+            .rows_affected();
     }
     Ok(n)
 }
 
 /// Rows per PostgreSQL statement (bounds the arrays a statement carries).
 const PG_ROWS: usize = 10_000;
-
-/// The bound values of `rows`, in order.
-fn sqlite_arguments<T: Cells>(rows: &[T]) -> StoreResult<SqliteArguments<'_>> {
-    let mut args = SqliteArguments::default();
-    let mut failed: Option<BoxDynError> = None;
-    for row in rows {
-        row.cells(&mut |cell| {
-            let added = match cell {
-                Cell::Text(v) => args.add(v),
-                Cell::OptText(v) => args.add(v),
-                Cell::Int(v) => args.add(v),
-                Cell::OptInt(v) => args.add(v),
-                Cell::Bool(v) => args.add(v),
-                Cell::Bytes(v) => args.add(v),
-                Cell::Time(v) => args.add(v),
-                Cell::Date(v) => args.add(v),
-            };
-            if let Err(e) = added {
-                failed.get_or_insert(e);
-            }
-        });
-    }
-    match failed {
-        Some(e) => Err(StoreError::Other(anyhow::anyhow!("binding a value: {e}"))),
-        None => Ok(args),
-    }
-}
 
 /// PostgreSQL: the rows as one array per column, inserted from `UNNEST` — the same statement text
 /// for every number of rows, so PostgreSQL parses and plans it once per connection (a multi-row
@@ -158,7 +118,7 @@ enum Column<'a> {
     Bool(Vec<bool>),
     Bytes(Vec<&'a [u8]>),
     Time(Vec<DateTime<Utc>>),
-    Date(Vec<NaiveDate>),
+    Date(Vec<Option<NaiveDate>>),
 }
 
 impl<'a> Column<'a> {
@@ -169,7 +129,7 @@ impl<'a> Column<'a> {
             Cell::Bool(_) => Column::Bool(Vec::with_capacity(rows)),
             Cell::Bytes(_) => Column::Bytes(Vec::with_capacity(rows)),
             Cell::Time(_) => Column::Time(Vec::with_capacity(rows)),
-            Cell::Date(_) => Column::Date(Vec::with_capacity(rows)),
+            Cell::Date(_) | Cell::OptDate(_) => Column::Date(Vec::with_capacity(rows)),
         }
     }
 
@@ -183,7 +143,8 @@ impl<'a> Column<'a> {
             (Column::Bool(v), Cell::Bool(x)) => v.push(x),
             (Column::Bytes(v), Cell::Bytes(x)) => v.push(x),
             (Column::Time(v), Cell::Time(x)) => v.push(x),
-            (Column::Date(v), Cell::Date(x)) => v.push(x),
+            (Column::Date(v), Cell::Date(x)) => v.push(Some(x)),
+            (Column::Date(v), Cell::OptDate(x)) => v.push(x),
             _ => return false,
         }
         true

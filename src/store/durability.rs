@@ -26,7 +26,6 @@
 //! pages): the process stops, as PostgreSQL does, and recovery on restart decides what is
 //! committed; callers not yet answered retry with their request ids.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,9 +139,9 @@ impl Durability {
 
     /// Records that the COMMIT of `ticket` has returned (successful or not: a failed one has
     /// nothing to make durable, but barriers that counted it must be released) and starts the
-    /// fsync that covers it. Tickets may end out of order — a cancelled call's COMMIT seen to
-    /// its end by a task of its own ([`Ending`]) after the next writer's — and a later ticket's
-    /// end covers every earlier one (SQLite ran their COMMITs one after the other), so the
+    /// fsync that covers it. Every COMMIT runs from its ticket to its end without waiting
+    /// (nothing can cancel it half-way), so tickets end in order; should one ever end after a
+    /// later one, the later end covers it (SQLite ran their COMMITs one after the other): the
     /// highest ended is kept.
     pub fn ended(&self, ticket: u64) {
         self.shared.committed.fetch_max(ticket, Ordering::SeqCst);
@@ -195,64 +194,6 @@ impl Durability {
         // Begun, not just ended: a commit under way may already be visible to the reader.
         let ticket = self.shared.begun.load(Ordering::SeqCst);
         self.wait(ticket).await;
-    }
-}
-
-/// A lazy COMMIT under way (counted with [`Durability::begin`]), ending its ticket once the
-/// COMMIT has returned ([`Durability::ended`]). Dropped before that — its caller gone — it
-/// still sees the COMMIT to its end on a task of its own before ending the ticket: the COMMIT
-/// was sent to the driver and will run, and readers that saw its data must not be answered on an
-/// fsync made before it reached the WAL; nor may the ticket stay unended, which would hold
-/// every later barrier until the next commit.
-pub struct Ending<F: Future + Send + 'static> {
-    commit: Option<std::pin::Pin<Box<F>>>,
-    durability: Arc<Durability>,
-    ticket: u64,
-}
-
-impl<F: Future + Send + 'static> Ending<F> {
-    pub fn new(commit: std::pin::Pin<Box<F>>, durability: Arc<Durability>, ticket: u64) -> Self {
-        Ending {
-            commit: Some(commit),
-            durability,
-            ticket,
-        }
-    }
-}
-
-impl<F: Future + Send + 'static> Future for Ending<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        let Some(commit) = self.commit.as_mut() else {
-            return std::task::Poll::Pending;
-        };
-        let out = std::task::ready!(commit.as_mut().poll(cx));
-        self.commit = None;
-        self.durability.ended(self.ticket);
-        std::task::Poll::Ready(out)
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for Ending<F> {
-    fn drop(&mut self) {
-        let Some(commit) = self.commit.take() else {
-            return;
-        };
-        let (d, ticket) = (self.durability.clone(), self.ticket);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = commit.await;
-                    d.ended(ticket);
-                });
-            }
-            // No runtime to finish it on (shutting down): nothing will be answered any more.
-            Err(_) => d.ended(ticket),
-        }
     }
 }
 
@@ -319,33 +260,6 @@ mod tests {
         }
     }
 
-    /// A pool transaction's lazy COMMIT whose caller went away (its call cancelled) is still
-    /// seen to its end before its ticket ends: until then a barrier waits for it, and then one
-    /// is released.
-    #[tokio::test]
-    async fn a_commit_whose_caller_left_is_seen_to_its_end() -> anyhow::Result<()> {
-        use futures::FutureExt;
-        use std::time::Duration;
-        let dir = TempDb::new("left")?.with_wal()?;
-        let d = Durability::start(&dir.db())?;
-        let ticket = d.begin();
-        let (finish, commit) = tokio::sync::oneshot::channel::<()>();
-        let commit = Box::pin(async move {
-            let _ = commit.await;
-        });
-        let mut ending = Box::pin(super::Ending::new(commit, d.clone(), ticket));
-        assert!(ending.as_mut().now_or_never().is_none());
-        drop(ending);
-        let early = tokio::time::timeout(Duration::from_millis(50), d.barrier()).await;
-        assert!(
-            early.is_err(),
-            "the ticket ended before its COMMIT returned"
-        );
-        let _ = finish.send(());
-        tokio::time::timeout(Duration::from_secs(10), d.barrier()).await?;
-        Ok(())
-    }
-
     #[tokio::test]
     async fn commits_are_answered_once_synced_in_order() -> anyhow::Result<()> {
         let dir = TempDb::new("order")?.with_wal()?;
@@ -367,8 +281,8 @@ mod tests {
         Ok(())
     }
 
-    /// A ticket ending after a later one (a cancelled call's COMMIT finished by its own task
-    /// after the next writer's) does not take back what the later one's end covers.
+    /// A ticket ending after a later one (should one ever) does not take back what the later
+    /// one's end covers.
     #[tokio::test]
     async fn tickets_ending_out_of_order_are_all_synced() -> anyhow::Result<()> {
         let dir = TempDb::new("out-of-order")?.with_wal()?;

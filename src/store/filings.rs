@@ -1,5 +1,6 @@
 //! Out-of-region filings.
 
+use super::query::Query;
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -21,6 +22,20 @@ pub struct FilingRow {
     pub revoked_on: Option<NaiveDate>,
     pub revoke_reason: Option<String>,
 }
+
+crate::direct_row!(FilingRow {
+    filing_id,
+    psn_no,
+    home_region,
+    filing_type,
+    destination,
+    valid_from,
+    valid_until,
+    referring_institution,
+    status,
+    revoked_on,
+    revoke_reason,
+});
 
 const COLS: &str = "filing_id, psn_no, home_region, filing_type, destination, valid_from, \
                     valid_until, referring_institution, status, revoked_on, revoke_reason";
@@ -53,10 +68,11 @@ pub async fn for_person(
         "SELECT {COLS} FROM filing WHERE psn_no = $1 AND ($2 OR status = 1) \
          ORDER BY valid_from DESC, filing_id DESC"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(psn_no).bind(include_revoked)
-        .fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(psn_no)
+        .bind(include_revoked)
+        .fetch_all(c)
+        .await
 }
 
 pub async fn revoke(c: &mut Conn, filing_id: &str, on: NaiveDate, reason: &str) -> StoreResult<()> {

@@ -20,6 +20,7 @@ mod pcache;
 pub mod persons;
 pub mod pharmacy;
 pub mod policies;
+pub mod query;
 pub mod reconciliation;
 pub mod registry;
 pub mod settlement;
@@ -29,7 +30,7 @@ use cache::Caches;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, SqliteConnection, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -230,8 +231,11 @@ impl Db {
                 ),
                 None => opts,
             };
+            // No ping before each acquire: a local connection's thread is there or the
+            // connection errs at its first statement (a ping was one more round trip a call).
             let pool = SqlitePoolOptions::new()
                 .max_connections(cfg.max_connections)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
@@ -344,7 +348,11 @@ impl Db {
     pub async fn begin(&self) -> StoreResult<Conn> {
         let turn = self.write_turn().await?;
         let inner = match &self.pool {
-            Pool::Sqlite(p) => Inner::SqliteTx(p.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::Sqlite(p) => {
+                let mut lent = direct::Lent::new(p.acquire().await?);
+                lent.begin().await?;
+                Inner::Sqlite(lent)
+            }
             Pool::Postgres(p) => Inner::PgTx(p.begin().await?),
         };
         Ok(Conn {
@@ -359,7 +367,7 @@ impl Db {
     /// A plain connection for reads (autocommit).
     pub async fn read(&self) -> StoreResult<Conn> {
         let inner = match &self.pool {
-            Pool::Sqlite(p) => Inner::Sqlite(p.acquire().await?),
+            Pool::Sqlite(p) => Inner::Sqlite(direct::Lent::new(p.acquire().await?)),
             Pool::Postgres(p) => Inner::Pg(p.acquire().await?),
         };
         Ok(Conn {
@@ -689,9 +697,9 @@ pub struct Conn {
 }
 
 enum Inner {
-    SqliteTx(Transaction<'static, Sqlite>),
+    /// A pool's SQLite connection, in a write transaction or not (see [`direct::Lent`]).
+    Sqlite(direct::Lent),
     PgTx(Transaction<'static, Postgres>),
-    Sqlite(PoolConnection<Sqlite>),
     Pg(PoolConnection<Postgres>),
     SqliteKept(Kept),
     Direct(Direct),
@@ -704,13 +712,13 @@ const LANES: usize = 4;
 /// - There are few lanes ([`LANES`]), so few pool transactions queue for the turn to write at
 ///   once: the swipe writer, which queues for it too (first come, first served), waits behind
 ///   a few hospital calls at most, not behind every one in flight; the rest wait for a lane.
-/// - The transaction runs on the calling thread, out of the runtime's queue. Each of its
-///   statements is a round trip to the driver's thread for the connection, and each wake-up of
-///   an ordinary task waits behind every task queued on the runtime (hundreds of swipe calls
-///   under load) — while the whole file's write lock is held. In its lane the thread blocks on
-///   the transaction alone (the runtime's other tasks handed to another thread, see
-///   `tokio::task::block_in_place`): the driver's replies, and the turn when the transaction
-///   before it ends, wake it at once.
+/// - The transaction runs on the calling thread, out of the runtime's queue. Its statements
+///   run on that thread (the connection's handle lent to it, see [`direct::Lent`]), but it
+///   waits for the turn and for the handle, and each wake-up of an ordinary task waits behind
+///   every task queued on the runtime (hundreds of swipe calls under load). In its lane the
+///   thread blocks on the transaction alone (the runtime's other tasks handed to another
+///   thread, see `tokio::task::block_in_place`): the turn when the transaction before it ends,
+///   and the driver's thread handing over the handle, wake it at once.
 ///
 /// Measured with 100 hospital flows a second among 1,900 swipes (BENCHMARKS.md, session 26): the
 /// swipes' p99 a third of what it was, the flows' median a third lower; the few lanes alone did
@@ -743,9 +751,9 @@ pub enum Raw<'a> {
 impl Conn {
     pub fn raw(&mut self) -> Raw<'_> {
         match &mut self.inner {
-            Inner::SqliteTx(t) => Raw::Sqlite(t),
+            // A statement through the driver: its thread takes the handle back.
+            Inner::Sqlite(c) => Raw::Sqlite(c.driver()),
             Inner::PgTx(t) => Raw::Pg(t),
-            Inner::Sqlite(c) => Raw::Sqlite(c),
             Inner::Pg(c) => Raw::Pg(c),
             Inner::SqliteKept(k) => Raw::Sqlite(&mut k.conn),
             Inner::Direct(d) => Raw::Direct(&d.x),
@@ -765,9 +773,7 @@ impl Conn {
 
     pub fn engine(&self) -> Engine {
         match self.inner {
-            Inner::SqliteTx(_) | Inner::Sqlite(_) | Inner::SqliteKept(_) | Inner::Direct(_) => {
-                Engine::Sqlite
-            }
+            Inner::Sqlite(_) | Inner::SqliteKept(_) | Inner::Direct(_) => Engine::Sqlite,
             Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
         }
     }
@@ -823,30 +829,14 @@ impl Conn {
     pub async fn commit_lazily(self) -> StoreResult<Committed> {
         let Conn { inner, lazy, .. } = self;
         match inner {
-            Inner::SqliteTx(t) => match lazy {
-                Some(d) => {
-                    let ticket = d.begin();
-                    durability::Ending::new(Box::pin(t.commit()), d.clone(), ticket).await?;
-                    return Ok(Committed {
-                        ticket: Some((ticket, d)),
-                    });
-                }
-                None => t.commit().await?,
-            },
-            // The swipe writer's own connection (a SQLite file's: always lazy); its COMMIT runs
-            // here and now, nothing to cancel.
-            Inner::Direct(x) => match lazy {
-                Some(d) => {
-                    let ticket = d.begin();
-                    let done = x.end("COMMIT");
-                    d.ended(ticket);
-                    done?;
-                    return Ok(Committed {
-                        ticket: Some((ticket, d)),
-                    });
-                }
-                None => x.end("COMMIT")?,
-            },
+            // A pool transaction's COMMIT runs here, on the lent handle (lent first: nothing
+            // waits between the ticket and its end).
+            Inner::Sqlite(mut x) if x.is_open() => {
+                x.view().await?;
+                return commit_here(lazy, || x.end("COMMIT"));
+            }
+            // The swipe writer's own connection (a SQLite file's: always lazy).
+            Inner::Direct(x) => return commit_here(lazy, || x.end("COMMIT")),
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
@@ -857,7 +847,10 @@ impl Conn {
     /// Rolls back a transaction (dropping it does the same, without waiting).
     pub async fn rollback(self) -> StoreResult<()> {
         match self.inner {
-            Inner::SqliteTx(t) => t.rollback().await?,
+            Inner::Sqlite(mut x) if x.is_open() => {
+                x.view().await?;
+                x.end("ROLLBACK")?;
+            }
             Inner::PgTx(t) => t.rollback().await?,
             Inner::SqliteKept(k) => k.end("ROLLBACK").await?,
             Inner::Direct(d) => d.end("ROLLBACK")?,
@@ -865,6 +858,25 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Runs a COMMIT here and now (`end`); with a syncer (`lazy`), as a lazy one: counted from its
+/// ticket to its end, durable once the returned [`Committed`] is.
+fn commit_here(
+    lazy: Option<Arc<durability::Durability>>,
+    end: impl FnOnce() -> StoreResult<()>,
+) -> StoreResult<Committed> {
+    let Some(d) = lazy else {
+        end()?;
+        return Ok(Committed { ticket: None });
+    };
+    let ticket = d.begin();
+    let done = end();
+    d.ended(ticket);
+    done?;
+    Ok(Committed {
+        ticket: Some((ticket, d)),
+    })
 }
 
 /// Runs the same body against whichever engine `conn` is on: `on_conn!(conn, c => query.fetch_one(c).await)`.

@@ -1,6 +1,7 @@
 //! Persons, their insurance types and personal accounts.
 
 use super::cells::{self, Cell, Cells};
+use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -42,6 +43,26 @@ pub struct PersonRecord {
     /// Personal account balance in fen; None when the person has no account.
     pub balance_fen: Option<i64>,
 }
+
+crate::direct_row!(PersonRow {
+    psn_no,
+    home_region,
+    national_id,
+    name,
+    birth_date,
+    status,
+    card_no,
+    card_status,
+    evoucher_token,
+    assistance_recipient,
+});
+
+crate::direct_row!(InsuranceRow {
+    psn_no,
+    insurance_type,
+    category,
+    status,
+});
 
 const PERSON_COLS: &str = "psn_no, home_region, national_id, name, birth_date, status, card_no, \
                            card_status, evoucher_token, assistance_recipient";
@@ -188,7 +209,7 @@ pub async fn find_person(
     };
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {PERSON_COLS} FROM person WHERE {col} = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(value).fetch_optional(x).await)?)
+    Query::new(&sql).bind(value).fetch_optional(c).await
 }
 
 /// Which of these national IDs a person holds.
@@ -233,14 +254,15 @@ pub async fn changes_logged(c: &mut Conn) -> StoreResult<bool> {
 pub async fn insurances(c: &mut Conn, psn_no: &str) -> StoreResult<Vec<InsuranceRow>> {
     let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
                WHERE psn_no = $1 ORDER BY insurance_type";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(psn_no).fetch_all(x).await)?)
+    Query::new(sql).bind(psn_no).fetch_all(c).await
 }
 
 /// Balance in fen, None when the person has no personal account. `lock` takes the row lock.
 pub async fn account_balance(c: &mut Conn, psn_no: &str, lock: bool) -> StoreResult<Option<i64>> {
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT balance_fen FROM personal_account WHERE psn_no = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_scalar(&sql).bind(psn_no).fetch_optional(x).await)?)
+    let found: Option<One<i64>> = Query::new(&sql).bind(psn_no).fetch_optional(c).await?;
+    Ok(found.map(|One(b)| b))
 }
 
 /// Adds `delta_fen` to a maintained personal-account balance unless that would take it below
@@ -254,9 +276,12 @@ pub async fn add_to_account(
 ) -> StoreResult<Option<i64>> {
     let sql = "UPDATE personal_account SET balance_fen = balance_fen + $2 \
                WHERE psn_no = $1 AND balance_fen + $2 >= 0 RETURNING balance_fen";
-    Ok(
-        on_conn!(c, x => sqlx::query_scalar(sql).bind(psn_no).bind(delta_fen).fetch_optional(x).await)?,
-    )
+    let after: Option<One<i64>> = Query::new(sql)
+        .bind(psn_no)
+        .bind(delta_fen)
+        .fetch_optional(c)
+        .await?;
+    Ok(after.map(|One(b)| b))
 }
 
 pub async fn record(c: &mut Conn, person: PersonRow) -> StoreResult<PersonRecord> {

@@ -1,5 +1,6 @@
 //! Regions (bureaus) and institutions.
 
+use super::query::Query;
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -66,6 +67,18 @@ pub struct InstitutionRow {
     pub valid_until: Option<NaiveDate>,
 }
 
+crate::direct_row!(InstitutionRow {
+    code,
+    name,
+    region,
+    kind,
+    level,
+    cross_region_enabled,
+    status,
+    valid_from,
+    valid_until,
+});
+
 const INSTITUTION_COLS: &str =
     "code, name, region, kind, level, cross_region_enabled, status, valid_from, valid_until";
 
@@ -94,7 +107,7 @@ pub async fn get_institution(
 ) -> StoreResult<Option<InstitutionRow>> {
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {INSTITUTION_COLS} FROM institution WHERE code = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(code).fetch_optional(x).await)?)
+    Query::new(&sql).bind(code).fetch_optional(c).await
 }
 
 /// Institutions after `after` in code order; `region` "" = all; `kind` 0 = all.

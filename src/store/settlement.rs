@@ -1,13 +1,14 @@
 //! Visits, fee lines, settlements and accumulators.
 
 use super::cells::{Cell, Cells};
+use super::query::Query;
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct VisitRow {
     pub mdtrt_id: String,
     pub institution: String,
@@ -27,6 +28,23 @@ pub struct VisitRow {
     pub setl_id: Option<String>,
 }
 
+crate::direct_row!(VisitRow {
+    mdtrt_id,
+    institution,
+    treatment_region,
+    visit_no,
+    psn_no,
+    home_region,
+    insurance_type,
+    care_type,
+    diagnoses,
+    begin_date,
+    end_date,
+    status,
+    filing_id,
+    setl_id,
+});
+
 const VISIT_COLS: &str = "mdtrt_id, institution, treatment_region, visit_no, psn_no, home_region, \
     insurance_type, care_type, diagnoses, begin_date, end_date, status, filing_id, setl_id";
 
@@ -35,27 +53,46 @@ pub async fn insert_visit(c: &mut Conn, v: &VisitRow, now: DateTime<Utc>) -> Sto
         "INSERT INTO visit ({VISIT_COLS}, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
-    on_conn!(c, x => sqlx::query(&sql).bind(&v.mdtrt_id).bind(&v.institution)
-        .bind(&v.treatment_region).bind(&v.visit_no).bind(&v.psn_no).bind(&v.home_region)
-        .bind(v.insurance_type).bind(v.care_type).bind(&v.diagnoses).bind(v.begin_date)
-        .bind(v.end_date).bind(v.status).bind(&v.filing_id).bind(&v.setl_id).bind(now)
-        .execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(&sql)
+        .bind(&v.mdtrt_id)
+        .bind(&v.institution)
+        .bind(&v.treatment_region)
+        .bind(&v.visit_no)
+        .bind(&v.psn_no)
+        .bind(&v.home_region)
+        .bind(v.insurance_type)
+        .bind(v.care_type)
+        .bind(&v.diagnoses)
+        .bind(v.begin_date)
+        .bind(v.end_date)
+        .bind(v.status)
+        .bind(&v.filing_id)
+        .bind(&v.setl_id)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 pub async fn get_visit(c: &mut Conn, mdtrt_id: &str, lock: bool) -> StoreResult<Option<VisitRow>> {
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {VISIT_COLS} FROM visit WHERE mdtrt_id = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(mdtrt_id).fetch_optional(x).await)?)
+    Query::new(&sql).bind(mdtrt_id).fetch_optional(c).await
 }
 
 /// Writes a visit's mutable fields.
 pub async fn update_visit(c: &mut Conn, v: &VisitRow) -> StoreResult<()> {
     let sql = "UPDATE visit SET diagnoses = $2, end_date = $3, status = $4, filing_id = $5, \
                setl_id = $6 WHERE mdtrt_id = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(&v.mdtrt_id).bind(&v.diagnoses).bind(v.end_date)
-        .bind(v.status).bind(&v.filing_id).bind(&v.setl_id).execute(x).await
-        .map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(&v.mdtrt_id)
+        .bind(&v.diagnoses)
+        .bind(v.end_date)
+        .bind(v.status)
+        .bind(&v.filing_id)
+        .bind(&v.setl_id)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -82,38 +119,67 @@ pub struct FeeLineRow {
     pub setl_id: Option<String>,
 }
 
+crate::direct_row!(FeeLineRow {
+    mdtrt_id,
+    line_no,
+    code,
+    name,
+    qty_scaled,
+    price_micros,
+    fee_date,
+    refund_of,
+    class,
+    cap_micros,
+    b_ratio_bp,
+    catalogue_version,
+    amount_fen,
+    fulamt_fen,
+    overlmt_fen,
+    preself_fen,
+    inscp_fen,
+    setl_id,
+});
+
+impl super::cells::Cells for FeeLineRow {
+    const TABLE: &'static str = "fee_line";
+    const COLUMNS: &'static str = LINE_COLS;
+    const N: usize = 18;
+    fn cells<'a>(&'a self, out: &mut dyn FnMut(super::cells::Cell<'a>)) {
+        use super::cells::Cell;
+        out(Cell::Text(&self.mdtrt_id));
+        out(Cell::Text(&self.line_no));
+        out(Cell::Text(&self.code));
+        out(Cell::Text(&self.name));
+        out(Cell::Int(self.qty_scaled));
+        out(Cell::Int(self.price_micros));
+        out(Cell::Date(self.fee_date));
+        out(Cell::OptText(self.refund_of.as_deref()));
+        out(Cell::Int(self.class));
+        out(Cell::OptInt(self.cap_micros));
+        out(Cell::OptInt(self.b_ratio_bp));
+        out(Cell::Int(self.catalogue_version));
+        out(Cell::Int(self.amount_fen));
+        out(Cell::Int(self.fulamt_fen));
+        out(Cell::Int(self.overlmt_fen));
+        out(Cell::Int(self.preself_fen));
+        out(Cell::Int(self.inscp_fen));
+        out(Cell::OptText(self.setl_id.as_deref()));
+    }
+}
+
 const LINE_COLS: &str = "mdtrt_id, line_no, code, name, qty_scaled, price_micros, fee_date, \
     refund_of, class, cap_micros, b_ratio_bp, catalogue_version, amount_fen, fulamt_fen, \
     overlmt_fen, preself_fen, inscp_fen, setl_id";
-const LINE_NCOLS: usize = 18;
-/// Rows per INSERT: 18 parameters each stays under both engines' limits.
-const LINE_CHUNK: usize = 500;
 
 /// All lines of a visit in line_no order.
 pub async fn lines(c: &mut Conn, mdtrt_id: &str) -> StoreResult<Vec<FeeLineRow>> {
     let sql = format!("SELECT {LINE_COLS} FROM fee_line WHERE mdtrt_id = $1 ORDER BY line_no");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(mdtrt_id).fetch_all(x).await)?)
+    Query::new(&sql).bind(mdtrt_id).fetch_all(c).await
 }
 
-/// Inserts new lines, set-based.
+/// Inserts new lines.
 pub async fn insert_lines(c: &mut Conn, rows: &[FeeLineRow]) -> StoreResult<()> {
-    for chunk in rows.chunks(LINE_CHUNK) {
-        let sql = format!(
-            "INSERT INTO fee_line ({LINE_COLS}) VALUES {}",
-            super::values(c.engine(), chunk.len(), LINE_NCOLS, 1)
-        );
-        on_conn!(c, x => {
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q.bind(&r.mdtrt_id).bind(&r.line_no).bind(&r.code).bind(&r.name)
-                    .bind(r.qty_scaled).bind(r.price_micros).bind(r.fee_date).bind(&r.refund_of)
-                    .bind(r.class).bind(r.cap_micros).bind(r.b_ratio_bp).bind(r.catalogue_version)
-                    .bind(r.amount_fen).bind(r.fulamt_fen).bind(r.overlmt_fen).bind(r.preself_fen)
-                    .bind(r.inscp_fen).bind(&r.setl_id);
-            }
-            q.execute(x).await.map(|r| r.rows_affected())
-        })?;
-    }
+    super::cells::insert(c, rows, "").await?;
     Ok(())
 }
 
@@ -121,25 +187,27 @@ pub async fn insert_lines(c: &mut Conn, rows: &[FeeLineRow]) -> StoreResult<()> 
 pub async fn delete_lines(c: &mut Conn, mdtrt_id: &str, line_no: Option<&str>) -> StoreResult<u64> {
     let sql = "DELETE FROM fee_line WHERE mdtrt_id = $1 AND setl_id IS NULL \
                AND ($2 = '' OR line_no = $2)";
-    let n = on_conn!(c, x => sqlx::query(sql).bind(mdtrt_id).bind(line_no.unwrap_or(""))
-        .execute(x).await.map(|r| r.rows_affected()))?;
-    Ok(n)
+    Query::new(sql)
+        .bind(mdtrt_id)
+        .bind(line_no.unwrap_or(""))
+        .execute(c)
+        .await
 }
 
 /// Marks every unsettled line of a visit as covered by `setl_id`.
 pub async fn assign_lines(c: &mut Conn, mdtrt_id: &str, setl_id: &str) -> StoreResult<u64> {
     let sql = "UPDATE fee_line SET setl_id = $2 WHERE mdtrt_id = $1 AND setl_id IS NULL";
-    let n = on_conn!(c, x => sqlx::query(sql).bind(mdtrt_id).bind(setl_id).execute(x).await
-        .map(|r| r.rows_affected()))?;
-    Ok(n)
+    Query::new(sql)
+        .bind(mdtrt_id)
+        .bind(setl_id)
+        .execute(c)
+        .await
 }
 
 /// Frees the lines a reversed settlement covered, so the visit can be corrected and settled again.
 pub async fn release_lines(c: &mut Conn, setl_id: &str) -> StoreResult<u64> {
     let sql = "UPDATE fee_line SET setl_id = NULL WHERE setl_id = $1";
-    let n = on_conn!(c, x => sqlx::query(sql).bind(setl_id).execute(x).await
-        .map(|r| r.rows_affected()))?;
-    Ok(n)
+    Query::new(sql).bind(setl_id).execute(c).await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -335,6 +403,15 @@ pub struct AccumulatorRow {
     pub admissions: i64,
 }
 
+crate::direct_row!(AccumulatorRow {
+    annual_ded_fen,
+    fund_fen,
+    burden_fen,
+    ci_fen,
+    maf_fen,
+    admissions,
+});
+
 /// The accumulator row of (person, insurance type, year), created at zero when missing and
 /// locked for the rest of the transaction ([`lock_accumulators`] of one key: on SQLite one loan
 /// of the connection, not two statements through the driver).
@@ -366,10 +443,12 @@ pub async fn read_accumulator(
         "SELECT annual_ded_fen, fund_fen, burden_fen, ci_fen, maf_fen, admissions FROM accumulator \
          WHERE psn_no = $1 AND insurance_type = $2 AND year = $3{lock}"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(psn_no).bind(insurance_type).bind(year)
-        .fetch_optional(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(psn_no)
+        .bind(insurance_type)
+        .bind(year)
+        .fetch_optional(c)
+        .await
 }
 
 /// Adds a settlement's (or reversal's) contribution.
@@ -383,9 +462,18 @@ pub async fn add_to_accumulator(
     let sql = "UPDATE accumulator SET annual_ded_fen = annual_ded_fen + $4, fund_fen = fund_fen + $5, \
                burden_fen = burden_fen + $6, ci_fen = ci_fen + $7, maf_fen = maf_fen + $8, \
                admissions = admissions + $9 WHERE psn_no = $1 AND insurance_type = $2 AND year = $3";
-    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(year)
-        .bind(d.annual_ded_fen).bind(d.fund_fen).bind(d.burden_fen).bind(d.ci_fen).bind(d.maf_fen)
-        .bind(d.admissions).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(psn_no)
+        .bind(insurance_type)
+        .bind(year)
+        .bind(d.annual_ded_fen)
+        .bind(d.fund_fen)
+        .bind(d.burden_fen)
+        .bind(d.ci_fen)
+        .bind(d.maf_fen)
+        .bind(d.admissions)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
