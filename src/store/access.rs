@@ -3,7 +3,6 @@
 use super::cells::{Cell, Cells};
 use super::query::Query;
 use super::{Conn, Engine, StoreError, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use std::collections::HashMap;
@@ -19,6 +18,13 @@ pub struct TokenRow {
     pub label: String,
 }
 
+crate::direct_row!(TokenRow {
+    token_id,
+    role,
+    scope,
+    label,
+});
+
 pub async fn insert_token(
     c: &mut Conn,
     hash: &[u8],
@@ -27,8 +33,15 @@ pub async fn insert_token(
 ) -> StoreResult<()> {
     let sql = "INSERT INTO api_token (token_hash, token_id, role, scope, label, created_at) \
                VALUES ($1, $2, $3, $4, $5, $6)";
-    on_conn!(c, x => sqlx::query(sql).bind(hash).bind(&t.token_id).bind(&t.role).bind(&t.scope)
-        .bind(&t.label).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(hash)
+        .bind(&t.token_id)
+        .bind(&t.role)
+        .bind(&t.scope)
+        .bind(&t.label)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -36,14 +49,12 @@ pub async fn insert_token(
 pub async fn token_by_hash(c: &mut Conn, hash: &[u8]) -> StoreResult<Option<TokenRow>> {
     let sql = "SELECT token_id, role, scope, label FROM api_token \
                WHERE token_hash = $1 AND revoked_at IS NULL";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(hash).fetch_optional(x).await)?)
+    Query::new(sql).bind(hash).fetch_optional(c).await
 }
 
 pub async fn revoke_token(c: &mut Conn, token_id: &str, now: DateTime<Utc>) -> StoreResult<u64> {
     let sql = "UPDATE api_token SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL";
-    let r = on_conn!(c, x => sqlx::query(sql).bind(token_id).bind(now).execute(x).await
-        .map(|r| r.rows_affected()))?;
-    Ok(r)
+    Query::new(sql).bind(token_id).bind(now).execute(c).await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,6 +68,13 @@ pub struct IdempotencyRow {
     pub setl_id: Option<String>,
 }
 
+crate::direct_row!(IdempotencyRow {
+    rpc,
+    payload_hash,
+    response,
+    setl_id,
+});
+
 pub async fn find_idempotent(
     c: &mut Conn,
     principal: &str,
@@ -65,10 +83,11 @@ pub async fn find_idempotent(
     // Through the view: on SQLite the key is maintained in batches (see `store::derived`).
     let sql = "SELECT rpc, payload_hash, response, setl_id FROM idempotency_by_key \
                WHERE principal = $1 AND request_id = $2";
-    Ok(
-        on_conn!(c, x => sqlx::query_as(sql).bind(principal).bind(request_id)
-        .fetch_optional(x).await)?,
-    )
+    Query::new(sql)
+        .bind(principal)
+        .bind(request_id)
+        .fetch_optional(c)
+        .await
 }
 
 /// Claims a request id for a call in progress (empty response). Returns false when the id is
@@ -179,8 +198,15 @@ pub async fn insert_idempotent(
              created_at) VALUES ($1, $2, $3, $4, $5, $6)"
         }
     };
-    let n = on_conn!(c, x => sqlx::query(sql).bind(principal).bind(request_id).bind(&row.rpc)
-        .bind(&row.payload_hash).bind(&row.response).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    let n = Query::new(sql)
+        .bind(principal)
+        .bind(request_id)
+        .bind(&row.rpc)
+        .bind(&row.payload_hash)
+        .bind(&row.response)
+        .bind(now)
+        .execute(c)
+        .await?;
     if n == 0 {
         // SQLite: the key is stored already (PostgreSQL's primary key says so itself).
         return Err(StoreError::Unique {
@@ -200,6 +226,16 @@ pub struct AuditRow {
     pub detail: String,
     pub at: DateTime<Utc>,
 }
+
+crate::direct_row!(AuditRow {
+    audit_id,
+    principal,
+    rpc,
+    request_id,
+    outcome,
+    detail,
+    at,
+});
 
 pub async fn insert_audit(c: &mut Conn, a: &AuditRow) -> StoreResult<()> {
     let sql = "INSERT INTO audit_log (audit_id, principal, rpc, request_id, outcome, detail, at) \
@@ -233,10 +269,7 @@ pub async fn list_audit(
             "SELECT {COLS} FROM audit_log WHERE ($1 = '' OR audit_id < $1) \
              ORDER BY audit_id DESC LIMIT $2"
         );
-        return Ok(
-            on_conn!(c, x => sqlx::query_as(&sql).bind(before).bind(limit)
-            .fetch_all(x).await)?,
-        );
+        return Query::new(&sql).bind(before).bind(limit).fetch_all(c).await;
     }
     // Through the view: on SQLite the (principal, audit_id) index is maintained in batches (see
     // `store::derived`).
@@ -245,10 +278,12 @@ pub async fn list_audit(
          WHERE principal = $1 AND ($2 = '' OR audit_id < $2) ORDER BY audit_id DESC LIMIT $3) \
          ORDER BY audit_id DESC"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(principal).bind(before).bind(limit)
-        .fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(principal)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 /// The first answer under a request id, stored once the call it answers has run.

@@ -1,6 +1,7 @@
 //! A treatment region's catalogue: effective-dated items, versioned per upsert call.
 
 use super::cache::CatalogueSnapshot;
+use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use crate::domain::adjudication::CatalogueTerms;
 use crate::domain::kinds::CatalogueClass;
@@ -28,6 +29,18 @@ pub struct CatalogueRow {
     pub version: i64,
 }
 
+crate::direct_row!(CatalogueRow {
+    region,
+    code,
+    effective_from,
+    name,
+    kind,
+    class,
+    b_ratio_bp,
+    cap_micros,
+    version,
+});
+
 const COLS: &str =
     "region, code, effective_from, name, kind, class, b_ratio_bp, cap_micros, version";
 
@@ -39,7 +52,8 @@ pub async fn next_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
     let sql = "INSERT INTO catalogue_version (region, version) VALUES ($1, 1) \
                ON CONFLICT (region) DO UPDATE SET version = catalogue_version.version + 1 \
                RETURNING version";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).fetch_one(x).await)?)
+    let One(v) = Query::new(sql).bind(region).fetch_one(c).await?;
+    Ok(v)
 }
 
 /// Inserts or replaces items by (region, code, effective_from), set-based in chunks.
@@ -78,10 +92,12 @@ pub async fn item_on(
         "SELECT {COLS} FROM catalogue_item WHERE region = $1 AND code = $2 \
          AND effective_from <= $3 ORDER BY effective_from DESC LIMIT 1"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(code).bind(on)
-        .fetch_optional(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(region)
+        .bind(code)
+        .bind(on)
+        .fetch_optional(c)
+        .await
 }
 
 /// Entries in force on `on` whose code starts with `query` or whose name contains it, after
@@ -115,10 +131,16 @@ pub async fn search(
     let sql = sql
         .replace("LIKE $5", "LIKE $5 ESCAPE '\\'")
         .replace("LIKE $6", "LIKE $6 ESCAPE '\\'");
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(region).bind(query).bind(on).bind(after)
-        .bind(&prefix).bind(&contains).bind(limit).fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(region)
+        .bind(query)
+        .bind(on)
+        .bind(after)
+        .bind(&prefix)
+        .bind(&contains)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 /// The region's current catalogue version (0 = no catalogue yet).
@@ -135,9 +157,8 @@ pub async fn current_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
     if let Some(v) = on_sqlite {
         return Ok(v.unwrap_or(0));
     }
-    let v: Option<i64> =
-        on_conn!(c, x => sqlx::query_scalar(sql).bind(region).fetch_optional(x).await)?;
-    Ok(v.unwrap_or(0))
+    let v: Option<One<i64>> = Query::new(sql).bind(region).fetch_optional(c).await?;
+    Ok(v.map_or(0, |One(v)| v))
 }
 
 /// The region's catalogue as of this transaction: from the cache when the cached version is
@@ -174,7 +195,7 @@ pub async fn snapshot(c: &mut Conn, region: &str) -> StoreResult<Arc<CatalogueSn
         .await?;
     let rows: Vec<CatalogueRow> = match on_sqlite {
         Some(rows) => rows,
-        None => on_conn!(c, x => sqlx::query_as(&sql).bind(region).fetch_all(x).await)?,
+        None => Query::new(&sql).bind(region).fetch_all(c).await?,
     };
     let mut by_code: HashMap<String, Vec<CatalogueRow>> = HashMap::new();
     for r in rows {

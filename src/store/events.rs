@@ -2,6 +2,7 @@
 //! order by a cursor (see migrations/*/0006_events.sql for how each engine keeps that order).
 
 use super::cells::{Cell, Cells};
+use super::query::{One, Query};
 use super::{Conn, Engine, StoreResult, settlement::SettlementRow};
 use crate::on_conn;
 use chrono::{DateTime, Utc};
@@ -152,10 +153,14 @@ pub async fn insert_for_statements(
         super::clearing::live_due_sql("s")
     );
     let stamp = super::new_id("", at);
-    Ok(
-        on_conn!(c, x => sqlx::query(&sql).bind(period).bind(&stamp).bind(at).bind(detail).bind(kind)
-        .execute(x).await.map(|r| r.rows_affected()))?,
-    )
+    Query::new(&sql)
+        .bind(period)
+        .bind(&stamp)
+        .bind(at)
+        .bind(detail)
+        .bind(kind)
+        .execute(c)
+        .await
 }
 
 /// A position in the stream: (seq, "") on SQLite; (txid, event_id) on PostgreSQL.
@@ -235,5 +240,6 @@ pub async fn after(
 /// Number of events (for tests and operators).
 pub async fn count(c: &mut Conn) -> StoreResult<i64> {
     let sql = "SELECT COUNT(*) FROM event";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+    let One(n) = Query::new(sql).fetch_one(c).await?;
+    Ok(n)
 }

@@ -2,7 +2,6 @@
 
 use super::query::Query;
 use super::{Conn, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -45,17 +44,28 @@ pub async fn insert(c: &mut Conn, f: &FilingRow, now: DateTime<Utc>) -> StoreRes
         "INSERT INTO filing ({COLS}, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
-    on_conn!(c, x => sqlx::query(&sql).bind(&f.filing_id).bind(&f.psn_no).bind(&f.home_region)
-        .bind(f.filing_type).bind(&f.destination).bind(f.valid_from).bind(f.valid_until)
-        .bind(&f.referring_institution).bind(f.status).bind(f.revoked_on).bind(&f.revoke_reason)
-        .bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(&sql)
+        .bind(&f.filing_id)
+        .bind(&f.psn_no)
+        .bind(&f.home_region)
+        .bind(f.filing_type)
+        .bind(&f.destination)
+        .bind(f.valid_from)
+        .bind(f.valid_until)
+        .bind(&f.referring_institution)
+        .bind(f.status)
+        .bind(f.revoked_on)
+        .bind(&f.revoke_reason)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 pub async fn get(c: &mut Conn, filing_id: &str, lock: bool) -> StoreResult<Option<FilingRow>> {
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {COLS} FROM filing WHERE filing_id = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(filing_id).fetch_optional(x).await)?)
+    Query::new(&sql).bind(filing_id).fetch_optional(c).await
 }
 
 /// A person's filings, newest first.
@@ -78,6 +88,11 @@ pub async fn for_person(
 pub async fn revoke(c: &mut Conn, filing_id: &str, on: NaiveDate, reason: &str) -> StoreResult<()> {
     let sql = "UPDATE filing SET status = 2, revoked_on = $2, revoke_reason = $3 \
                WHERE filing_id = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(filing_id).bind(on).bind(reason).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(filing_id)
+        .bind(on)
+        .bind(reason)
+        .execute(c)
+        .await?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Journal rows (immutable) and the sums that balances and verification derive from them.
 
 use super::cells::{Cell, Cells};
+use super::query::{One, Query};
 use super::{Conn, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -15,6 +15,15 @@ pub struct JournalTxRow {
     pub booked_at: DateTime<Utc>,
 }
 
+crate::direct_row!(JournalTxRow {
+    journal_id,
+    kind,
+    reference,
+    memo,
+    business_date,
+    booked_at,
+});
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EntryRow {
     pub journal_id: String,
@@ -22,6 +31,13 @@ pub struct EntryRow {
     pub account: String,
     pub amount_fen: i64,
 }
+
+crate::direct_row!(EntryRow {
+    journal_id,
+    seq,
+    account,
+    amount_fen,
+});
 
 pub async fn insert_tx(c: &mut Conn, t: &JournalTxRow, entries: &[EntryRow]) -> StoreResult<()> {
     insert_many(c, std::slice::from_ref(t), entries).await
@@ -33,7 +49,7 @@ pub async fn account_sum(c: &mut Conn, account: &str) -> StoreResult<(i64, i64)>
     // entries indexed, in batches (see `store::derived`).
     let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT), \
                CAST(COALESCE(SUM(entries), 0) AS BIGINT) FROM account_sums WHERE account = $1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(account).fetch_one(x).await)?)
+    Query::new(sql).bind(account).fetch_one(c).await
 }
 
 /// (account, sum in fen) of every account whose name starts with `prefix` (e.g. "due:").
@@ -42,7 +58,7 @@ pub async fn sums_with_prefix(c: &mut Conn, prefix: &str) -> StoreResult<Vec<(St
                WHERE account LIKE $1 GROUP BY account ORDER BY account";
     // Account prefixes are plain ("due:", "net:"): no LIKE wildcards to escape.
     let pattern = format!("{prefix}%");
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(&pattern).fetch_all(x).await)?)
+    Query::new(sql).bind(&pattern).fetch_all(c).await
 }
 
 /// The kinds of journal transaction that fund a personal account, their reference the person's
@@ -80,25 +96,32 @@ pub async fn list_txs(
                    AND t.journal_id > $1 AND EXISTS (SELECT 1 FROM journal_entry e \
                    WHERE e.journal_id = t.journal_id AND e.account = $2) \
                    ORDER BY t.journal_id LIMIT $3";
-        return Ok(
-            on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
-            .bind(psn_no).fetch_all(x).await)?,
-        );
+        return Query::new(sql)
+            .bind(after)
+            .bind(account)
+            .bind(limit)
+            .bind(psn_no)
+            .fetch_all(c)
+            .await;
     }
     if let (super::Engine::Sqlite, Some(sql)) = (c.engine(), sqlite_by_account(account)) {
-        return Ok(
-            on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
-            .fetch_all(x).await)?,
-        );
+        return Query::new(sql)
+            .bind(after)
+            .bind(account)
+            .bind(limit)
+            .fetch_all(c)
+            .await;
     }
     let sql = "SELECT journal_id, kind, reference, memo, business_date, booked_at FROM journal_tx t \
                WHERE t.journal_id > $1 AND ($2 = '' OR EXISTS (SELECT 1 FROM journal_entry e \
                WHERE e.journal_id = t.journal_id AND e.account = $2)) \
                ORDER BY t.journal_id LIMIT $3";
-    Ok(
-        on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(account).bind(limit)
-        .fetch_all(x).await)?,
-    )
+    Query::new(sql)
+        .bind(after)
+        .bind(account)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 /// SQLite: a page of the transactions of an account no swipe writes (`bank:`, `prepay:`,
@@ -147,23 +170,26 @@ pub async fn unlisted_pacct_legs(c: &mut Conn, limit: i64) -> StoreResult<Vec<(S
                AND NOT EXISTS (SELECT 1 FROM settlement s WHERE s.setl_id = t.reference \
                    AND s.journal_id = t.journal_id AND e.account = 'pacct:' || s.psn_no) \
                ORDER BY e.journal_id, e.seq LIMIT $1";
-    Ok(
-        on_conn!(c, x => sqlx::query_as(sql).bind(limit).bind(OPENING_BALANCE)
-        .bind(PACCT_DEPOSIT).fetch_all(x).await)?,
-    )
+    Query::new(sql)
+        .bind(limit)
+        .bind(OPENING_BALANCE)
+        .bind(PACCT_DEPOSIT)
+        .fetch_all(c)
+        .await
 }
 
 /// Entries of the given transactions, in (journal_id, seq) order.
 pub async fn entries_of(c: &mut Conn, first: &str, last: &str) -> StoreResult<Vec<EntryRow>> {
     let sql = "SELECT journal_id, seq, account, amount_fen FROM journal_entry \
                WHERE journal_id >= $1 AND journal_id <= $2 ORDER BY journal_id, seq";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(first).bind(last).fetch_all(x).await)?)
+    Query::new(sql).bind(first).bind(last).fetch_all(c).await
 }
 
 /// Sum of every entry in the journal (the trial balance; must be 0).
 pub async fn trial_balance(c: &mut Conn) -> StoreResult<i64> {
     let sql = "SELECT CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM journal_entry";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+    let One(n) = Query::new(sql).fetch_one(c).await?;
+    Ok(n)
 }
 
 /// Journal transactions whose entries do not sum to zero (or have fewer than two legs).
@@ -172,7 +198,7 @@ pub async fn unbalanced(c: &mut Conn, limit: i64) -> StoreResult<Vec<(String, i6
                LEFT JOIN journal_entry e ON e.journal_id = t.journal_id \
                GROUP BY t.journal_id HAVING COALESCE(SUM(e.amount_fen), 0) <> 0 OR COUNT(e.seq) < 2 \
                ORDER BY t.journal_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+    Query::new(sql).bind(limit).fetch_all(c).await
 }
 
 /// Personal accounts whose maintained balance differs from their journal sum, or is negative:
@@ -184,14 +210,15 @@ pub async fn account_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<(St
                ON s.account = 'pacct:' || a.psn_no \
                WHERE a.balance_fen <> COALESCE(s.total, 0) OR a.balance_fen < 0 \
                ORDER BY a.psn_no LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+    Query::new(sql).bind(limit).fetch_all(c).await
 }
 
 /// Journal personal-account legs on accounts with no personal_account row.
 pub async fn orphan_pacct_entries(c: &mut Conn) -> StoreResult<i64> {
     let sql = "SELECT COUNT(*) FROM journal_entry e WHERE e.account LIKE 'pacct:%' AND NOT EXISTS \
                (SELECT 1 FROM personal_account a WHERE 'pacct:' || a.psn_no = e.account)";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).fetch_one(x).await)?)
+    let One(n) = Query::new(sql).fetch_one(c).await?;
+    Ok(n)
 }
 
 /// Inserts many journal transactions and their entries, set-based.

@@ -3,7 +3,6 @@
 use super::cells::{self, Cell, Cells};
 use super::query::{One, Query};
 use super::{Conn, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
 use std::collections::{HashMap, HashSet};
@@ -308,13 +307,21 @@ pub async fn records(c: &mut Conn, rows: Vec<PersonRow>) -> StoreResult<Vec<Pers
     let sql = "SELECT i.psn_no, i.insurance_type, i.category, i.status FROM person_insurance i \
                JOIN person p ON p.psn_no = i.psn_no WHERE p.home_region = $1 \
                AND i.psn_no >= $2 AND i.psn_no <= $3 ORDER BY i.psn_no, i.insurance_type";
-    let insurances: Vec<InsuranceRow> = on_conn!(c, x => sqlx::query_as(sql).bind(&home).bind(&lo)
-        .bind(&hi).fetch_all(x).await)?;
+    let insurances: Vec<InsuranceRow> = Query::new(sql)
+        .bind(&home)
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_all(c)
+        .await?;
     let sql = "SELECT a.psn_no, a.balance_fen FROM personal_account a \
                JOIN person p ON p.psn_no = a.psn_no WHERE p.home_region = $1 \
                AND a.psn_no >= $2 AND a.psn_no <= $3";
-    let balances: Vec<(String, i64)> = on_conn!(c, x => sqlx::query_as(sql).bind(&home).bind(&lo)
-        .bind(&hi).fetch_all(x).await)?;
+    let balances: Vec<(String, i64)> = Query::new(sql)
+        .bind(&home)
+        .bind(&lo)
+        .bind(&hi)
+        .fetch_all(c)
+        .await?;
     let balances: std::collections::HashMap<String, i64> = balances.into_iter().collect();
     Ok(rows
         .into_iter()
@@ -341,15 +348,17 @@ pub async fn list_persons(
         "SELECT {PERSON_COLS} FROM person WHERE home_region = $1 AND psn_no > $2 \
          ORDER BY psn_no LIMIT $3"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(home_region).bind(after).bind(limit)
-        .fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(home_region)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 pub async fn set_person_status(c: &mut Conn, psn_no: &str, status: i64) -> StoreResult<()> {
     let sql = "UPDATE person SET status = $2 WHERE psn_no = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(status).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql).bind(psn_no).bind(status).execute(c).await?;
     Ok(())
 }
 
@@ -360,8 +369,12 @@ pub async fn set_insurance_status(
     status: i64,
 ) -> StoreResult<()> {
     let sql = "UPDATE person_insurance SET status = $3 WHERE psn_no = $1 AND insurance_type = $2";
-    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(insurance_type).bind(status)
-        .execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(psn_no)
+        .bind(insurance_type)
+        .bind(status)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -372,8 +385,12 @@ pub async fn set_card(
     card_status: i64,
 ) -> StoreResult<()> {
     let sql = "UPDATE person SET card_no = $2, card_status = $3 WHERE psn_no = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(psn_no).bind(card_no).bind(card_status)
-        .execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(psn_no)
+        .bind(card_no)
+        .bind(card_status)
+        .execute(c)
+        .await?;
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Purchase lines of pharmacy settlements.
 
 use super::cells::{Cell, Cells};
+use super::query::Query;
 use super::{Conn, StoreResult};
-use crate::on_conn;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PurchaseLineRow {
@@ -26,6 +26,25 @@ pub struct PurchaseLineRow {
     /// Quantity ×10^4 refunded so far (purchase lines only).
     pub refunded_qty_scaled: i64,
 }
+
+crate::direct_row!(PurchaseLineRow {
+    setl_id,
+    line_no,
+    code,
+    name,
+    qty_scaled,
+    price_micros,
+    class,
+    cap_micros,
+    b_ratio_bp,
+    catalogue_version,
+    amount_fen,
+    fulamt_fen,
+    overlmt_fen,
+    preself_fen,
+    inscp_fen,
+    refunded_qty_scaled,
+});
 
 const COLS: &str = "setl_id, line_no, code, name, qty_scaled, price_micros, class, cap_micros, \
     b_ratio_bp, catalogue_version, amount_fen, fulamt_fen, overlmt_fen, preself_fen, inscp_fen, \
@@ -68,7 +87,7 @@ impl Cells for PurchaseLineRow {
 /// The lines of a settlement in line_no order.
 pub async fn lines(c: &mut Conn, setl_id: &str) -> StoreResult<Vec<PurchaseLineRow>> {
     let sql = format!("SELECT {COLS} FROM purchase_line WHERE setl_id = $1 ORDER BY line_no");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_all(x).await)?)
+    Query::new(&sql).bind(setl_id).fetch_all(c).await
 }
 
 /// Adds to the refunded quantity of a purchase line.
@@ -80,7 +99,11 @@ pub async fn add_refunded(
 ) -> StoreResult<()> {
     let sql = "UPDATE purchase_line SET refunded_qty_scaled = refunded_qty_scaled + $3 \
                WHERE setl_id = $1 AND line_no = $2";
-    on_conn!(c, x => sqlx::query(sql).bind(setl_id).bind(line_no).bind(qty_scaled).execute(x).await
-        .map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(setl_id)
+        .bind(line_no)
+        .bind(qty_scaled)
+        .execute(c)
+        .await?;
     Ok(())
 }

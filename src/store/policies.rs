@@ -1,6 +1,7 @@
 //! Home-region policy versions: immutable, effective-dated; the body is JSON of
 //! `domain::policy::Policy` (amounts as strings, never floats).
 
+use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -14,18 +15,31 @@ pub struct PolicyRow {
     pub body: String,
 }
 
+crate::direct_row!(PolicyRow {
+    region,
+    version,
+    effective_from,
+    body,
+});
+
 /// The newest version of a region, if any (callers that add a version lock the region first).
 pub async fn latest(c: &mut Conn, region: &str) -> StoreResult<Option<PolicyRow>> {
     let sql = "SELECT region, version, effective_from, body FROM policy_version WHERE region = $1 \
                ORDER BY version DESC LIMIT 1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).fetch_optional(x).await)?)
+    Query::new(sql).bind(region).fetch_optional(c).await
 }
 
 pub async fn insert(c: &mut Conn, p: &PolicyRow, now: DateTime<Utc>) -> StoreResult<()> {
     let sql = "INSERT INTO policy_version (region, version, effective_from, body, created_at) \
                VALUES ($1, $2, $3, $4, $5)";
-    on_conn!(c, x => sqlx::query(sql).bind(&p.region).bind(p.version).bind(p.effective_from)
-        .bind(&p.body).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(&p.region)
+        .bind(p.version)
+        .bind(p.effective_from)
+        .bind(&p.body)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -52,14 +66,23 @@ pub async fn in_force_version(
     if let Some(v) = on_sqlite {
         return Ok(v);
     }
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(region).bind(on).fetch_optional(x).await)?)
+    let v: Option<One<i64>> = Query::new(sql)
+        .bind(region)
+        .bind(on)
+        .fetch_optional(c)
+        .await?;
+    Ok(v.map(|One(v)| v))
 }
 
 /// The version in force on `on`.
 pub async fn in_force(c: &mut Conn, region: &str, on: NaiveDate) -> StoreResult<Option<PolicyRow>> {
     let sql = "SELECT region, version, effective_from, body FROM policy_version \
                WHERE region = $1 AND effective_from <= $2 ORDER BY effective_from DESC LIMIT 1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(on).fetch_optional(x).await)?)
+    Query::new(sql)
+        .bind(region)
+        .bind(on)
+        .fetch_optional(c)
+        .await
 }
 
 pub async fn by_version(
@@ -88,7 +111,11 @@ pub async fn by_version(
     if let Some(found) = on_sqlite {
         return Ok(found);
     }
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(region).bind(version).fetch_optional(x).await)?)
+    Query::new(sql)
+        .bind(region)
+        .bind(version)
+        .fetch_optional(c)
+        .await
 }
 
 /// All versions of a region, newest first, without bodies.

@@ -73,6 +73,14 @@ impl<'a> Query<'a> {
             .await?)
     }
 
+    /// The first row; an error when there is none (sqlx's `RowNotFound`, as `fetch_one`
+    /// through the driver gives it).
+    pub async fn fetch_one<T: Row>(&self, c: &mut Conn) -> StoreResult<T> {
+        self.fetch_optional(c)
+            .await?
+            .ok_or_else(|| StoreError::from(sqlx::Error::RowNotFound))
+    }
+
     /// Every row.
     pub async fn fetch_all<T: Row>(&self, c: &mut Conn) -> StoreResult<Vec<T>> {
         if let Some(rows) = c
@@ -173,6 +181,29 @@ where
 {
     fn direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         T::col(r, 0usize).map(One)
+    }
+}
+
+/// A row of two columns read by position, as sqlx reads a tuple: `SELECT account, SUM(…)`.
+impl<A, B> Row for (A, B)
+where
+    A: Col + Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    B: Col + Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok((A::col(r, 0usize)?, B::col(r, 1usize)?))
+    }
+}
+
+/// A row of three columns read by position (see the two-column one).
+impl<A, B, C> Row for (A, B, C)
+where
+    A: Col + Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    B: Col + Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    C: Col + Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok((A::col(r, 0usize)?, B::col(r, 1usize)?, C::col(r, 2usize)?))
     }
 }
 

@@ -2,7 +2,6 @@
 
 use super::query::Query;
 use super::{Conn, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
 
@@ -14,11 +13,24 @@ pub struct RegionRow {
     pub bureau_name: String,
 }
 
+crate::direct_row!(RegionRow {
+    code,
+    name,
+    province_code,
+    bureau_name,
+});
+
 pub async fn insert_region(c: &mut Conn, r: &RegionRow, now: DateTime<Utc>) -> StoreResult<()> {
     let sql = "INSERT INTO region (code, name, province_code, bureau_name, created_at) \
                VALUES ($1, $2, $3, $4, $5)";
-    on_conn!(c, x => sqlx::query(sql).bind(&r.code).bind(&r.name).bind(&r.province_code)
-        .bind(&r.bureau_name).bind(now).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(&r.code)
+        .bind(&r.name)
+        .bind(&r.province_code)
+        .bind(&r.bureau_name)
+        .bind(now)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -36,7 +48,7 @@ async fn region_row(c: &mut Conn, code: &str, lock: bool) -> StoreResult<Option<
     let lock = if lock { c.for_update() } else { "" };
     let sql =
         format!("SELECT code, name, province_code, bureau_name FROM region WHERE code = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(code).fetch_optional(x).await)?)
+    Query::new(&sql).bind(code).fetch_optional(c).await
 }
 
 /// Regions after `after` in code order, optionally of one province.
@@ -49,7 +61,12 @@ pub async fn list_regions(
     let sql = "SELECT code, name, province_code, bureau_name FROM region \
                WHERE code > $1 AND ($2 = '' OR province_code = $2) ORDER BY code LIMIT $3";
     let p = province.unwrap_or("");
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(after).bind(p).bind(limit).fetch_all(x).await)?)
+    Query::new(sql)
+        .bind(after)
+        .bind(p)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -86,17 +103,32 @@ pub async fn insert_institution(c: &mut Conn, r: &InstitutionRow) -> StoreResult
     let sql = format!(
         "INSERT INTO institution ({INSTITUTION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     );
-    on_conn!(c, x => sqlx::query(&sql).bind(&r.code).bind(&r.name).bind(&r.region).bind(r.kind)
-        .bind(r.level).bind(r.cross_region_enabled).bind(r.status).bind(r.valid_from)
-        .bind(r.valid_until).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(&sql)
+        .bind(&r.code)
+        .bind(&r.name)
+        .bind(&r.region)
+        .bind(r.kind)
+        .bind(r.level)
+        .bind(r.cross_region_enabled)
+        .bind(r.status)
+        .bind(r.valid_from)
+        .bind(r.valid_until)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
 pub async fn update_institution(c: &mut Conn, r: &InstitutionRow) -> StoreResult<()> {
     let sql = "UPDATE institution SET name = $2, cross_region_enabled = $3, status = $4, \
                valid_until = $5 WHERE code = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(&r.code).bind(&r.name).bind(r.cross_region_enabled)
-        .bind(r.status).bind(r.valid_until).execute(x).await.map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(&r.code)
+        .bind(&r.name)
+        .bind(r.cross_region_enabled)
+        .bind(r.status)
+        .bind(r.valid_until)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -122,10 +154,13 @@ pub async fn list_institutions(
         "SELECT {INSTITUTION_COLS} FROM institution WHERE code > $1 AND ($2 = '' OR region = $2) \
          AND ($3 = 0 OR kind = $3) ORDER BY code LIMIT $4"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(after).bind(region).bind(kind).bind(limit)
-        .fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(after)
+        .bind(region)
+        .bind(kind)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 /// Institutions with these codes.

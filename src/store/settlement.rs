@@ -1,9 +1,8 @@
 //! Visits, fee lines, settlements and accumulators.
 
 use super::cells::{Cell, Cells};
-use super::query::Query;
+use super::query::{One, Query};
 use super::{Conn, StoreResult};
-use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
 use std::collections::HashMap;
@@ -253,6 +252,45 @@ pub struct SettlementRow {
     pub request_id: String,
 }
 
+crate::direct_row!(SettlementRow {
+    setl_id,
+    kind,
+    reverses,
+    reversed_by,
+    mdtrt_id,
+    psn_no,
+    home_region,
+    treatment_region,
+    institution,
+    insurance_type,
+    care_type,
+    settled_at,
+    business_date,
+    clearing_period,
+    service_year,
+    medfee_fen,
+    fulamt_fen,
+    overlmt_fen,
+    preself_fen,
+    inscp_fen,
+    dedc_fen,
+    hifp_fen,
+    hifmi_fen,
+    maf_fen,
+    fund_fen,
+    psn_part_fen,
+    acct_fen,
+    cash_fen,
+    balance_after_fen,
+    d_annual_ded_fen,
+    d_burden_fen,
+    d_admissions,
+    line_count,
+    explanation,
+    journal_id,
+    request_id,
+});
+
 const SETL_COLS: &str = "setl_id, kind, reverses, reversed_by, mdtrt_id, psn_no, home_region, \
     treatment_region, institution, insurance_type, care_type, settled_at, business_date, \
     clearing_period, service_year, medfee_fen, fulamt_fen, overlmt_fen, preself_fen, inscp_fen, \
@@ -324,7 +362,7 @@ pub async fn get_settlement(
 ) -> StoreResult<Option<SettlementRow>> {
     let lock = if lock { c.for_update() } else { "" };
     let sql = format!("SELECT {SETL_COLS} FROM settlement WHERE setl_id = $1{lock}");
-    Ok(on_conn!(c, x => sqlx::query_as(&sql).bind(setl_id).fetch_optional(x).await)?)
+    Query::new(&sql).bind(setl_id).fetch_optional(c).await
 }
 
 /// The settlement a caller (`principal`: its key, as in the idempotency table) booked under one
@@ -339,16 +377,20 @@ pub async fn settlement_by_request(
         "SELECT {SETL_COLS} FROM settlement WHERE setl_id = \
          (SELECT setl_id FROM idempotency_by_key WHERE principal = $1 AND request_id = $2)"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(principal).bind(request_id)
-        .fetch_optional(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(principal)
+        .bind(request_id)
+        .fetch_optional(c)
+        .await
 }
 
 pub async fn set_reversed_by(c: &mut Conn, setl_id: &str, reversal: &str) -> StoreResult<()> {
     let sql = "UPDATE settlement SET reversed_by = $2 WHERE setl_id = $1";
-    on_conn!(c, x => sqlx::query(sql).bind(setl_id).bind(reversal).execute(x).await
-        .map(|r| r.rows_affected()))?;
+    Query::new(sql)
+        .bind(setl_id)
+        .bind(reversal)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -387,10 +429,13 @@ pub async fn list_settlements(
     let sql = format!(
         "SELECT {SETL_COLS} FROM settlement WHERE {cond} AND setl_id > $3 ORDER BY setl_id LIMIT $4"
     );
-    Ok(
-        on_conn!(c, x => sqlx::query_as(&sql).bind(key).bind(day).bind(after).bind(limit)
-        .fetch_all(x).await)?,
-    )
+    Query::new(&sql)
+        .bind(key)
+        .bind(day)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(c)
+        .await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
@@ -494,7 +539,7 @@ pub async fn accumulator_mismatches(
                  OR a.burden_fen <> COALESCE(s.burden, 0) OR a.ci_fen <> COALESCE(s.ci, 0) \
                  OR a.maf_fen <> COALESCE(s.maf, 0) OR a.admissions <> COALESCE(s.adm, 0) \
                ORDER BY a.psn_no LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_as(sql).bind(limit).fetch_all(x).await)?)
+    Query::new(sql).bind(limit).fetch_all(c).await
 }
 
 /// Settlements whose journal postings differ from their breakdown: the legs on due:* must sum to
@@ -514,7 +559,8 @@ pub async fn posting_mismatches(c: &mut Conn, limit: i64) -> StoreResult<Vec<Str
                  OR COALESCE(j.inst, 0) <> s.fund_fen + s.acct_fen \
                  OR COALESCE(j.funds, 0) <> -s.fund_fen \
                ORDER BY s.setl_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+    let rows: Vec<One<String>> = Query::new(sql).bind(limit).fetch_all(c).await?;
+    Ok(rows.into_iter().map(|One(id)| id).collect())
 }
 
 /// Settlements whose amounts break an identity of DESIGN §3.
@@ -525,7 +571,8 @@ pub async fn identity_breaks(c: &mut Conn, limit: i64) -> StoreResult<Vec<String
                  OR medfee_fen <> fund_fen + psn_part_fen \
                  OR psn_part_fen <> acct_fen + cash_fen \
                ORDER BY setl_id LIMIT $1";
-    Ok(on_conn!(c, x => sqlx::query_scalar(sql).bind(limit).fetch_all(x).await)?)
+    let rows: Vec<One<String>> = Query::new(sql).bind(limit).fetch_all(c).await?;
+    Ok(rows.into_iter().map(|One(id)| id).collect())
 }
 
 /// An accumulator's key: (psn_no, insurance type, year).
