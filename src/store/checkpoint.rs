@@ -126,15 +126,6 @@ impl Checkpointer {
     }
 }
 
-/// The checkpointer's connection reads the database through no memory map: it only copies
-/// pages from the WAL into the file. Mapped, each checkpoint that grew the file remapped all of
-/// it (SQLite's size hint: `ftruncate`, `munmap`, `mmap` of the whole file), twenty times a
-/// second at 5,000 swipes/s, and the next reads faulted the pages in again.
-fn unmapped(x: rusqlite::Connection) -> super::StoreResult<rusqlite::Connection> {
-    x.execute_batch("PRAGMA mmap_size = 0")?;
-    Ok(x)
-}
-
 fn run(shared: &Shared, woken: &mpsc::Receiver<()>) {
     let mut conn: Option<rusqlite::Connection> = None;
     while woken.recv().is_ok() {
@@ -145,7 +136,7 @@ fn run(shared: &Shared, woken: &mpsc::Receiver<()>) {
             // Set up as the writer's (`synchronous = NORMAL`: the WAL synced before a copy, the
             // database after; the backstop autocheckpoint). A passive checkpoint never waits on
             // the busy timeout, and reads the WAL rather than through the page cache.
-            None => match super::open_direct(&shared.database).and_then(unmapped) {
+            None => match super::open_direct(&shared.database) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "the WAL checkpointer cannot open the database; SQLite's own checkpoints remain");
