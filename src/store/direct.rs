@@ -1,11 +1,13 @@
-//! SQLite without the driver in between, for the hot path: the swipe batches' writes and their
-//! per-swipe lookups (and the store functions they share with bulk imports). sqlx runs every
-//! SQLite statement on the connection's own thread: a batch's multi-row INSERTs and `IN (…)`
-//! lookups were sent there, parsed anew for every batch size (a new statement text), bound value
-//! by value into owned buffers, and the writes run with a statement journal (a multi-row
-//! statement may fail half-way). Here the calling thread borrows the connection's handle (sqlx's
-//! `lock_handle`: the driver's thread waits meanwhile) and runs one prepared single-row statement
-//! per row: parsed once per call, bound in place, no statement journal. Values are encoded
+//! SQLite without the driver in between: the swipe writer's own connection, and the pool's
+//! connections lent to the calling thread ([`Lent`]) for every statement of [`super::query`]
+//! and [`insert`]. sqlx runs every SQLite statement on the connection's own thread: a batch's
+//! multi-row INSERTs and `IN (…)` lookups were sent there, parsed anew for every batch size (a
+//! new statement text), bound value by value into owned buffers, and the writes run with a
+//! statement journal (a multi-row statement may fail half-way); a hospital call's statements
+//! each made a round trip there while the call held the write lock. Here the calling thread
+//! borrows the connection's handle (sqlx's `lock_handle`: the driver's thread waits meanwhile)
+//! and runs prepared statements (one single-row statement per row for inserts): parsed once a
+//! loan (for good on the writer's own), bound in place, no statement journal. Values are encoded
 //! exactly as sqlx encodes them, so that everything written here reads back through sqlx
 //! unchanged.
 
