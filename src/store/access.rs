@@ -149,24 +149,23 @@ pub async fn complete_idempotent(
 ) -> StoreResult<()> {
     // SQLite: the claim is among the rows stored since the map was refreshed, in this same
     // transaction (no other writer has run since): found without a scan of the tail.
+    let answer = |sql: &'static str| {
+        Query::new(sql)
+            .bind(principal)
+            .bind(request_id)
+            .bind(response)
+            .bind(setl_id)
+    };
     let q = match c.engine() {
-        Engine::Sqlite => Query::new(
+        Engine::Sqlite => answer(
             "UPDATE idempotency SET response = $3, setl_id = $4 \
              WHERE rowid > $5 AND principal = $1 AND request_id = $2",
-        ),
-        Engine::Postgres => Query::new(
+        )
+        .bind(lock(tail)?.last),
+        Engine::Postgres => answer(
             "UPDATE idempotency SET response = $3, setl_id = $4 \
              WHERE principal = $1 AND request_id = $2",
         ),
-    };
-    let q = q
-        .bind(principal)
-        .bind(request_id)
-        .bind(response)
-        .bind(setl_id);
-    let q = match c.engine() {
-        Engine::Sqlite => q.bind(lock(tail)?.last),
-        Engine::Postgres => q,
     };
     let n = q.execute(c).await?;
     if n != 1 {
