@@ -22,6 +22,34 @@ pub enum Cell<'a> {
     OptDate(Option<NaiveDate>),
 }
 
+/// Adds a cell to a statement's arguments as sqlx binds the Rust value it holds.
+pub fn add<'q, DB>(args: &mut DB::Arguments<'q>, cell: Cell<'q>) -> StoreResult<()>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    NaiveDate: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<NaiveDate>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let added = match cell {
+        Cell::Text(v) => args.add(v),
+        Cell::OptText(v) => args.add(v),
+        Cell::Int(v) => args.add(v),
+        Cell::OptInt(v) => args.add(v),
+        Cell::Bool(v) => args.add(v),
+        Cell::Bytes(v) => args.add(v),
+        Cell::Time(v) => args.add(v),
+        Cell::Date(v) => args.add(v),
+        Cell::OptDate(v) => args.add(v),
+    };
+    added.map_err(|e| StoreError::Other(anyhow::anyhow!("binding a value: {e}")))
+}
+
 /// A row type written by [`insert`] and [`super::direct::insert`].
 pub trait Cells {
     /// The table the rows go to.

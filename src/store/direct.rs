@@ -296,7 +296,7 @@ mod tests {
     use super::super::access::{Answer, AuditRow};
     use super::super::journal::{EntryRow, JournalTxRow};
     use super::super::{Conn, Db, DbConfig, StoreError};
-    use super::{Cell, Cells, insert};
+    use super::{Cells, insert};
     use chrono::{NaiveDate, TimeZone, Utc};
     use rusqlite::types::Value;
 
@@ -327,28 +327,14 @@ mod tests {
 
     /// Inserts `row` through sqlx, its values bound as sqlx-sqlite binds their Rust types.
     async fn through_the_driver<T: Cells>(c: &mut Conn, row: &T) -> anyhow::Result<()> {
-        use sqlx::Arguments;
         let mut args = sqlx::sqlite::SqliteArguments::default();
-        let mut failed = None;
+        let mut failed = Ok(());
         row.cells(&mut |cell| {
-            let added = match cell {
-                Cell::Text(v) => args.add(v),
-                Cell::OptText(v) => args.add(v),
-                Cell::Int(v) => args.add(v),
-                Cell::OptInt(v) => args.add(v),
-                Cell::Bool(v) => args.add(v),
-                Cell::Bytes(v) => args.add(v),
-                Cell::Time(v) => args.add(v),
-                Cell::Date(v) => args.add(v),
-                Cell::OptDate(v) => args.add(v),
-            };
-            if let Err(e) = added {
-                failed.get_or_insert(e);
+            if failed.is_ok() {
+                failed = super::super::cells::add::<sqlx::Sqlite>(&mut args, cell);
             }
         });
-        if let Some(e) = failed {
-            anyhow::bail!("binding: {e}");
-        }
+        failed?;
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             T::TABLE,

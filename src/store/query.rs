@@ -13,7 +13,6 @@ use super::direct::Bound;
 use super::{Conn, StoreError, StoreResult};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use rusqlite::types::ValueRef;
-use sqlx::Arguments;
 use sqlx::postgres::{PgArguments, PgRow};
 
 /// A statement and its values (`$1`, `$2`, … in the text, in any order).
@@ -129,18 +128,7 @@ impl<'a> Query<'a> {
     fn pg_args(&self) -> StoreResult<PgArguments> {
         let mut args = PgArguments::default();
         for cell in &self.args {
-            let added = match *cell {
-                Cell::Text(v) => args.add(v),
-                Cell::OptText(v) => args.add(v),
-                Cell::Int(v) => args.add(v),
-                Cell::OptInt(v) => args.add(v),
-                Cell::Bool(v) => args.add(v),
-                Cell::Bytes(v) => args.add(v),
-                Cell::Time(v) => args.add(v),
-                Cell::Date(v) => args.add(v),
-                Cell::OptDate(v) => args.add(v),
-            };
-            added.map_err(|e| StoreError::Other(anyhow::anyhow!("binding a value: {e}")))?;
+            super::cells::add::<sqlx::Postgres>(&mut args, *cell)?;
         }
         Ok(args)
     }
