@@ -150,13 +150,31 @@ pub trait Row: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {
 macro_rules! direct_row {
     ($t:ty { $($f:ident),* $(,)? }) => {
         impl $crate::store::query::Row for $t {
+            #[allow(unused_assignments)]
             fn direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                let mut i = 0usize;
                 Ok(Self {
-                    $($f: $crate::store::query::Col::col(r, stringify!($f))?,)*
+                    $($f: {
+                        let at = i;
+                        i += 1;
+                        $crate::store::query::named(r, at, stringify!($f))?
+                    },)*
                 })
             }
         }
     };
+}
+
+/// Column `name` of a row, looked for first where the field's position puts it (a SELECT lists
+/// its columns in the struct's order, as a rule), else by name: a lookup by name alone compares
+/// every column's name, for every field of every row.
+pub fn named<T: Col>(r: &rusqlite::Row<'_>, at: usize, name: &str) -> rusqlite::Result<T> {
+    let st = r.as_ref();
+    let i = match st.column_name(at) {
+        Ok(n) if n.eq_ignore_ascii_case(name) => at,
+        _ => st.column_index(name)?,
+    };
+    T::col(r, i)
 }
 
 /// A single-column row: `SELECT balance_fen …`.
@@ -445,6 +463,16 @@ mod tests {
             assert_eq!(read.as_ref(), Some(expected));
         }
         assert_eq!(settlement::get_visit(&mut c, "M3", false).await?, None);
+        // Columns in another order than the fields' are found by name.
+        let shuffled: Option<VisitRow> = Query::new(
+            "SELECT setl_id, filing_id, status, end_date, begin_date, diagnoses, care_type, \
+             insurance_type, home_region, psn_no, visit_no, treatment_region, institution, \
+             mdtrt_id FROM visit WHERE mdtrt_id = $1",
+        )
+        .bind("M1")
+        .fetch_optional(&mut c)
+        .await?;
+        assert_eq!(shuffled.as_ref(), Some(&a));
         c.rollback().await?;
         Ok(())
     }
