@@ -2,6 +2,7 @@
 
 use super::cells::{Cell, Cells};
 use super::query::Query;
+use super::query::Row as _;
 use super::{Conn, Engine, StoreError, StoreResult};
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
@@ -409,15 +410,6 @@ fn lock(tail: &Mutex<RequestIdTail>) -> StoreResult<std::sync::MutexGuard<'_, Re
         .map_err(|_| StoreError::Other(anyhow::anyhow!("the request ids' map is poisoned")))
 }
 
-fn idempotency_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IdempotencyRow> {
-    Ok(IdempotencyRow {
-        rpc: row.get(0)?,
-        payload_hash: row.get(1)?,
-        response: row.get(2)?,
-        setl_id: row.get(3)?,
-    })
-}
-
 /// The stored first answers of many (principal, request id) pairs; on SQLite with the map of the
 /// tail `tail` if the caller keeps one (the swipe writer, inside its write transaction).
 pub async fn find_many(
@@ -439,7 +431,7 @@ pub async fn find_many(
                 )?;
                 for (p, r) in keys {
                     let found = st
-                        .query_row(rusqlite::params![p, r], idempotency_row)
+                        .query_row(rusqlite::params![p, r], IdempotencyRow::direct)
                         .optional()?;
                     if let Some(row) = found {
                         out.push((p.clone(), r.clone(), row));
@@ -459,9 +451,9 @@ pub async fn find_many(
             )?;
             for key in keys {
                 let found = match tail.rows.get(key) {
-                    Some(row) => by_row.query_row([row], idempotency_row).optional()?,
+                    Some(row) => by_row.query_row([row], IdempotencyRow::direct).optional()?,
                     None => by_key
-                        .query_row(rusqlite::params![key.0, key.1], idempotency_row)
+                        .query_row(rusqlite::params![key.0, key.1], IdempotencyRow::direct)
                         .optional()?,
                 };
                 if let Some(row) = found {

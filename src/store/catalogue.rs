@@ -8,7 +8,6 @@ use crate::domain::kinds::CatalogueClass;
 use crate::domain::money::{Ratio, UnitPrice};
 use crate::on_conn;
 use chrono::NaiveDate;
-use rusqlite::OptionalExtension;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -145,18 +144,8 @@ pub async fn search(
 
 /// The region's current catalogue version (0 = no catalogue yet).
 pub async fn current_version(c: &mut Conn, region: &str) -> StoreResult<i64> {
+    // On SQLite on the handle (every swipe batch asks; see `super::query`).
     let sql = "SELECT version FROM catalogue_version WHERE region = $1";
-    // SQLite: on the handle (every swipe batch asks; see `super::direct`).
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            Ok(x.prepare_cached(sql)?
-                .query_row([region], |r| r.get(0))
-                .optional()?)
-        })
-        .await?;
-    if let Some(v) = on_sqlite {
-        return Ok(v.unwrap_or(0));
-    }
     let v: Option<One<i64>> = Query::new(sql).bind(region).fetch_optional(c).await?;
     Ok(v.map_or(0, |One(v)| v))
 }
@@ -172,31 +161,9 @@ pub async fn snapshot(c: &mut Conn, region: &str) -> StoreResult<Arc<CatalogueSn
     let sql = format!(
         "SELECT {COLS} FROM catalogue_item WHERE region = $1 ORDER BY code, effective_from"
     );
-    // SQLite: on the handle (a swipe batch loads a catalogue it has not cached on the swipe
+    // On SQLite on the handle (a swipe batch loads a catalogue it has not cached on the swipe
     // writer's own connection, see `super::Writer`).
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            let mut st = x.prepare(&sql)?;
-            let rows = st.query_map([region], |r| {
-                Ok(CatalogueRow {
-                    region: r.get(0)?,
-                    code: r.get(1)?,
-                    effective_from: super::direct::date(r, 2)?,
-                    name: r.get(3)?,
-                    kind: r.get(4)?,
-                    class: r.get(5)?,
-                    b_ratio_bp: r.get(6)?,
-                    cap_micros: r.get(7)?,
-                    version: r.get(8)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await?;
-    let rows: Vec<CatalogueRow> = match on_sqlite {
-        Some(rows) => rows,
-        None => Query::new(&sql).bind(region).fetch_all(c).await?,
-    };
+    let rows: Vec<CatalogueRow> = Query::new(&sql).bind(region).fetch_all(c).await?;
     let mut by_code: HashMap<String, Vec<CatalogueRow>> = HashMap::new();
     for r in rows {
         by_code.entry(r.code.clone()).or_default().push(r);

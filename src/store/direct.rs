@@ -261,22 +261,6 @@ impl rusqlite::ToSql for Bound<'_> {
     }
 }
 
-/// A date column as sqlx-sqlite decodes it (`YYYY-MM-DD` text).
-pub fn date(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<NaiveDate> {
-    let text: String = row.get(i)?;
-    NaiveDate::parse_from_str(&text, "%F").map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-/// A nullable date column (see [`date`]).
-pub fn opt_date(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<NaiveDate>> {
-    match row.get_ref(i)? {
-        ValueRef::Null => Ok(None),
-        _ => date(row, i).map(Some),
-    }
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(f, msg) = &e {

@@ -1,6 +1,7 @@
 //! Persons, their insurance types and personal accounts.
 
 use super::cells::{self, Cell, Cells};
+use super::query::Row as _;
 use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -65,22 +66,6 @@ crate::direct_row!(InsuranceRow {
 
 const PERSON_COLS: &str = "psn_no, home_region, national_id, name, birth_date, status, card_no, \
                            card_status, evoucher_token, assistance_recipient";
-
-/// A person row read by SQL naming [`PERSON_COLS`] (see `super::direct`).
-fn person_direct(r: &rusqlite::Row<'_>) -> rusqlite::Result<PersonRow> {
-    Ok(PersonRow {
-        psn_no: r.get(0)?,
-        home_region: r.get(1)?,
-        national_id: r.get(2)?,
-        name: r.get(3)?,
-        birth_date: super::direct::date(r, 4)?,
-        status: r.get(5)?,
-        card_no: r.get(6)?,
-        card_status: r.get(7)?,
-        evoucher_token: r.get(8)?,
-        assistance_recipient: r.get(9)?,
-    })
-}
 
 /// The rows of persons enrolled together: the persons, their insurance types, their personal
 /// accounts (each opened with its balance) and the journal transactions of the opening balances.
@@ -459,7 +444,7 @@ fn person_by_direct(
     Ok(x.prepare_cached(&format!(
         "SELECT {PERSON_COLS} FROM person WHERE {col} = ?1"
     ))?
-    .query_row([value], person_direct)
+    .query_row([value], PersonRow::direct)
     .optional()?)
 }
 
@@ -469,14 +454,7 @@ fn insurances_direct(x: &rusqlite::Connection, psn_no: &str) -> StoreResult<Vec<
         "SELECT psn_no, insurance_type, category, status FROM person_insurance \
          WHERE psn_no = ?1 ORDER BY insurance_type",
     )?;
-    let rows = st.query_map([psn_no], |r| {
-        Ok(InsuranceRow {
-            psn_no: r.get(0)?,
-            insurance_type: r.get(1)?,
-            category: r.get(2)?,
-            status: r.get(3)?,
-        })
-    })?;
+    let rows = st.query_map([psn_no], InsuranceRow::direct)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -5,7 +5,6 @@ use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use crate::on_conn;
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::OptionalExtension;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRow {
@@ -51,21 +50,7 @@ pub async fn in_force_version(
 ) -> StoreResult<Option<i64>> {
     let sql = "SELECT version FROM policy_version WHERE region = $1 AND effective_from <= $2 \
                ORDER BY effective_from DESC LIMIT 1";
-    // SQLite: on the handle (every swipe batch asks; see `super::direct`), the date bound as
-    // sqlx stores it.
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            use super::{cells::Cell, direct::Bound};
-            let mut st = x.prepare_cached(sql)?;
-            let row = st.query_row(rusqlite::params![region, Bound(Cell::Date(on))], |r| {
-                r.get(0)
-            });
-            Ok(row.optional()?)
-        })
-        .await?;
-    if let Some(v) = on_sqlite {
-        return Ok(v);
-    }
+    // On SQLite on the handle (every swipe batch asks; see `super::query`).
     let v: Option<One<i64>> = Query::new(sql)
         .bind(region)
         .bind(on)
@@ -92,25 +77,8 @@ pub async fn by_version(
 ) -> StoreResult<Option<PolicyRow>> {
     let sql = "SELECT region, version, effective_from, body FROM policy_version \
                WHERE region = $1 AND version = $2";
-    // SQLite: on the handle (a swipe batch loads a policy it has not cached on the swipe
+    // On SQLite on the handle (a swipe batch loads a policy it has not cached on the swipe
     // writer's own connection, see `super::Writer`).
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            let mut st = x.prepare_cached(sql)?;
-            let row = st.query_row(rusqlite::params![region, version], |r| {
-                Ok(PolicyRow {
-                    region: r.get(0)?,
-                    version: r.get(1)?,
-                    effective_from: super::direct::date(r, 2)?,
-                    body: r.get(3)?,
-                })
-            });
-            Ok(row.optional()?)
-        })
-        .await?;
-    if let Some(found) = on_sqlite {
-        return Ok(found);
-    }
     Query::new(sql)
         .bind(region)
         .bind(version)

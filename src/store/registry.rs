@@ -1,6 +1,7 @@
 //! Regions (bureaus) and institutions.
 
 use super::query::Query;
+use super::query::Row as _;
 use super::{Conn, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
@@ -179,21 +180,7 @@ pub async fn institutions_by_codes(
             ))?;
             let mut out = Vec::new();
             for code in codes {
-                let row = st
-                    .query_row([code], |r| {
-                        Ok(InstitutionRow {
-                            code: r.get(0)?,
-                            name: r.get(1)?,
-                            region: r.get(2)?,
-                            kind: r.get(3)?,
-                            level: r.get(4)?,
-                            cross_region_enabled: r.get(5)?,
-                            status: r.get(6)?,
-                            valid_from: super::direct::date(r, 7)?,
-                            valid_until: super::direct::opt_date(r, 8)?,
-                        })
-                    })
-                    .optional()?;
+                let row = st.query_row([code], InstitutionRow::direct).optional()?;
                 out.extend(row);
             }
             out.sort_unstable_by(|a, b| a.code.cmp(&b.code));

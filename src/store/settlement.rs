@@ -1,6 +1,7 @@
 //! Visits, fee lines, settlements and accumulators.
 
 use super::cells::{Cell, Cells};
+use super::query::Row as _;
 use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -602,16 +603,7 @@ pub async fn lock_accumulators(
             for key in keys {
                 let (p, t, y) = key;
                 let found = find
-                    .query_row(rusqlite::params![p, t, y], |r| {
-                        Ok(AccumulatorRow {
-                            annual_ded_fen: r.get(0)?,
-                            fund_fen: r.get(1)?,
-                            burden_fen: r.get(2)?,
-                            ci_fen: r.get(3)?,
-                            maf_fen: r.get(4)?,
-                            admissions: r.get(5)?,
-                        })
-                    })
+                    .query_row(rusqlite::params![p, t, y], AccumulatorRow::direct)
                     .optional()?;
                 let row = match found {
                     Some(row) => row,
