@@ -21,7 +21,46 @@ both_engines!(
     reversal_races_the_swipe,
     twins_in_flight,
     failures_isolated_in_a_burst,
+    swipes_need_no_pool_connection,
 );
+
+/// The swipe writer books on a connection of its own, outside the server's pool: with every
+/// pool connection held (here by the test, as by long hospital calls or reports), a swipe is
+/// still booked at once. Parameters: the server's pool is 8 connections (`TestServer`); one
+/// swipe of 1 × A001 7.00 on an account of 100.00 pays 7.00 from the account. Both engines (on
+/// PostgreSQL the writer's batches used to take a pool connection and waited here until the
+/// pool's acquire timeout).
+async fn swipes_need_no_pool_connection(b: Backend) {
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let p = person(&w, 1, "100.00").await;
+    // A first swipe: the caller's token is cached and the writer has opened its connection.
+    let first = settle(
+        &w.ph,
+        swipe_req(&rid(), &p, vec![pl("1", "A001", "1", "7.00")], true, false),
+    )
+    .await
+    .must();
+    assert_eq!(first.settlement.expect("settlement").acct_pay, "7.00");
+
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(ts.db.read().await.expect("a pool connection"));
+    }
+    let req = swipe_req(&rid(), &p, vec![pl("1", "A001", "1", "7.00")], true, false);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(10), settle(&w.ph, req))
+        .await
+        .expect("the swipe was booked while the pool was held")
+        .must();
+    let s = second.settlement.expect("settlement");
+    assert_eq!(
+        (s.acct_pay.as_str(), s.balance_after.as_str()),
+        ("7.00", "86.00")
+    );
+    drop(held);
+    assert_eq!(pacct(&w, &p.psn_no).await, "86.00");
+    verify_ok(&ts).await;
+}
 
 /// Concurrent swipes on one account.
 const SWIPES: usize = 40;

@@ -38,7 +38,7 @@ impl Conn {
             }
             // The writer's own connection: on this thread already.
             Inner::Direct(d) => f(&d.x).map(Some),
-            Inner::PgTx(_) | Inner::Pg(_) => Ok(None),
+            Inner::PgTx(_) | Inner::Pg(_) | Inner::PgKept(_) => Ok(None),
         }
     }
 }

@@ -311,6 +311,7 @@ impl Db {
             db: self.clone(),
             kept: Arc::new(std::sync::Mutex::new(None)),
             direct: Arc::new(std::sync::Mutex::new(None)),
+            pg: Arc::new(std::sync::Mutex::new(None)),
         }
     }
 
@@ -483,14 +484,25 @@ pub struct Writer {
     kept: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
     /// The same for a SQLite file: a connection of the writer's own, outside the driver.
     direct: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+    /// The same on PostgreSQL: a connection of the writer's own, outside the pool, opened on
+    /// the writer's thread (see [`Writer::begin`]).
+    pg: Arc<std::sync::Mutex<Option<PgConnection>>>,
 }
 
 impl Writer {
     /// Starts a write transaction, like [`Db::begin`].
+    ///
+    /// On PostgreSQL the transaction runs on a connection of the writer's own, outside the pool,
+    /// opened by the writer's first transaction and kept between them: the swipe writers run
+    /// on threads of their own (`swipe_batch::Batcher`), and a connection opened there is
+    /// watched by that thread's runtime, so each of a batch's statements wakes the writer
+    /// directly when PostgreSQL answers — not a task queued behind every gRPC call on the
+    /// server's runtime, whose reactor would see the answer.
     pub async fn begin(&self) -> StoreResult<Conn> {
         use sqlx::ConnectOptions;
-        let Pool::Sqlite(pool) = &self.db.pool else {
-            return self.db.begin().await;
+        let pool = match &self.db.pool {
+            Pool::Sqlite(pool) => pool,
+            Pool::Postgres(pool) => return self.begin_pg(pool).await,
         };
         let turn = self.db.write_turn().await?;
         if self.db.durability.is_some() {
@@ -512,6 +524,39 @@ impl Writer {
             caches: self.db.caches.clone(),
             booked: Vec::new(),
         })
+    }
+
+    /// [`Writer::begin`] on PostgreSQL.
+    async fn begin_pg(&self, pool: &PgPool) -> StoreResult<Conn> {
+        use sqlx::ConnectOptions;
+        let kept = self.pg.lock().ok().and_then(|mut k| k.take());
+        let mut conn = match kept {
+            Some(c) => c,
+            None => pool.connect_options().connect().await?,
+        };
+        // As sqlx begins a pool's transaction.
+        sqlx::query("BEGIN").execute(&mut conn).await?;
+        Ok(Conn {
+            inner: Inner::PgKept(Kept {
+                conn,
+                home: self.pg.clone(),
+            }),
+            _turn: None,
+            lazy: None,
+            caches: self.db.caches.clone(),
+            booked: Vec::new(),
+        })
+    }
+
+    /// Closes the writer's own PostgreSQL connection, if it has one (a writer that stops).
+    pub async fn close(&self) {
+        use sqlx::Connection;
+        let kept = self.pg.lock().ok().and_then(|mut k| k.take());
+        if let Some(c) = kept
+            && let Err(e) = c.close().await
+        {
+            tracing::debug!(error = %e, "closing the swipe writer's connection");
+        }
     }
 
     /// [`Writer::begin`] on a SQLite file: BEGIN IMMEDIATE on the writer's own connection
@@ -580,23 +625,40 @@ impl Committed {
     }
 }
 
-/// A write transaction on a [`Writer`]'s connection, begun with BEGIN IMMEDIATE. Dropped
-/// unfinished, the connection closes (SQLite rolls the transaction back) and the writer opens
-/// another.
-struct Kept {
-    conn: SqliteConnection,
-    home: Arc<std::sync::Mutex<Option<SqliteConnection>>>,
+/// A write transaction on a [`Writer`]'s connection through the driver (an in-memory SQLite
+/// database's, begun with BEGIN IMMEDIATE, or PostgreSQL's). Dropped unfinished, the connection
+/// closes (the database rolls the transaction back) and the writer opens another.
+struct Kept<C> {
+    conn: C,
+    home: Arc<std::sync::Mutex<Option<C>>>,
 }
 
-impl Kept {
-    /// Ends the transaction (`COMMIT` or `ROLLBACK`) and hands the connection back to its
-    /// writer; on failure the connection is closed instead.
-    async fn end(self, sql: &str) -> StoreResult<()> {
-        let Kept { mut conn, home } = self;
-        sqlx::query(sql).execute(&mut conn).await?;
+impl<C> Kept<C> {
+    /// Hands the connection back to its writer, its transaction ended.
+    fn keep(home: &std::sync::Mutex<Option<C>>, conn: C) {
         if let Ok(mut home) = home.lock() {
             *home = Some(conn);
         }
+    }
+}
+
+impl Kept<SqliteConnection> {
+    /// Ends the transaction (`COMMIT` or `ROLLBACK`) and hands the connection back to its
+    /// writer; on failure the connection is closed instead.
+    async fn end(self, sql: &'static str) -> StoreResult<()> {
+        let Kept { mut conn, home } = self;
+        sqlx::query(sql).execute(&mut conn).await?;
+        Self::keep(&home, conn);
+        Ok(())
+    }
+}
+
+impl Kept<PgConnection> {
+    /// As [`Kept::<SqliteConnection>::end`].
+    async fn end(self, sql: &'static str) -> StoreResult<()> {
+        let Kept { mut conn, home } = self;
+        sqlx::query(sql).execute(&mut conn).await?;
+        Self::keep(&home, conn);
         Ok(())
     }
 }
@@ -706,7 +768,9 @@ enum Inner {
     Sqlite(direct::Lent),
     PgTx(Transaction<'static, Postgres>),
     Pg(PoolConnection<Postgres>),
-    SqliteKept(Kept),
+    SqliteKept(Kept<SqliteConnection>),
+    /// A PostgreSQL swipe writer's transaction on its own connection (see [`Writer::begin`]).
+    PgKept(Kept<PgConnection>),
     Direct(Direct),
 }
 
@@ -761,6 +825,7 @@ impl Conn {
             Inner::PgTx(t) => Raw::Pg(t),
             Inner::Pg(c) => Raw::Pg(c),
             Inner::SqliteKept(k) => Raw::Sqlite(&mut k.conn),
+            Inner::PgKept(k) => Raw::Pg(&mut k.conn),
             Inner::Direct(d) => Raw::Direct(&d.x),
         }
     }
@@ -779,7 +844,7 @@ impl Conn {
     pub fn engine(&self) -> Engine {
         match self.inner {
             Inner::Sqlite(_) | Inner::SqliteKept(_) | Inner::Direct(_) => Engine::Sqlite,
-            Inner::PgTx(_) | Inner::Pg(_) => Engine::Postgres,
+            Inner::PgTx(_) | Inner::Pg(_) | Inner::PgKept(_) => Engine::Postgres,
         }
     }
 
@@ -844,6 +909,7 @@ impl Conn {
             Inner::Direct(x) => return commit_here(lazy, || x.end("COMMIT")),
             Inner::PgTx(t) => t.commit().await?,
             Inner::SqliteKept(k) => k.end("COMMIT").await?,
+            Inner::PgKept(k) => k.end("COMMIT").await?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }
         Ok(Committed { ticket: None })
@@ -858,6 +924,7 @@ impl Conn {
             }
             Inner::PgTx(t) => t.rollback().await?,
             Inner::SqliteKept(k) => k.end("ROLLBACK").await?,
+            Inner::PgKept(k) => k.end("ROLLBACK").await?,
             Inner::Direct(d) => d.end("ROLLBACK")?,
             Inner::Sqlite(_) | Inner::Pg(_) => {}
         }

@@ -86,45 +86,46 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the writers: one on SQLite (it has one writer anyway), two on PostgreSQL (their
-    /// batches lock rows in the same global order, so they cannot deadlock each other).
-    /// Committed batches are counted in `metrics`.
+    /// Starts the writers, each on a thread of its own: one on SQLite (it has one writer
+    /// anyway), two on PostgreSQL (their batches lock rows in the same global order, so they
+    /// cannot deadlock each other). Committed batches are counted in `metrics`.
+    ///
+    /// Why threads: a batch waits on the database a dozen times (on PostgreSQL each statement is
+    /// a round trip to the server), and each wake-up of a task queued behind hundreds of gRPC
+    /// tasks on the shared workers cost milliseconds. On its own thread (a current-thread
+    /// runtime) the writer wakes as soon as its database answers — SQLite's connections run on
+    /// threads of their own, bound to no runtime; a PostgreSQL writer's own connection is
+    /// opened on its thread and watched by its runtime (see `store::Writer::begin`).
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
         let (tx, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         // Callers whose answer needs a read (a replay) are answered from the server's runtime.
         let answers = tokio::runtime::Handle::current();
-        match db.engine() {
-            Engine::Sqlite => {
-                let writer = writer(db.clone(), clock, metrics, rx, answers);
-                // Its own thread: a batch waits on the database a dozen times, and each wake-up
-                // queued behind hundreds of gRPC tasks on the shared workers cost milliseconds.
-                // (SQLite connections run on threads of their own, bound to no runtime.)
-                let spawned = std::thread::Builder::new()
-                    .name("swipe-writer".into())
-                    .spawn(move || {
-                        match tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                        {
-                            Ok(rt) => rt.block_on(writer),
-                            Err(e) => tracing::error!(error = %e, "cannot start the swipe writer"),
-                        }
-                    });
-                if let Err(e) = spawned {
-                    tracing::error!(error = %e, "cannot start the swipe writer thread");
-                }
-            }
-            Engine::Postgres => {
-                for _ in 0..2 {
-                    tokio::spawn(writer(
-                        db.clone(),
-                        clock.clone(),
-                        metrics.clone(),
-                        rx.clone(),
-                        answers.clone(),
-                    ));
-                }
+        let writers = match db.engine() {
+            Engine::Sqlite => 1,
+            Engine::Postgres => 2,
+        };
+        for _ in 0..writers {
+            let writer = writer(
+                db.clone(),
+                clock.clone(),
+                metrics.clone(),
+                rx.clone(),
+                answers.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("swipe-writer".into())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(writer),
+                        Err(e) => tracing::error!(error = %e, "cannot start the swipe writer"),
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the swipe writer thread");
             }
         }
         Batcher { tx, db }
@@ -227,7 +228,12 @@ async fn writer(
                 },
                 None => rx.recv().await,
             };
-            let Some(first) = first else { return };
+            let Some(first) = first else {
+                // Every sender gone: the server stopped.
+                drop(rx);
+                wdb.close().await;
+                return;
+            };
             let mut jobs = vec![first];
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
