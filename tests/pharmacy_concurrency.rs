@@ -22,6 +22,7 @@ both_engines!(
     twins_in_flight,
     failures_isolated_in_a_burst,
     swipes_need_no_pool_connection,
+    card_and_evoucher_of_one_person_at_once,
 );
 
 /// The swipe writer books on a connection of its own, outside the server's pool: with every
@@ -59,6 +60,86 @@ async fn swipes_need_no_pool_connection(b: Backend) {
     );
     drop(held);
     assert_eq!(pacct(&w, &p.psn_no).await, "86.00");
+    verify_ok(&ts).await;
+}
+
+/// One person swiping by card and by e-voucher at once. On PostgreSQL the two credentials are
+/// chosen to go to different swipe writers (`writer_of`), whose batches then lock the same
+/// person, accumulators and account: they wait for each other (same lock order, no deadlock)
+/// and the account is drained exactly as in `swipes_drain_one_account` — 40 swipes of 1 × A001
+/// 7.00 on 100.00: 7.00 fourteen times, then 2.00 once, then 0.00; balance 0.00.
+async fn card_and_evoucher_of_one_person_at_once(b: Backend) {
+    use medsettle::domain::ids::{CardNo, EVoucherToken};
+    use medsettle::service::settlement::swipe_batch::writer_of;
+    use medsettle::service::settlement::visits::Credential;
+    let ts = TestServer::start(b).await;
+    let w = world(&ts).await;
+    let card_no = "CW00000001";
+    let card = Credential::CardNo(CardNo::parse("card", card_no).expect("card"));
+    let token = (0..64)
+        .map(|k| format!("EV-WUHAI-{k:04}"))
+        .find(|t| {
+            let ev = Credential::EVoucher(EVoucherToken::parse("ev", t).expect("token"));
+            writer_of(&ev, 2) != writer_of(&card, 2)
+        })
+        .expect("a token another writer takes");
+    let p = w
+        .wuhai
+        .reg()
+        .enrol_person(proto::EnrolPersonRequest {
+            card_no: card_no.into(),
+            evoucher_token: token.clone(),
+            ..employee(&national_id("150302", "19700101", 1), WUHAI, "100.00")
+        })
+        .await
+        .must();
+    let by_card = Psn {
+        psn_no: p.psn_no.clone(),
+        card_no: card_no.into(),
+    };
+
+    let tasks: Vec<_> = (0..SWIPES)
+        .map(|k| {
+            let ph = if k % 2 == 0 {
+                w.ph.clone()
+            } else {
+                w.ph2.clone()
+            };
+            let mut req = swipe_req(
+                &rid(),
+                &by_card,
+                vec![pl("1", "A001", "1", "7.00")],
+                true,
+                false,
+            );
+            if k % 2 == 1 {
+                req.credential = Some(proto::CardCredential {
+                    credential: Some(proto::card_credential::Credential::EvoucherToken(
+                        token.clone(),
+                    )),
+                });
+            }
+            tokio::spawn(async move { settle(&ph, req).await })
+        })
+        .collect();
+    let mut paid = Vec::new();
+    for t in tasks {
+        let s = t
+            .await
+            .expect("task")
+            .must()
+            .settlement
+            .expect("settlement");
+        assert_eq!(s.psn_no, p.psn_no);
+        paid.push(fen(&s.acct_pay));
+    }
+    paid.sort_unstable_by(|a, b| b.cmp(a));
+    let mut expected = vec![700; 14];
+    expected.push(200);
+    expected.extend(std::iter::repeat_n(0, SWIPES - 15));
+    assert_eq!(paid, expected);
+    assert_eq!(pacct(&w, &p.psn_no).await, "0.00");
+    assert_eq!(by_person(&ts, &by_card).await.len(), SWIPES);
     verify_ok(&ts).await;
 }
 

@@ -39,7 +39,7 @@ use crate::store::{Committed, Db, Engine, Writer, batch, catalogue, derived, per
 use chrono::{Datelike, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Swipes booked in one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -79,16 +79,23 @@ struct Job {
     reply: oneshot::Sender<AppResult<Reply>>,
 }
 
-/// The queue in front of the swipe writers of one database.
+/// The queues in front of the swipe writers of one database, one a writer.
 pub struct Batcher {
-    tx: mpsc::Sender<Job>,
+    queues: Vec<mpsc::Sender<Job>>,
     db: Db,
 }
 
 impl Batcher {
-    /// Starts the writers, each on a thread of its own: one on SQLite (it has one writer
-    /// anyway), two on PostgreSQL (their batches lock rows in the same global order, so they
-    /// cannot deadlock each other). Committed batches are counted in `metrics`.
+    /// Starts the writers, each on a thread of its own with a queue of its own: one on SQLite
+    /// (it has one writer anyway), two on PostgreSQL. Committed batches are counted in
+    /// `metrics`.
+    ///
+    /// On PostgreSQL a swipe goes to the writer its credential names ([`Batcher::submit`]), so
+    /// the two writers' batches hold different persons: a batch locks its persons, their
+    /// accumulators and accounts for its whole transaction, and with one queue for both the
+    /// second writer's batch nearly always shared a person with the first's and waited for its
+    /// commit. (Where they still meet — a person swiping by card and by e-voucher at once, or a
+    /// hospital call — rows are locked in the same global order, so they cannot deadlock.)
     ///
     /// Why threads: a batch waits on the database a dozen times (on PostgreSQL each statement is
     /// a round trip to the server), and each wake-up of a task queued behind hundreds of gRPC
@@ -97,20 +104,21 @@ impl Batcher {
     /// threads of their own, bound to no runtime; a PostgreSQL writer's own connection is
     /// opened on its thread and watched by its runtime (see `store::Writer::begin`).
     pub fn start(db: Db, clock: Clock, metrics: Arc<Metrics>) -> Batcher {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
         // Callers whose answer needs a read (a replay) are answered from the server's runtime.
         let answers = tokio::runtime::Handle::current();
         let writers = match db.engine() {
             Engine::Sqlite => 1,
             Engine::Postgres => 2,
         };
+        let mut queues = Vec::with_capacity(writers);
         for _ in 0..writers {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            queues.push(tx);
             let writer = writer(
                 db.clone(),
                 clock.clone(),
                 metrics.clone(),
-                rx.clone(),
+                rx,
                 answers.clone(),
             );
             let spawned = std::thread::Builder::new()
@@ -128,14 +136,15 @@ impl Batcher {
                 tracing::error!(error = %e, "cannot start the swipe writer thread");
             }
         }
-        Batcher { tx, db }
+        Batcher { queues, db }
     }
 
     /// Books one swipe with whatever else is queued; answers the purchase booked (or, replayed,
     /// the first answer under the request id).
     pub async fn submit(&self, call: Call, swipe: Swipe) -> AppResult<SwipeAnswer> {
         let (reply, answer) = oneshot::channel();
-        self.tx
+        let queue = &self.queues[writer_of(&swipe.credential, self.queues.len())];
+        queue
             .send(Job { call, swipe, reply })
             .await
             .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer stopped")))?;
@@ -149,6 +158,18 @@ impl Batcher {
             ))),
         }
     }
+}
+
+/// The writer (of `writers`) a swipe with `credential` goes to: the same for every swipe of one
+/// card or e-voucher, in every process (see [`Batcher::start`]).
+pub fn writer_of(credential: &Credential, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    if writers <= 1 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    credential.as_str().hash(&mut h);
+    usize::try_from(h.finish() % u64::try_from(writers).unwrap_or(1)).unwrap_or(0)
 }
 
 /// A purchase as it was booked, read back: its settlement and lines without what happened to
@@ -199,7 +220,7 @@ async fn writer(
     db: Db,
     clock: Clock,
     metrics: Arc<Metrics>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    mut rx: mpsc::Receiver<Job>,
     answers: tokio::runtime::Handle,
 ) {
     let wdb = db.writer();
@@ -214,12 +235,10 @@ async fn writer(
     };
     loop {
         let jobs = {
-            let mut rx = rx.lock().await;
             let first = match idle {
                 Some(after) => match tokio::time::timeout(after, rx.recv()).await {
                     Ok(first) => first,
                     Err(_) => {
-                        drop(rx);
                         if let Err(e) = when_idle(&db, &wdb, &mut state.persons).await {
                             tracing::warn!(error = %e, "the idle writer's pass failed; retried when idle again");
                         }
@@ -230,7 +249,6 @@ async fn writer(
             };
             let Some(first) = first else {
                 // Every sender gone: the server stopped.
-                drop(rx);
                 wdb.close().await;
                 return;
             };
@@ -833,4 +851,29 @@ fn adjudicate_one(
     w.settlements.push(settled);
     w.lines.extend(lines);
     Ok((setl_id, n, adj.explanation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::CardNo;
+
+    fn card(n: usize) -> Credential {
+        Credential::CardNo(CardNo::parse("card", &format!("CW{n:08}")).expect("card"))
+    }
+
+    /// One card's swipes all go to one writer; a thousand cards spread over both writers
+    /// (each takes 400–600 of them: SipHash is not biased to one side); with one writer, all
+    /// go to it.
+    #[test]
+    fn a_credential_always_goes_to_the_same_writer() {
+        let mut taken = [0usize; 2];
+        for n in 0..1000 {
+            let w = writer_of(&card(n), 2);
+            assert_eq!(w, writer_of(&card(n), 2), "card {n}");
+            taken[w] += 1;
+            assert_eq!(writer_of(&card(n), 1), 0);
+        }
+        assert!(taken.iter().all(|&t| (400..=600).contains(&t)), "{taken:?}");
+    }
 }

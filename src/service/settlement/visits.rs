@@ -26,6 +26,17 @@ pub enum Credential {
     EVoucher(EVoucherToken),
 }
 
+impl Credential {
+    /// The raw value (sensitive: never log it).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Credential::NationalId(n) => n.as_str(),
+            Credential::CardNo(n) => n.as_str(),
+            Credential::EVoucher(e) => e.as_str(),
+        }
+    }
+}
+
 /// The calling institution's own record (it must be registered).
 pub async fn calling_institution(conn: &mut Conn, who: &Principal) -> AppResult<InstitutionRow> {
     let Principal::Institution { code } = who else {
@@ -51,12 +62,12 @@ pub async fn person_by_credential(
     c: &Credential,
     lock: bool,
 ) -> AppResult<PersonRow> {
-    let (key, value) = match c {
-        Credential::NationalId(n) => (PersonKey::NationalId, n.as_str()),
-        Credential::CardNo(n) => (PersonKey::CardNo, n.as_str()),
-        Credential::EVoucher(e) => (PersonKey::EVoucher, e.as_str()),
+    let key = match c {
+        Credential::NationalId(_) => PersonKey::NationalId,
+        Credential::CardNo(_) => PersonKey::CardNo,
+        Credential::EVoucher(_) => PersonKey::EVoucher,
     };
-    persons::find_person(conn, key, value, lock)
+    persons::find_person(conn, key, c.as_str(), lock)
         .await?
         .ok_or_else(|| AppError::not_found("no insured person matches the credential"))
 }
