@@ -312,6 +312,10 @@ pub async fn insert_answers(c: &mut Conn, rows: &[Answer]) -> StoreResult<usize>
 /// first (see [`RequestIdTail`]).
 pub const ANSWER_CONFLICT: &str = " ON CONFLICT (principal, request_id) DO NOTHING";
 
+/// [`ANSWER_CONFLICT`], each answer stored returning a row (to count them in one statement with
+/// others, see `cells::Together`).
+pub const ANSWERS_RETURNING: &str = " ON CONFLICT (principal, request_id) DO NOTHING RETURNING 1";
+
 impl Cells for Answer {
     const TABLE: &'static str = "idempotency";
     const COLUMNS: &'static str =

@@ -1,13 +1,13 @@
-//! What a swipe batch writes, and how: set-based multi-row statements on PostgreSQL (one round
-//! trip per table); on SQLite one prepared single-row statement per table, run on the calling
-//! thread (see [`super::direct`]).
+//! What a swipe batch writes, and how: on PostgreSQL one statement for everything (a part per
+//! table, each its rows as arrays: one round trip, see [`Together`]); on SQLite one prepared
+//! single-row statement per table, run on the calling thread (see [`super::direct`]).
 
 use super::access::{self, Answer, AuditRow};
-use super::events::EventRow;
+use super::cells::Together;
 use super::journal::{EntryRow, JournalTxRow};
 use super::pharmacy::PurchaseLineRow;
 use super::settlement::{AccumulatorKey, AccumulatorRow, SettlementRow};
-use super::{Conn, StoreResult, cells, direct, persons, settlement};
+use super::{Conn, StoreResult, direct, persons, settlement};
 use std::collections::HashMap;
 
 /// Everything a batch writes.
@@ -26,9 +26,10 @@ pub struct Writes {
     pub audits: Vec<AuditRow>,
 }
 
-/// Writes a batch in the caller's transaction, the answers first. Returns how many answers were
-/// stored: fewer than given means a request id was stored concurrently (another writer), and
-/// nothing else was written.
+/// Writes a batch in the caller's transaction. Returns how many answers were stored: fewer than
+/// given means a request id was stored concurrently (another writer), and the caller must roll
+/// the transaction back (on SQLite nothing else was written; on PostgreSQL everything was, in
+/// the same statement).
 pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
     let on_sqlite = c
         .with_sqlite(|x| {
@@ -37,8 +38,7 @@ pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
             let stored = direct::insert(x, &w.answers, "")?;
             if stored == w.answers.len() {
                 // Each settlement with the event bureaus follow (as `insert_settlements`).
-                let events: Vec<EventRow> =
-                    w.settlements.iter().map(EventRow::settlement).collect();
+                let events = settlement::events_of(&w.settlements);
                 direct::insert(x, &w.settlements, "")?;
                 direct::insert(x, &events, "")?;
                 direct::insert(x, &w.lines, "")?;
@@ -54,15 +54,18 @@ pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
     if let Some(stored) = on_sqlite {
         return Ok(stored);
     }
-    let stored = access::insert_answers(c, &w.answers).await?;
-    if stored == w.answers.len() {
-        settlement::insert_settlements(c, &w.settlements).await?;
-        cells::insert(c, &w.lines, "").await?;
-        cells::insert(c, &w.txs, "").await?;
-        cells::insert(c, &w.entries, "").await?;
-        settlement::add_to_accumulators(c, &w.accumulators).await?;
-        persons::add_to_accounts(c, &w.accounts).await?;
-        cells::insert(c, &w.audits, "").await?;
-    }
+    // Everything at once: should another writer have stored one of the request ids meanwhile
+    // (fewer answers stored than given), the caller rolls the whole batch back.
+    let mut t = Together::default();
+    let answers = t.insert(&w.answers, access::ANSWERS_RETURNING)?;
+    settlement::insert_settlements_in(&mut t, &w.settlements)?;
+    t.insert(&w.lines, "")?;
+    t.insert(&w.txs, "")?;
+    t.insert(&w.entries, "")?;
+    settlement::add_to_accumulators_in(&mut t, &w.accumulators)?;
+    persons::add_to_accounts_in(&mut t, &w.accounts)?;
+    t.insert(&w.audits, "")?;
+    let stored = t.run(c, answers.as_deref()).await?;
+    let stored = usize::try_from(stored).unwrap_or(0);
     Ok(stored)
 }

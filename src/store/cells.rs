@@ -75,7 +75,8 @@ pub async fn insert<T: Cells>(c: &mut Conn, rows: &[T], suffix: &str) -> StoreRe
     let x = c.pg()?;
     let mut n = 0;
     for chunk in rows.chunks(PG_ROWS) {
-        let (sql, args) = unnest(chunk, suffix)?;
+        let mut args = PgArguments::default();
+        let sql = unnest(chunk, suffix, 1, &mut args)?;
         n += sqlx::query_with(&sql, args)
             .execute(&mut *x)
             .await?
@@ -89,8 +90,14 @@ const PG_ROWS: usize = 10_000;
 
 /// PostgreSQL: the rows as one array per column, inserted from `UNNEST` — the same statement text
 /// for every number of rows, so PostgreSQL parses and plans it once per connection (a multi-row
-/// VALUES list of each size is a new statement).
-fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgArguments)> {
+/// VALUES list of each size is a new statement). The arrays are parameters `$first` on, added
+/// to `args`.
+fn unnest<'q, T: Cells>(
+    rows: &'q [T],
+    suffix: &str,
+    first: usize,
+    args: &mut PgArguments,
+) -> StoreResult<String> {
     let mut columns: Vec<Column<'q>> = Vec::with_capacity(T::N);
     let mut mismatch = false;
     for (r, row) in rows.iter().enumerate() {
@@ -116,7 +123,7 @@ fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgA
     let casts: Vec<String> = columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("${}::{}", i + 1, c.array_type()))
+        .map(|(i, c)| format!("${}::{}", first + i, c.array_type()))
         .collect();
     let sql = format!(
         "INSERT INTO {} ({}) SELECT * FROM UNNEST({}){suffix}",
@@ -124,7 +131,6 @@ fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgA
         T::COLUMNS,
         casts.join(", ")
     );
-    let mut args = PgArguments::default();
     for col in columns {
         let added = match col {
             Column::Text(v) => args.add(v),
@@ -136,7 +142,93 @@ fn unnest<'q, T: Cells>(rows: &'q [T], suffix: &str) -> StoreResult<(String, PgA
         };
         added.map_err(|e| StoreError::Other(anyhow::anyhow!("binding a column: {e}")))?;
     }
-    Ok((sql, args))
+    Ok(sql)
+}
+
+/// PostgreSQL: data-modifying statements sent as one, each a part of its `WITH` — one round trip
+/// for all of them (a swipe batch's writes, `store::batch`). Every part runs to completion on
+/// the statement's one snapshot whatever the others do, so no two parts may touch the same
+/// rows; references between them hold (the foreign keys are checked at the statement's end).
+#[derive(Default)]
+pub struct Together {
+    parts: Vec<String>,
+    args: PgArguments,
+    /// Parameters bound so far.
+    params: usize,
+}
+
+impl Together {
+    /// Adds the insert of `rows` (nothing when there are none); `suffix` follows the rows.
+    /// Returns the part's name, for [`Together::run`] to count what it returns.
+    pub fn insert<T: Cells>(&mut self, rows: &[T], suffix: &str) -> StoreResult<Option<String>> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let sql = unnest(rows, suffix, self.params + 1, &mut self.args)?;
+        self.params += T::N;
+        Ok(Some(self.push(sql)))
+    }
+
+    /// Adds a statement whose parameters are `$1` to `$params`, bound by `bind` in that order.
+    /// Returns the part's name.
+    pub fn statement(
+        &mut self,
+        sql: &str,
+        params: usize,
+        bind: impl FnOnce(&mut PgArguments) -> Result<(), sqlx::error::BoxDynError>,
+    ) -> StoreResult<String> {
+        let sql = renumber(sql, self.params);
+        bind(&mut self.args)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("binding a parameter: {e}")))?;
+        self.params += params;
+        Ok(self.push(sql))
+    }
+
+    fn push(&mut self, sql: String) -> String {
+        let name = format!("w{}", self.parts.len());
+        self.parts.push(sql);
+        name
+    }
+
+    /// Runs every part in one statement; returns how many rows the part `counted` returned (0
+    /// without it). Nothing is sent when there are no parts.
+    pub async fn run(self, c: &mut Conn, counted: Option<&str>) -> StoreResult<i64> {
+        if self.parts.is_empty() {
+            return Ok(0);
+        }
+        let with: Vec<String> = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| format!("w{i} AS ({sql})"))
+            .collect();
+        let count = counted.map_or("0::int8".to_owned(), |p| {
+            format!("(SELECT count(*) FROM {p})")
+        });
+        let sql = format!("WITH {} SELECT {count}", with.join(", "));
+        let (n,): (i64,) = sqlx::query_as_with(&sql, self.args)
+            .fetch_one(c.pg()?)
+            .await?;
+        Ok(n)
+    }
+}
+
+/// `sql` with every parameter `$n` as `$(n + by)` (no `$` in it stands for anything else).
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// One column of rows, for [`unnest`].
@@ -187,5 +279,25 @@ impl<'a> Column<'a> {
             Column::Time(_) => "timestamptz[]",
             Column::Date(_) => "date[]",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    /// Every `$n` moves by the offset, multi-digit ones whole; casts and text around stay.
+    #[test]
+    fn parameters_are_renumbered_after_the_parts_before() {
+        assert_eq!(
+            renumber(
+                "UPDATE t SET a = a + v.d FROM UNNEST($1::text[], $2::int8[]) AS v",
+                9
+            ),
+            "UPDATE t SET a = a + v.d FROM UNNEST($10::text[], $11::int8[]) AS v"
+        );
+        assert_eq!(renumber("$9, $10, $123", 100), "$109, $110, $223");
+        assert_eq!(renumber("no parameters", 5), "no parameters");
+        assert_eq!(renumber("$1", 0), "$1");
     }
 }

@@ -1,11 +1,12 @@
 //! Persons, their insurance types and personal accounts.
 
-use super::cells::{self, Cell, Cells};
+use super::cells::{self, Cell, Cells, Together};
 use super::query::Row as _;
 use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
+use sqlx::Arguments as _;
 use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -675,6 +676,14 @@ pub async fn balances_of(
 /// ≥ 0; zero deltas are skipped): the deltas as two arrays (one statement text for any number). SQLite:
 /// [`add_to_accounts_direct`].
 pub async fn add_to_accounts(c: &mut Conn, deltas: &HashMap<String, i64>) -> StoreResult<()> {
+    let mut t = Together::default();
+    add_to_accounts_in(&mut t, deltas)?;
+    t.run(c, None).await?;
+    Ok(())
+}
+
+/// [`add_to_accounts`] as a part of a PostgreSQL statement (see [`Together`]).
+pub fn add_to_accounts_in(t: &mut Together, deltas: &HashMap<String, i64>) -> StoreResult<()> {
     let changed = || deltas.iter().filter(|(_, d)| **d != 0);
     let psn: Vec<&str> = changed().map(|(p, _)| p.as_str()).collect();
     if psn.is_empty() {
@@ -683,11 +692,10 @@ pub async fn add_to_accounts(c: &mut Conn, deltas: &HashMap<String, i64>) -> Sto
     let amounts: Vec<i64> = changed().map(|(_, d)| *d).collect();
     let sql = "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.d \
                FROM UNNEST($1::text[], $2::int8[]) AS v(p, d) WHERE personal_account.psn_no = v.p";
-    sqlx::query(sql)
-        .bind(&psn)
-        .bind(&amounts)
-        .execute(c.pg()?)
-        .await?;
+    t.statement(sql, 2, |args| {
+        args.add(&psn)?;
+        args.add(&amounts)
+    })?;
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Visits, fee lines, settlements and accumulators.
 
-use super::cells::{Cell, Cells};
+use super::cells::{Cell, Cells, Together};
 use super::query::Row as _;
 use super::query::{One, Query};
 use super::{Conn, StoreResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::OptionalExtension;
+use sqlx::Arguments as _;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -674,6 +675,17 @@ pub async fn add_to_accumulators(
     c: &mut Conn,
     deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
 ) -> StoreResult<()> {
+    let mut t = Together::default();
+    add_to_accumulators_in(&mut t, deltas)?;
+    t.run(c, None).await?;
+    Ok(())
+}
+
+/// [`add_to_accumulators`] as a part of a PostgreSQL statement (see [`Together`]).
+pub fn add_to_accumulators_in(
+    t: &mut Together,
+    deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
+) -> StoreResult<()> {
     if deltas.is_empty() {
         return Ok(());
     }
@@ -689,18 +701,17 @@ pub async fn add_to_accumulators(
                $7::int8[], $8::int8[], $9::int8[]) AS v(p, t, y, d, f, b, ci, m, a) \
                WHERE accumulator.psn_no = v.p AND accumulator.insurance_type = v.t \
                AND accumulator.year = v.y";
-    sqlx::query(sql)
-        .bind(&psn)
-        .bind(&types)
-        .bind(&years)
-        .bind(col(|d| d.annual_ded_fen))
-        .bind(col(|d| d.fund_fen))
-        .bind(col(|d| d.burden_fen))
-        .bind(col(|d| d.ci_fen))
-        .bind(col(|d| d.maf_fen))
-        .bind(col(|d| d.admissions))
-        .execute(c.pg()?)
-        .await?;
+    t.statement(sql, 9, |args| {
+        args.add(&psn)?;
+        args.add(&types)?;
+        args.add(&years)?;
+        args.add(col(|d| d.annual_ded_fen))?;
+        args.add(col(|d| d.fund_fen))?;
+        args.add(col(|d| d.burden_fen))?;
+        args.add(col(|d| d.ci_fen))?;
+        args.add(col(|d| d.maf_fen))?;
+        args.add(col(|d| d.admissions))
+    })?;
     Ok(())
 }
 
@@ -737,10 +748,20 @@ pub fn add_to_accumulators_direct(
 /// Inserts many settlements and the events bureaus follow, set-based.
 pub async fn insert_settlements(c: &mut Conn, rows: &[SettlementRow]) -> StoreResult<()> {
     super::cells::insert(c, rows, "").await?;
-    let events: Vec<super::events::EventRow> = rows
-        .iter()
-        .map(super::events::EventRow::settlement)
-        .collect();
-    super::events::insert(c, &events).await?;
+    super::events::insert(c, &events_of(rows)).await?;
     Ok(())
+}
+
+/// [`insert_settlements`] as parts of a PostgreSQL statement (see [`Together`]).
+pub fn insert_settlements_in(t: &mut Together, rows: &[SettlementRow]) -> StoreResult<()> {
+    t.insert(rows, "")?;
+    t.insert(&events_of(rows), "")?;
+    Ok(())
+}
+
+/// The event bureaus follow of each settlement.
+pub(super) fn events_of(rows: &[SettlementRow]) -> Vec<super::events::EventRow> {
+    rows.iter()
+        .map(super::events::EventRow::settlement)
+        .collect()
 }
