@@ -100,11 +100,7 @@ async fn card_and_evoucher_of_one_person_at_once(b: Backend) {
 
     let tasks: Vec<_> = (0..SWIPES)
         .map(|k| {
-            let ph = if k % 2 == 0 {
-                w.ph.clone()
-            } else {
-                w.ph2.clone()
-            };
+            let ph = w.pharmacy(k);
             let mut req = swipe_req(
                 &rid(),
                 &by_card,
@@ -157,11 +153,7 @@ async fn swipes_drain_one_account(b: Backend) {
 
     let tasks: Vec<_> = (0..SWIPES)
         .map(|k| {
-            let ph = if k % 2 == 0 {
-                w.ph.clone()
-            } else {
-                w.ph2.clone()
-            };
+            let ph = w.pharmacy(k);
             let req = swipe_req(&rid(), &p, vec![pl("1", "A001", "1", "7.00")], true, false);
             tokio::spawn(async move { settle(&ph, req).await })
         })
@@ -226,11 +218,7 @@ async fn account_only_swipes_on_one_account(b: Backend) {
 
     let tasks: Vec<_> = (0..SWIPES)
         .map(|k| {
-            let ph = if k % 2 == 0 {
-                w.ph.clone()
-            } else {
-                w.ph2.clone()
-            };
+            let ph = w.pharmacy(k);
             let req = swipe_req(&rid(), &p, vec![pl("1", "A001", "1", "7.00")], true, true);
             tokio::spawn(async move { settle(&ph, req).await })
         })
@@ -566,11 +554,7 @@ async fn reversal_races_the_swipe(b: Backend) {
     let mut pairs = Vec::new();
     for k in 0..12 {
         let id = rid();
-        let ph = if k % 2 == 0 {
-            w.ph.clone()
-        } else {
-            w.ph2.clone()
-        };
+        let ph = w.pharmacy(k);
         let req = swipe_req(&id, &p, vec![pl("1", "A001", "1", "7.00")], true, false);
         let ph1 = ph.clone();
         let swipe = tokio::spawn(async move { settle(&ph1, req).await });
@@ -875,6 +859,17 @@ mod kit {
         pub wuhai: Caller,
         pub ph: Pharm,
         pub ph2: Pharm,
+    }
+
+    impl World {
+        /// The two pharmacies in turn: the `k`-th call's.
+        pub fn pharmacy(&self, k: usize) -> Pharm {
+            if k.is_multiple_of(2) {
+                self.ph.clone()
+            } else {
+                self.ph2.clone()
+            }
+        }
     }
 
     /// Regions 150300 / 150600; two Ordos pharmacies; the Ordos catalogue (A001 class A);
