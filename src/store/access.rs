@@ -299,22 +299,13 @@ pub struct Answer {
     pub setl_id: Option<String>,
 }
 
-/// Stores many first answers in one statement per chunk, skipping request ids already stored
-/// (a concurrent call got there first); returns how many were stored. Callers insert in key
-/// order, so two writers on PostgreSQL wait for each other's keys in one order (no deadlock).
-pub async fn insert_answers(c: &mut Conn, rows: &[Answer]) -> StoreResult<usize> {
-    let n = super::cells::insert(c, rows, ANSWER_CONFLICT).await?;
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
-}
-
-/// A request id already stored is left alone (see [`insert_answers`]). PostgreSQL only: on
-/// SQLite the table has no unique key, and its one writer at a time checks the keys it inserts
-/// first (see [`RequestIdTail`]).
-pub const ANSWER_CONFLICT: &str = " ON CONFLICT (principal, request_id) DO NOTHING";
-
-/// [`ANSWER_CONFLICT`], each answer stored returning a row (to count them in one statement with
-/// others, see `cells::Together`).
-pub const ANSWERS_RETURNING: &str = " ON CONFLICT (principal, request_id) DO NOTHING RETURNING 1";
+/// What follows the answers a swipe batch inserts on PostgreSQL (`store::batch`): a request id
+/// already stored (a concurrent call got there first) is left alone, and each answer stored
+/// returns a row, so that the batch counts them. Batches insert in key order, so two writers on
+/// PostgreSQL wait for each other's keys in one order (no deadlock). PostgreSQL only: on SQLite
+/// the table has no unique key, and its one writer at a time checks the keys it inserts first
+/// (see [`RequestIdTail`]).
+pub const ANSWERS_STORED: &str = " ON CONFLICT (principal, request_id) DO NOTHING RETURNING 1";
 
 impl Cells for Answer {
     const TABLE: &'static str = "idempotency";

@@ -57,7 +57,7 @@ pub async fn write(c: &mut Conn, w: &Writes) -> StoreResult<usize> {
     // Everything at once: should another writer have stored one of the request ids meanwhile
     // (fewer answers stored than given), the caller rolls the whole batch back.
     let mut t = Together::default();
-    let answers = t.insert(&w.answers, access::ANSWERS_RETURNING)?;
+    let answers = t.insert(&w.answers, access::ANSWERS_STORED)?;
     settlement::insert_settlements_in(&mut t, &w.settlements)?;
     t.insert(&w.lines, "")?;
     t.insert(&w.txs, "")?;

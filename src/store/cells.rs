@@ -153,8 +153,6 @@ fn unnest<'q, T: Cells>(
 pub struct Together {
     parts: Vec<String>,
     args: PgArguments,
-    /// Parameters bound so far.
-    params: usize,
 }
 
 impl Together {
@@ -164,23 +162,20 @@ impl Together {
         if rows.is_empty() {
             return Ok(None);
         }
-        let sql = unnest(rows, suffix, self.params + 1, &mut self.args)?;
-        self.params += T::N;
+        let sql = unnest(rows, suffix, self.args.len() + 1, &mut self.args)?;
         Ok(Some(self.push(sql)))
     }
 
-    /// Adds a statement whose parameters are `$1` to `$params`, bound by `bind` in that order.
+    /// Adds a statement whose parameters `$1`, `$2`, … are bound by `bind` in that order.
     /// Returns the part's name.
     pub fn statement(
         &mut self,
         sql: &str,
-        params: usize,
         bind: impl FnOnce(&mut PgArguments) -> Result<(), sqlx::error::BoxDynError>,
     ) -> StoreResult<String> {
-        let sql = renumber(sql, self.params);
+        let sql = renumber(sql, self.args.len());
         bind(&mut self.args)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("binding a parameter: {e}")))?;
-        self.params += params;
         Ok(self.push(sql))
     }
 

@@ -672,17 +672,9 @@ pub async fn balances_of(
         .await?)
 }
 
-/// Adds deltas to many maintained balances on PostgreSQL, in one statement (the CHECK keeps each
-/// ≥ 0; zero deltas are skipped): the deltas as two arrays (one statement text for any number). SQLite:
-/// [`add_to_accounts_direct`].
-pub async fn add_to_accounts(c: &mut Conn, deltas: &HashMap<String, i64>) -> StoreResult<()> {
-    let mut t = Together::default();
-    add_to_accounts_in(&mut t, deltas)?;
-    t.run(c, None).await?;
-    Ok(())
-}
-
-/// [`add_to_accounts`] as a part of a PostgreSQL statement (see [`Together`]).
+/// Adds deltas to many maintained balances on PostgreSQL, as a part of a batch's statement (see
+/// [`Together`]; the CHECK keeps each ≥ 0; zero deltas are skipped): the deltas as two arrays (one
+/// statement text for any number). SQLite: [`add_to_accounts_direct`].
 pub fn add_to_accounts_in(t: &mut Together, deltas: &HashMap<String, i64>) -> StoreResult<()> {
     let changed = || deltas.iter().filter(|(_, d)| **d != 0);
     let psn: Vec<&str> = changed().map(|(p, _)| p.as_str()).collect();
@@ -692,14 +684,14 @@ pub fn add_to_accounts_in(t: &mut Together, deltas: &HashMap<String, i64>) -> St
     let amounts: Vec<i64> = changed().map(|(_, d)| *d).collect();
     let sql = "UPDATE personal_account SET balance_fen = personal_account.balance_fen + v.d \
                FROM UNNEST($1::text[], $2::int8[]) AS v(p, d) WHERE personal_account.psn_no = v.p";
-    t.statement(sql, 2, |args| {
+    t.statement(sql, |args| {
         args.add(&psn)?;
         args.add(&amounts)
     })?;
     Ok(())
 }
 
-/// [`add_to_accounts`] on SQLite's handle (see [`super::direct`]): one prepared single-row
+/// [`add_to_accounts_in`] on SQLite's handle (see [`super::direct`]): one prepared single-row
 /// UPDATE (the CHECK keeps each balance ≥ 0).
 pub fn add_to_accounts_direct(
     c: &rusqlite::Connection,

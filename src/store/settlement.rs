@@ -669,19 +669,9 @@ pub async fn lock_accumulators(
         .collect())
 }
 
-/// Adds many settlements' contributions on PostgreSQL, in one statement: the deltas as one array
-/// per column (one statement text for any number). SQLite: [`add_to_accumulators_direct`].
-pub async fn add_to_accumulators(
-    c: &mut Conn,
-    deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
-) -> StoreResult<()> {
-    let mut t = Together::default();
-    add_to_accumulators_in(&mut t, deltas)?;
-    t.run(c, None).await?;
-    Ok(())
-}
-
-/// [`add_to_accumulators`] as a part of a PostgreSQL statement (see [`Together`]).
+/// Adds many settlements' contributions on PostgreSQL, as a part of a batch's statement (see
+/// [`Together`]): the deltas as one array per column (one statement text for any number).
+/// SQLite: [`add_to_accumulators_direct`].
 pub fn add_to_accumulators_in(
     t: &mut Together,
     deltas: &HashMap<AccumulatorKey, AccumulatorRow>,
@@ -701,7 +691,7 @@ pub fn add_to_accumulators_in(
                $7::int8[], $8::int8[], $9::int8[]) AS v(p, t, y, d, f, b, ci, m, a) \
                WHERE accumulator.psn_no = v.p AND accumulator.insurance_type = v.t \
                AND accumulator.year = v.y";
-    t.statement(sql, 9, |args| {
+    t.statement(sql, |args| {
         args.add(&psn)?;
         args.add(&types)?;
         args.add(&years)?;
@@ -715,7 +705,7 @@ pub fn add_to_accumulators_in(
     Ok(())
 }
 
-/// [`add_to_accumulators`] on SQLite's handle (see [`super::direct`]): one prepared
+/// [`add_to_accumulators_in`] on SQLite's handle (see [`super::direct`]): one prepared
 /// single-row UPDATE.
 pub fn add_to_accumulators_direct(
     c: &rusqlite::Connection,
