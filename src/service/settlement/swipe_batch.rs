@@ -143,7 +143,10 @@ impl Batcher {
     /// the first answer under the request id).
     pub async fn submit(&self, call: Call, swipe: Swipe) -> AppResult<SwipeAnswer> {
         let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[writer_of(&swipe.credential, self.queues.len())];
+        let queue = self
+            .queues
+            .get(writer_of(&swipe.credential, self.queues.len()))
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no swipe writer")))?;
         queue
             .send(Job { call, swipe, reply })
             .await
