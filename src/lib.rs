@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_close;
 pub mod cli;
+pub mod coalesce;
 pub mod demo;
 pub mod domain;
 pub mod grpc;

@@ -65,7 +65,11 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "serving gRPC");
     // No Nagle delay: an answer's HTTP/2 frames leave at once (a listener handed in does not get
     // the builder's TCP_NODELAY default).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each connection's writes coalesced across the answers that are ready together.
+    let incoming = futures::TryStreamExt::map_ok(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        crate::coalesce::Coalesced::new,
+    );
     tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .timeout(Duration::from_secs(60))

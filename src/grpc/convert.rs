@@ -597,10 +597,13 @@ use crate::store::pharmacy::PurchaseLineRow;
 
 pub fn purchase_line(l: PurchaseLineRow) -> pb::PurchaseLineResult {
     use crate::domain::money::Quantity;
-    let q = |scaled: i64| {
-        Quantity::from_scaled(scaled)
+    // Zero (nothing refunded) is not a quantity one may give: written without building the
+    // error `from_scaled` answers for it.
+    let q = |scaled: i64| match scaled {
+        0 => "0".to_owned(),
+        _ => Quantity::from_scaled(scaled)
             .map(|q| q.to_string())
-            .unwrap_or_else(|_| "0".into())
+            .unwrap_or_else(|_| "0".into()),
     };
     let a = Amount::from_fen;
     pb::PurchaseLineResult {
