@@ -425,6 +425,60 @@ pub async fn find_by_credentials(
         .await?)
 }
 
+/// PostgreSQL, the swipe writer's read of its batch's persons: [`find_by_credentials`] (locked)
+/// and the insurances of the persons found (by person; a person without any has no entry), in
+/// one round trip — the persons locked in psn_no order, each with its insurances as arrays.
+pub async fn lock_with_insurances_pg(
+    c: &mut Conn,
+    cards: &[String],
+    evouchers: &[String],
+) -> StoreResult<(Vec<PersonRow>, Insurances)> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        person: PersonRow,
+        insurance_type: Option<i64>,
+        category: Option<i64>,
+        insurance_status: Option<i64>,
+    }
+    if cards.is_empty() && evouchers.is_empty() {
+        return Ok((Vec::new(), Insurances::new()));
+    }
+    // A row per person and insurance (one with NULLs for a person without any).
+    let sql = format!(
+        "WITH p AS MATERIALIZED (SELECT {PERSON_COLS} FROM person \
+         WHERE card_no = ANY($1) OR evoucher_token = ANY($2) ORDER BY psn_no FOR UPDATE) \
+         SELECT p.*, i.insurance_type, i.category, i.status AS insurance_status \
+         FROM p LEFT JOIN person_insurance i ON i.psn_no = p.psn_no \
+         ORDER BY p.psn_no, i.insurance_type"
+    );
+    let found: Vec<Found> = sqlx::query_as(&sql)
+        .bind(cards)
+        .bind(evouchers)
+        .fetch_all(c.pg()?)
+        .await?;
+    let mut people: Vec<PersonRow> = Vec::new();
+    let mut held = Insurances::new();
+    for f in found {
+        if let (Some(insurance_type), Some(category), Some(status)) =
+            (f.insurance_type, f.category, f.insurance_status)
+        {
+            held.entry(f.person.psn_no.clone())
+                .or_default()
+                .push(InsuranceRow {
+                    psn_no: f.person.psn_no.clone(),
+                    insurance_type,
+                    category,
+                    status,
+                });
+        }
+        if people.last().is_none_or(|p| p.psn_no != f.person.psn_no) {
+            people.push(f.person);
+        }
+    }
+    Ok((people, held))
+}
+
 /// What a card swipe presents: a card number or an e-voucher token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Credential {
@@ -481,8 +535,8 @@ pub struct PersonCache {
 
 impl PersonCache {
     /// [`find_by_credentials`] (on SQLite the transaction's write lock is the lock) and
-    /// [`insurances_of`] the persons found, from the cache where it holds them; None on
-    /// PostgreSQL (whose batches lock the persons they read).
+    /// the insurances of the persons found, from the cache where it holds them; None on
+    /// PostgreSQL (whose batches lock the persons they read: [`lock_with_insurances_pg`]).
     pub async fn find(
         &mut self,
         c: &mut Conn,
@@ -598,38 +652,6 @@ impl PersonCache {
 
 /// Insurance rows by person: each person's in insurance_type order.
 pub type Insurances = HashMap<String, Vec<InsuranceRow>>;
-
-/// Insurance rows of many persons, by person (a person without any has no entry).
-pub async fn insurances_of(c: &mut Conn, psn_nos: &[String]) -> StoreResult<Insurances> {
-    if psn_nos.is_empty() {
-        return Ok(Insurances::new());
-    }
-    // SQLite: one prepared lookup per person (see `super::direct`).
-    let on_sqlite = c
-        .with_sqlite(|x| {
-            let mut out = Insurances::new();
-            for p in psn_nos {
-                let rows = insurances_direct(x, p)?;
-                if !rows.is_empty() {
-                    out.insert(p.clone(), rows);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-    if let Some(found) = on_sqlite {
-        return Ok(found);
-    }
-    // PostgreSQL: the persons as one array (one statement text for any number).
-    let sql = "SELECT psn_no, insurance_type, category, status FROM person_insurance \
-               WHERE psn_no = ANY($1) ORDER BY psn_no, insurance_type";
-    let rows: Vec<InsuranceRow> = sqlx::query_as(sql).bind(psn_nos).fetch_all(c.pg()?).await?;
-    let mut out = Insurances::new();
-    for h in rows {
-        out.entry(h.psn_no.clone()).or_default().push(h);
-    }
-    Ok(out)
-}
 
 /// Personal-account balances of many persons in psn_no order, locked when `lock`.
 pub async fn balances_of(

@@ -520,12 +520,7 @@ async fn book(
     // locked, in psn_no order.
     let (people, held) = match state.persons.find(&mut conn, &cards, &vouchers).await? {
         Some(found) => found,
-        None => {
-            let people = persons::find_by_credentials(&mut conn, &cards, &vouchers, true).await?;
-            let psn_nos: Vec<String> = people.iter().map(|p| p.psn_no.clone()).collect();
-            let held = persons::insurances_of(&mut conn, &psn_nos).await?;
-            (people, held)
-        }
+        None => persons::lock_with_insurances_pg(&mut conn, &cards, &vouchers).await?,
     };
     let by_card: HashMap<&str, _> = people
         .iter()
