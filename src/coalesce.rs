@@ -9,9 +9,8 @@
 //!
 //! [`Coalesced`] takes what HTTP/2 writes into a buffer of its own and, at the flush that follows,
 //! lets every other task already queued on the thread run first (it yields once, as
-//! `tokio::task::yield_now`),
-//! then writes everything buffered meanwhile in one call. Nothing waits on a timer: an answer
-//! leaves as soon as the thread has run what was already runnable.
+//! `tokio::task::yield_now`), then writes everything buffered meanwhile in one call. Nothing waits
+//! on a timer: an answer leaves as soon as the thread has run what was already runnable.
 
 use std::io;
 use std::pin::Pin;

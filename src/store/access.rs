@@ -411,7 +411,8 @@ fn lock(tail: &Mutex<RequestIdTail>) -> StoreResult<std::sync::MutexGuard<'_, Re
 /// first run while the table is small (a new database) joined the keys by hashing a scan of the
 /// whole table, and a connection kept that plan as the table grew — the swipe writer's lookup took
 /// 0.4 ms with 1,000 answers stored and 3.9 ms with 16,000 (BENCHMARKS.md, session 29).
-pub const FIND_MANY_PG: &str = "SELECT k.principal, k.request_id, i.rpc, i.payload_hash, i.response, i.setl_id \
+pub const FIND_MANY_PG: &str = "SELECT k.principal, k.request_id, \
+     i.rpc, i.payload_hash, i.response, i.setl_id \
      FROM UNNEST($1::text[], $2::text[]) AS k(principal, request_id) \
      CROSS JOIN LATERAL (SELECT rpc, payload_hash, response, setl_id FROM idempotency \
      WHERE principal = k.principal AND request_id = k.request_id LIMIT 1) i";

@@ -427,7 +427,8 @@ pub async fn find_by_credentials(
 
 /// PostgreSQL, the swipe writer's read of its batch's persons: [`find_by_credentials`] (locked)
 /// and the insurances of the persons found (by person; a person without any has no entry), in
-/// one round trip — the persons locked in psn_no order, each with its insurances as arrays.
+/// one round trip: the persons locked in psn_no order (as [`find_by_credentials`] locks them),
+/// joined to their insurances.
 pub async fn lock_with_insurances_pg(
     c: &mut Conn,
     cards: &[String],
