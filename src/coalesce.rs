@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Buffered beyond this, writes go to the socket without waiting for the flush.
 const HIGH_WATER: usize = 256 * 1024;
+/// A buffer grown beyond this (a large answer or stream) is given back once written, so that an
+/// idle connection keeps no more than this.
+const KEEP: usize = 64 * 1024;
 
 /// A connection whose writes are buffered and written once a flush has yielded to the other
 /// ready tasks of its thread (see the module's documentation).
@@ -58,6 +61,7 @@ impl<T: AsyncWrite + Unpin> Coalesced<T> {
             self.written += n;
         }
         self.buf.clear();
+        self.buf.shrink_to(KEEP);
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -210,6 +214,17 @@ mod tests {
         };
         assert_eq!(seen_at_write, 1, "the ready task ran before the write");
         assert_eq!(writes.load(Ordering::Relaxed), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_large_buffer_is_given_back_once_written() -> io::Result<()> {
+        let mut c = Coalesced::new(Counting::default());
+        let large = vec![7u8; HIGH_WATER + 1];
+        c.write_all(&large).await?;
+        c.flush().await?;
+        assert_eq!(c.get_ref().bytes.len(), HIGH_WATER + 1);
+        assert!(c.buf.capacity() <= KEEP, "{} bytes kept", c.buf.capacity());
         Ok(())
     }
 
