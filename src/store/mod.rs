@@ -357,13 +357,12 @@ impl Db {
             }
             Pool::Postgres(p) => Inner::PgTx(p.begin().await?),
         };
-        Ok(Conn {
+        Ok(Conn::new(
             inner,
-            _turn: turn,
-            lazy: self.durability.clone(),
-            caches: self.caches.clone(),
-            booked: Vec::new(),
-        })
+            turn,
+            self.durability.clone(),
+            &self.caches,
+        ))
     }
 
     /// A plain connection for reads (autocommit).
@@ -372,13 +371,7 @@ impl Db {
             Pool::Sqlite(p) => Inner::Sqlite(direct::Lent::new(p.acquire().await?)),
             Pool::Postgres(p) => Inner::Pg(p.acquire().await?),
         };
-        Ok(Conn {
-            inner,
-            _turn: None,
-            lazy: None,
-            caches: self.caches.clone(),
-            booked: Vec::new(),
-        })
+        Ok(Conn::new(inner, None, None, &self.caches))
     }
 
     /// (size, idle) of the pool.
@@ -508,51 +501,38 @@ impl Writer {
         if self.db.durability.is_some() {
             return self.begin_direct(pool, turn);
         }
-        let kept = self.kept.lock().ok().and_then(|mut k| k.take());
-        let mut conn = match kept {
+        let mut conn = match take_kept(&self.kept) {
             Some(c) => c,
             None => pool.connect_options().connect().await?,
         };
         sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
-        Ok(Conn {
-            inner: Inner::SqliteKept(Kept {
-                conn,
-                home: self.kept.clone(),
-            }),
-            _turn: turn,
-            lazy: None,
-            caches: self.db.caches.clone(),
-            booked: Vec::new(),
-        })
+        let inner = Inner::SqliteKept(Kept {
+            conn,
+            home: self.kept.clone(),
+        });
+        Ok(Conn::new(inner, turn, None, &self.db.caches))
     }
 
     /// [`Writer::begin`] on PostgreSQL.
     async fn begin_pg(&self, pool: &PgPool) -> StoreResult<Conn> {
         use sqlx::ConnectOptions;
-        let kept = self.pg.lock().ok().and_then(|mut k| k.take());
-        let mut conn = match kept {
+        let mut conn = match take_kept(&self.pg) {
             Some(c) => c,
             None => pool.connect_options().connect().await?,
         };
         // As sqlx begins a pool's transaction.
         sqlx::query("BEGIN").execute(&mut conn).await?;
-        Ok(Conn {
-            inner: Inner::PgKept(Kept {
-                conn,
-                home: self.pg.clone(),
-            }),
-            _turn: None,
-            lazy: None,
-            caches: self.db.caches.clone(),
-            booked: Vec::new(),
-        })
+        let inner = Inner::PgKept(Kept {
+            conn,
+            home: self.pg.clone(),
+        });
+        Ok(Conn::new(inner, None, None, &self.db.caches))
     }
 
     /// Closes the writer's own PostgreSQL connection, if it has one (a writer that stops).
     pub async fn close(&self) {
         use sqlx::Connection;
-        let kept = self.pg.lock().ok().and_then(|mut k| k.take());
-        if let Some(c) = kept
+        if let Some(c) = take_kept(&self.pg)
             && let Err(e) = c.close().await
         {
             tracing::debug!(error = %e, "closing the swipe writer's connection");
@@ -566,8 +546,7 @@ impl Writer {
         pool: &SqlitePool,
         turn: Option<tokio::sync::OwnedMutexGuard<()>>,
     ) -> StoreResult<Conn> {
-        let kept = self.direct.lock().ok().and_then(|mut k| k.take());
-        let x = match kept {
+        let x = match take_kept(&self.direct) {
             Some(x) => x,
             None => open_direct(pool.connect_options().get_filename())?,
         };
@@ -576,21 +555,19 @@ impl Writer {
         }
         if let Err(e) = x.execute_batch("BEGIN IMMEDIATE") {
             // Nothing begun (the lock stayed busy): the connection waits for the next.
-            if let Ok(mut home) = self.direct.lock() {
-                *home = Some(x);
-            }
+            keep(&self.direct, x);
             return Err(e.into());
         }
-        Ok(Conn {
-            inner: Inner::Direct(Direct {
-                x,
-                home: self.direct.clone(),
-            }),
-            _turn: turn,
-            lazy: self.db.durability.clone(),
-            caches: self.db.caches.clone(),
-            booked: Vec::new(),
-        })
+        let inner = Inner::Direct(Direct {
+            x,
+            home: self.direct.clone(),
+        });
+        Ok(Conn::new(
+            inner,
+            turn,
+            self.db.durability.clone(),
+            &self.db.caches,
+        ))
     }
 
     /// Commits a transaction begun by [`Writer::begin`]; what it wrote is visible now and
@@ -633,12 +610,16 @@ struct Kept<C> {
     home: Arc<std::sync::Mutex<Option<C>>>,
 }
 
-impl<C> Kept<C> {
-    /// Hands the connection back to its writer, its transaction ended.
-    fn keep(home: &std::sync::Mutex<Option<C>>, conn: C) {
-        if let Ok(mut home) = home.lock() {
-            *home = Some(conn);
-        }
+/// A [`Writer`]'s own connection, taken from where it is kept between transactions (None: it
+/// has none yet, or it was closed).
+fn take_kept<C>(home: &std::sync::Mutex<Option<C>>) -> Option<C> {
+    home.lock().ok().and_then(|mut k| k.take())
+}
+
+/// Hands a [`Writer`]'s own connection back, its transaction ended (or never begun).
+fn keep<C>(home: &std::sync::Mutex<Option<C>>, conn: C) {
+    if let Ok(mut home) = home.lock() {
+        *home = Some(conn);
     }
 }
 
@@ -648,7 +629,7 @@ impl Kept<SqliteConnection> {
     async fn end(self, sql: &'static str) -> StoreResult<()> {
         let Kept { mut conn, home } = self;
         sqlx::query(sql).execute(&mut conn).await?;
-        Self::keep(&home, conn);
+        keep(&home, conn);
         Ok(())
     }
 }
@@ -658,7 +639,7 @@ impl Kept<PgConnection> {
     async fn end(self, sql: &'static str) -> StoreResult<()> {
         let Kept { mut conn, home } = self;
         sqlx::query(sql).execute(&mut conn).await?;
-        Self::keep(&home, conn);
+        keep(&home, conn);
         Ok(())
     }
 }
@@ -740,9 +721,7 @@ impl Direct {
     fn end(self, sql: &str) -> StoreResult<()> {
         let Direct { x, home } = self;
         x.execute_batch(sql)?;
-        if let Ok(mut home) = home.lock() {
-            *home = Some(x);
-        }
+        keep(&home, x);
         Ok(())
     }
 }
@@ -818,6 +797,22 @@ pub enum Raw<'a> {
 }
 
 impl Conn {
+    /// A connection in `inner`, holding the write `turn` it took, committing through `lazy`.
+    fn new(
+        inner: Inner,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        lazy: Option<Arc<durability::Durability>>,
+        caches: &Arc<Caches>,
+    ) -> Conn {
+        Conn {
+            inner,
+            _turn: turn,
+            lazy,
+            caches: caches.clone(),
+            booked: Vec::new(),
+        }
+    }
+
     pub fn raw(&mut self) -> Raw<'_> {
         match &mut self.inner {
             // A statement through the driver: its thread takes the handle back.
