@@ -23,8 +23,12 @@
 //! `SYNC_FILE_RANGE_WRITE`, through a read-only handle on the same file): the next `fdatasync`
 //! then finds the batch's pages already on their way and waits mostly for the disk's flush,
 //! instead of only then starting to write all that was committed meanwhile. A hint and nothing
-//! more: it does not wait for the disk (at most for room in its queue), and durability still
-//! comes from the `fdatasync` alone. Measured at 2,500 swipes/s on a machine whose disk set the
+//! more: durability still comes from the `fdatasync` alone. The hint is given by a thread of its
+//! own (`wal-writeback`, [`Hints`]), never by the committing writer: the system call waits for
+//! room in the disk's queue, and the kernel throttles such writes while the disk is busy — with a
+//! checkpoint's database sync under way the swipe writer's COMMIT waited in it for up to 45 ms
+//! (BENCHMARKS.md, session 30). Ranges handed over while the thread is still busy with an
+//! earlier one are merged into one call. Measured at 2,500 swipes/s on a machine whose disk set the
 //! latency (BENCHMARKS.md, session 15, medians of four alternating pairs): the syncer's
 //! `fdatasync` 1.43 → 0.81 ms, the swipes' p50 15.1 → 10.0 ms, p99 72 → 40 ms. With no
 //! `fdatasync` under way the hint is not given: the commit's own `fdatasync` starts at once
@@ -36,8 +40,8 @@
 
 use rusqlite::ffi;
 use std::ffi::{CString, c_char, c_int, c_void};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// The name the VFS is registered under.
 pub const NAME: &str = "medsettle-walbuf";
@@ -100,8 +104,9 @@ struct WalFile {
     system: *mut ffi::sqlite3_file,
     gathered: Gathered,
     /// A read-only handle on the same file, to start the disk writing what was written out
-    /// (none where the system cannot: see [`start_writeback`]).
-    writeback: Option<std::fs::File>,
+    /// (none where the system cannot: see [`start_writeback`]); shared with the hints' thread
+    /// while a range of it waits there.
+    writeback: Option<Arc<std::fs::File>>,
 }
 
 static METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -174,7 +179,7 @@ unsafe extern "C" fn open(
             let path = std::ffi::CStr::from_ptr(name)
                 .to_string_lossy()
                 .into_owned();
-            (*w).writeback = std::fs::File::open(path).ok();
+            (*w).writeback = std::fs::File::open(path).ok().map(Arc::new);
         }
         ffi::SQLITE_OK
     }
@@ -222,7 +227,9 @@ impl WalFile {
         if let (Some(f), Some((start, end))) = (&self.writeback, span)
             && writeback_wanted(SYNCS_IN_FLIGHT.load(Ordering::SeqCst))
         {
-            start_writeback(f, start, end - start);
+            #[cfg(test)]
+            tests::WRITEBACKS.with(|w| w.borrow_mut().push((start, end - start)));
+            HINTS.hand_over(f, start, end);
         }
         rc
     }
@@ -255,13 +262,82 @@ fn writeback_wanted(in_flight: usize) -> bool {
     in_flight > 0
 }
 
+/// Byte ranges of WAL files whose writeback is to be started, for the `wal-writeback` thread:
+/// per file one range, `[start, end)`, spanning everything handed over since the thread last
+/// took them.
+struct Hints {
+    pending: Mutex<Vec<(Arc<std::fs::File>, i64, i64)>>,
+    handed: Condvar,
+    /// Whether the thread runs (started with the first hint; `false` if it could not be).
+    thread: OnceLock<bool>,
+}
+
+static HINTS: Hints = Hints::new();
+
+impl Hints {
+    const fn new() -> Hints {
+        Hints {
+            pending: Mutex::new(Vec::new()),
+            handed: Condvar::new(),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Adds `[start, end)` of `f` to what waits; whether the thread must be woken (nothing
+    /// waited before: otherwise it is awake, or about to take what waits).
+    fn add(&self, f: &Arc<std::fs::File>, start: i64, end: i64) -> bool {
+        let Ok(mut pending) = self.pending.lock() else {
+            return false;
+        };
+        let wake = pending.is_empty();
+        match pending.iter_mut().find(|(g, _, _)| Arc::ptr_eq(f, g)) {
+            Some((_, s, e)) => (*s, *e) = ((*s).min(start), (*e).max(end)),
+            None => pending.push((f.clone(), start, end)),
+        }
+        wake
+    }
+
+    /// Everything that waits, once there is any.
+    fn take(&self) -> Vec<(Arc<std::fs::File>, i64, i64)> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Vec::new();
+        };
+        while pending.is_empty() {
+            pending = match self.handed.wait(pending) {
+                Ok(p) => p,
+                Err(_) => return Vec::new(),
+            };
+        }
+        std::mem::take(&mut *pending)
+    }
+
+    /// Hands `[start, end)` of `f` to the thread (started on first use); dropped if the thread
+    /// cannot run — the hint is only a hint.
+    fn hand_over(&'static self, f: &Arc<std::fs::File>, start: i64, end: i64) {
+        let running = *self.thread.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("wal-writeback".into())
+                .spawn(move || {
+                    loop {
+                        for (f, start, end) in self.take() {
+                            start_writeback(&f, start, end - start);
+                        }
+                    }
+                })
+                .is_ok()
+        });
+        if running && self.add(f, start, end) {
+            self.handed.notify_one();
+        }
+    }
+}
+
 /// Starts the disk writing `len` bytes of `f` at `offset` that are in the operating system's
-/// cache, without waiting for it (a hint: errors are ignored; the fsync decides durability).
+/// cache (a hint: errors are ignored; the fsync decides durability). It may wait for room in
+/// the disk's queue: only the `wal-writeback` thread calls it.
 #[cfg(target_os = "linux")]
 fn start_writeback(f: &std::fs::File, offset: i64, len: i64) {
     use std::os::fd::AsRawFd;
-    #[cfg(test)]
-    tests::WRITEBACKS.with(|w| w.borrow_mut().push((offset, len)));
     // SAFETY: a plain system call on an open descriptor; it touches no memory of ours.
     unsafe {
         libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
@@ -444,7 +520,7 @@ mod tests {
     thread_local! {
         /// Writes handed to the system's file on this thread.
         pub(super) static SYSTEM_WRITES: Cell<u64> = const { Cell::new(0) };
-        /// Writebacks started on this thread: (offset, bytes).
+        /// Writebacks handed to the `wal-writeback` thread from this thread: (offset, bytes).
         pub(super) static WRITEBACKS: std::cell::RefCell<Vec<(i64, i64)>> =
             const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -511,6 +587,33 @@ mod tests {
     }
 
     #[test]
+    fn ranges_handed_over_meanwhile_become_one_per_file() -> anyhow::Result<()> {
+        let dir = TempDir::new("walbuf")?;
+        let (a, b) = (dir.0.join("a"), dir.0.join("b"));
+        std::fs::write(&a, b"")?;
+        std::fs::write(&b, b"")?;
+        let (a, b) = (
+            Arc::new(std::fs::File::open(a)?),
+            Arc::new(std::fs::File::open(b)?),
+        );
+        let hints = super::Hints::new();
+        // The first range wakes the thread; the next ones find it awake (or about to take them).
+        assert!(hints.add(&a, 100, 200));
+        assert!(!hints.add(&b, 4_000, 8_120));
+        assert!(!hints.add(&a, 200, 300));
+        assert!(!hints.add(&a, 40, 60));
+        let taken: Vec<_> = hints
+            .take()
+            .into_iter()
+            .map(|(f, s, e)| (Arc::ptr_eq(&f, &a), s, e))
+            .collect();
+        assert_eq!(taken, [(true, 40, 300), (false, 4_000, 8_120)]);
+        // Taken: the next range wakes the thread again.
+        assert!(hints.add(&b, 0, 10));
+        Ok(())
+    }
+
+    #[test]
     fn each_commit_reaches_the_file_in_one_write_and_readers_see_it() -> anyhow::Result<()> {
         let dir = TempDir::new("walbuf")?;
         let db = dir.0.join("t.db");
@@ -545,6 +648,22 @@ mod tests {
             }
             // Another connection (the system's VFS) sees every committed row, exactly.
             assert_eq!(matching(&reader, 'A', 3000, 0..(i + 1) * 3)?, (i + 1) * 3);
+        }
+        // The ranges were taken by the `wal-writeback` thread, not left waiting.
+        if cfg!(target_os = "linux") {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !super::HINTS
+                .pending
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .is_empty()
+            {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no thread took the hints"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         let copy = crash_copy(&db, &dir.0)?;
         assert_eq!(matching(&copy, 'A', 3000, 0..120)?, 120);
