@@ -35,9 +35,12 @@ use std::time::Duration;
 /// one (a page the swipes rewrite all the time is copied once per pass).
 pub const PASS_EVERY: Duration = Duration::from_millis(20);
 
-/// WAL frames after which the writer finishes a checkpoint so that the WAL starts again (the
-/// threshold its own checkpoints had, measured against 1,000, 2,000 and 10,000 in session 4).
-pub const RESTART_FRAMES: i64 = 4000;
+/// WAL frames after which the writer finishes a checkpoint so that the WAL starts again. Each
+/// finish stalls the writer (median ≈ 2 ms, up to ≈ 20 ms: the last frames copied and two
+/// fsyncs): at 5,000 swipes/s 4,000 frames meant ten a second, and 12,000 gave a lower p99
+/// (median of seven rounds 15.5 against 20.8 ms, BENCHMARKS.md session 30). The backstop stays
+/// above it with room for a slow pass (the WAL peaked at ≈ 13,200 frames in a closed loop).
+pub const RESTART_FRAMES: i64 = 12_000;
 
 /// New frames below which a catch-up pass is the last before the writer finishes.
 const CATCH_UP_FRAMES: i64 = 32;
