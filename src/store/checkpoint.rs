@@ -39,7 +39,8 @@ pub const PASS_EVERY: Duration = Duration::from_millis(20);
 /// finish stalls the writer (median ≈ 2 ms, up to ≈ 20 ms: the last frames copied and two
 /// fsyncs): at 5,000 swipes/s 4,000 frames meant ten a second, and 12,000 gave a lower p99
 /// (median of seven rounds 15.5 against 20.8 ms, BENCHMARKS.md session 30). The backstop stays
-/// above it with room for a slow pass (the WAL peaked at ≈ 13,200 frames in a closed loop).
+/// twice as high, room for slow passes (the WAL peaked at ≈ 13,200 frames in a closed loop; a
+/// pass can take 0.2 s while the disk is busy).
 pub const RESTART_FRAMES: i64 = 12_000;
 
 /// New frames below which a catch-up pass is the last before the writer finishes.
@@ -47,8 +48,9 @@ const CATCH_UP_FRAMES: i64 = 32;
 /// Passes in a row at most before the writer finishes.
 const CATCH_UP_PASSES: usize = 4;
 
-/// SQLite's autocheckpoint on every connection of a file with a checkpointer: a backstop.
-pub const BACKSTOP_FRAMES: u32 = 16_000;
+/// SQLite's autocheckpoint on every connection of a file with a checkpointer: a backstop (and,
+/// with no swipes to wake the checkpointer, the pool's own checkpoints).
+pub const BACKSTOP_FRAMES: u32 = 24_000;
 
 /// What a passive checkpoint reports: whether it was blocked, the frames in the WAL, the frames
 /// copied into the database so far.
