@@ -26,7 +26,7 @@
 //! more: durability still comes from the `fdatasync` alone. The hint is given by a thread of its
 //! own (`wal-writeback`, [`Hints`]), never by the committing writer: the system call waits for
 //! room in the disk's queue, and the kernel throttles such writes while the disk is busy — with a
-//! checkpoint's database sync under way the swipe writer's COMMIT waited in it for up to 45 ms
+//! checkpoint's database sync under way the swipe writer's COMMIT waited in it for 30–85 ms
 //! (BENCHMARKS.md, session 30). Ranges handed over while the thread is still busy with an
 //! earlier one are merged into one call. Measured at 2,500 swipes/s on a machine whose disk set the
 //! latency (BENCHMARKS.md, session 15, medians of four alternating pairs): the syncer's
