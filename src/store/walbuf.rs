@@ -286,9 +286,8 @@ impl Hints {
     /// Adds `[start, end)` of `f` to what waits; whether the thread must be woken (nothing
     /// waited before: otherwise it is awake, or about to take what waits).
     fn add(&self, f: &Arc<std::fs::File>, start: i64, end: i64) -> bool {
-        let Ok(mut pending) = self.pending.lock() else {
-            return false;
-        };
+        // Only hints: what a panicking holder left is as good as any.
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let wake = pending.is_empty();
         match pending.iter_mut().find(|(g, _, _)| Arc::ptr_eq(f, g)) {
             Some((_, s, e)) => (*s, *e) = ((*s).min(start), (*e).max(end)),
@@ -299,14 +298,9 @@ impl Hints {
 
     /// Everything that waits, once there is any.
     fn take(&self) -> Vec<(Arc<std::fs::File>, i64, i64)> {
-        let Ok(mut pending) = self.pending.lock() else {
-            return Vec::new();
-        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         while pending.is_empty() {
-            pending = match self.handed.wait(pending) {
-                Ok(p) => p,
-                Err(_) => return Vec::new(),
-            };
+            pending = self.handed.wait(pending).unwrap_or_else(|e| e.into_inner());
         }
         std::mem::take(&mut *pending)
     }
