@@ -79,15 +79,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesced<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesced<T> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.buf.len() >= HIGH_WATER {
-            std::task::ready!(self.poll_drain(cx))?;
-        }
-        self.buf.extend_from_slice(data);
-        Poll::Ready(Ok(data.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
@@ -171,13 +167,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn writes_before_a_flush_reach_the_socket_in_one_write() -> io::Result<()> {
+    /// A coalesced counting sink and its count of writes.
+    fn counted() -> (Coalesced<Counting>, Arc<AtomicUsize>) {
         let writes = Arc::new(AtomicUsize::new(0));
-        let mut c = Coalesced::new(Counting {
+        let c = Coalesced::new(Counting {
             writes: writes.clone(),
             ..Counting::default()
         });
+        (c, writes)
+    }
+
+    #[tokio::test]
+    async fn writes_before_a_flush_reach_the_socket_in_one_write() -> io::Result<()> {
+        let (mut c, writes) = counted();
         c.write_all(b"HEADERS").await?;
         c.write_all(b"DATA").await?;
         assert_eq!(
@@ -197,11 +199,7 @@ mod tests {
     async fn a_flush_yields_once_to_the_tasks_already_ready() -> io::Result<()> {
         // On a current-thread runtime: the other task was spawned before the flush, so it runs
         // while the flush yields, and what it does is seen before the write.
-        let writes = Arc::new(AtomicUsize::new(0));
-        let mut c = Coalesced::new(Counting {
-            writes: writes.clone(),
-            ..Counting::default()
-        });
+        let (mut c, writes) = counted();
         let ran = Arc::new(AtomicUsize::new(0));
         let seen_at_write = {
             let other = ran.clone();

@@ -475,8 +475,7 @@ pub async fn find_many(
     }
     let principals: Vec<&str> = keys.iter().map(|(p, _)| p.as_str()).collect();
     let request_ids: Vec<&str> = keys.iter().map(|(_, r)| r.as_str()).collect();
-    let sql = FIND_MANY_PG;
-    let rows: Vec<KeyedAnswer> = sqlx::query_as(sql)
+    let rows: Vec<KeyedAnswer> = sqlx::query_as(FIND_MANY_PG)
         .bind(&principals)
         .bind(&request_ids)
         .fetch_all(c.pg()?)
