@@ -109,11 +109,32 @@ pub struct BenchResult {
     /// generator writes nothing), from `write_bytes` in /proc/PID/io; per completed operation.
     /// None where it cannot be read, and on PostgreSQL (the database server writes, not medsettle).
     pub server_disk_bytes_per_op: Option<u64>,
+    /// The whole machine's CPU over the measured window (every core), from /proc/stat; None
+    /// where it cannot be read. Read it before the latencies: on a virtual machine `steal` is time
+    /// its virtual CPUs were ready to run while the host ran someone else's, and a run with much
+    /// of it measured the host's contention as much as medsettle.
+    pub host_cpu: Option<HostCpu>,
     /// CPU by thread over the measured window, per completed operation: the server's threads
     /// (when it is a child process) and this process's (the load generator's, and the server's
     /// when in-process), each kind of thread (by name) summed. Empty where /proc cannot be read.
     pub threads: Vec<ThreadCpu>,
 }
+
+/// Shares of the machine's CPU time over the measured window, in per mille of all of it (they
+/// add up to 1,000 but for rounding).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct HostCpu {
+    /// User, system and interrupt time: this run's processes and anything else running.
+    pub busy_permille: u64,
+    /// Idle, or idle waiting for I/O.
+    pub idle_permille: u64,
+    /// Stolen: runnable, but the hypervisor ran another guest.
+    pub steal_permille: u64,
+}
+
+/// Above this share stolen by the host (5 %), `bench` warns that its latencies measured a
+/// contended machine.
+pub const STEAL_WARN_PERMILLE: u64 = 50;
 
 /// What the threads of one name in one process spent over the measured window, per completed
 /// operation, from /proc/PID/task/TID/schedstat (Linux): time on a core, and time runnable but
@@ -832,6 +853,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         bench_cpu_ms: spent(start.bench_cpu_ms, end.bench_cpu_ms),
         server_cpu_us_per_op: per_op(server_cpu_ms.map(|ms| ms.saturating_mul(1000))),
         server_disk_bytes_per_op: per_op(server_disk_bytes.filter(|_| on_sqlite)),
+        host_cpu: start.host.zip(end.host).and_then(|(a, b)| b.since(a)),
         threads: thread_cpu(&start.threads, &end.threads, completed),
     })
 }
@@ -971,6 +993,53 @@ struct Usage {
     server_disk_bytes: Option<u64>,
     /// Every thread of the server's child process and of this one.
     threads: Vec<ThreadTimes>,
+    /// The machine's CPU time so far.
+    host: Option<HostTimes>,
+}
+
+/// The machine's CPU time so far (every core, clock ticks), from the `cpu` line of /proc/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostTimes {
+    busy: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl HostTimes {
+    /// From a /proc/stat text: user nice system idle iowait irq softirq steal (guest time is
+    /// counted in user and nice already; kernels before 2.6.11 have no steal column: 0).
+    fn parse(stat: &str) -> Option<HostTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        if ticks.len() < 4 {
+            return None;
+        }
+        Some(HostTimes {
+            busy: at(0) + at(1) + at(2) + at(5) + at(6),
+            idle: at(3) + at(4),
+            steal: at(7),
+        })
+    }
+
+    /// The shares of the time from `start` to this reading; None when no time passed.
+    fn since(self, start: HostTimes) -> Option<HostCpu> {
+        let busy = self.busy.checked_sub(start.busy)?;
+        let idle = self.idle.checked_sub(start.idle)?;
+        let steal = self.steal.checked_sub(start.steal)?;
+        let all = busy + idle + steal;
+        let permille = |part: u64| (part * 1000 + all / 2).checked_div(all);
+        Some(HostCpu {
+            busy_permille: permille(busy)?,
+            idle_permille: permille(idle)?,
+            steal_permille: permille(steal)?,
+        })
+    }
 }
 
 /// A thread's times so far (schedstat: ns on a core, ns runnable and waiting).
@@ -996,6 +1065,9 @@ impl Usage {
                 .into_iter()
                 .chain(thread_times("bench", None))
                 .collect(),
+            host: std::fs::read_to_string("/proc/stat")
+                .ok()
+                .and_then(|s| HostTimes::parse(&s)),
         }
     }
 }
@@ -1187,6 +1259,58 @@ mod tests {
             ]
         );
         assert_eq!(thread_cpu(&start, &end, 0), vec![]);
+    }
+
+    #[test]
+    fn host_cpu_shares_over_the_window() {
+        use super::{HostCpu, HostTimes};
+        let stat = |user, system, idle, iowait, steal| {
+            // user nice system idle iowait irq softirq steal guest guest_nice
+            format!(
+                "cpu  {user} 0 {system} {idle} {iowait} 10 10 {steal} 0 0\n\
+                 cpu0 1 2 3 4 5 6 7 8 0 0\nintr 1 2 3\n"
+            )
+        };
+        let start = HostTimes::parse(&stat(1000, 500, 9000, 100, 200));
+        assert_eq!(
+            start,
+            Some(HostTimes {
+                busy: 1520,
+                idle: 9100,
+                steal: 200
+            })
+        );
+        // Over the window: busy 600 + 150 + 0 = 750 ticks, idle 50 + 0 = 50, steal 200; of
+        // 1,000: 750, 50 and 200 per mille.
+        let end = HostTimes::parse(&stat(1600, 650, 9050, 100, 400));
+        let shares = |a: Option<HostTimes>, b: Option<HostTimes>| b?.since(a?);
+        assert_eq!(
+            shares(start, end),
+            Some(HostCpu {
+                busy_permille: 750,
+                idle_permille: 50,
+                steal_permille: 200
+            })
+        );
+        // Thirds round half up: 1 of 3 ticks is 333.3 per mille, 2 of 3 is 666.7.
+        let third = |busy, idle| HostTimes {
+            busy,
+            idle,
+            steal: 0,
+        };
+        assert_eq!(
+            third(2, 1)
+                .since(third(0, 0))
+                .map(|h| (h.busy_permille, h.idle_permille)),
+            Some((667, 333))
+        );
+        // No time passed, or counters that went back (another boot): nothing to report.
+        assert_eq!(shares(start, start), None);
+        assert_eq!(shares(end, start), None);
+        // No steal column (old kernels): none stolen; no cpu line: unreadable.
+        assert_eq!(HostTimes::parse("cpu 5 0 5 10\n").map(|h| h.steal), Some(0));
+        assert_eq!(HostTimes::parse("cpu0 5 0 5 10\n"), None);
+        assert_eq!(HostTimes::parse("cpu 5 x 5 10\n"), None);
     }
 
     #[test]

@@ -475,6 +475,17 @@ async fn bench(cfg: &DbConfig, b: BenchArgs) -> anyhow::Result<()> {
         },
     };
     let result = medsettle::bench::run(config).await?;
+    if let Some(host) = result
+        .host_cpu
+        .filter(|h| h.steal_permille > medsettle::bench::STEAL_WARN_PERMILLE)
+    {
+        eprintln!(
+            "warning: the host stole {}.{}% of this machine's CPU during the run (host_cpu); the \
+             latencies measured its contention as much as medsettle",
+            host.steal_permille / 10,
+            host.steal_permille % 10
+        );
+    }
     let json = serde_json::to_string_pretty(&result)?;
     println!("{json}");
     if let Some(path) = b.json {

@@ -78,6 +78,14 @@ async fn load_generator_books_what_it_reports(b: Backend) {
             result.threads
         );
     }
+    // The machine's CPU over the window (Linux /proc/stat): the load kept it busy some of the
+    // time, and the shares add up to the whole but for rounding (each rounded half up).
+    if cfg!(target_os = "linux") {
+        let host = result.host_cpu.expect("host_cpu read from /proc/stat");
+        let all = host.busy_permille + host.idle_permille + host.steal_permille;
+        assert!((999..=1001).contains(&all), "{host:?}");
+        assert!(host.busy_permille > 0, "{host:?}");
+    }
 
     let db = Db::open(&DbConfig {
         url: url.clone(),
