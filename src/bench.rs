@@ -114,10 +114,42 @@ pub struct BenchResult {
     /// its virtual CPUs were ready to run while the host ran someone else's, and a run with much
     /// of it measured the host's contention as much as medsettle.
     pub host_cpu: Option<HostCpu>,
+    /// How fast this machine ran a fixed piece of work (µs; [`calibrate`]) just before the
+    /// server started and just after the measured window: the same build on a machine (or in a
+    /// spell) twice as slow reports twice the time, so rounds of different sittings can be told
+    /// apart by it — which `steal` alone does not do, a host's other guests also slow this one
+    /// down through the caches and memory they share.
+    pub calibration_us: [u64; 2],
     /// CPU by thread over the measured window, per completed operation: the server's threads
     /// (when it is a child process) and this process's (the load generator's, and the server's
     /// when in-process), each kind of thread (by name) summed. Empty where /proc cannot be read.
     pub threads: Vec<ThreadCpu>,
+}
+
+/// Times a fixed single-threaded piece of work — 2^19 pseudo-random integers generated, sorted
+/// and summed (4 MiB of memory: both the core and its caches count) — three times, and answers
+/// the median in µs (11–17 ms on this project's 2-core machine in a slow sitting, release build).
+pub fn calibrate() -> u64 {
+    let mut times: Vec<u64> = (0..3)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut v: Vec<u64> = (0..1u32 << 19)
+                .map(|_| {
+                    // A 64-bit linear congruential generator (Knuth's MMIX constants).
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    x >> 11
+                })
+                .collect();
+            v.sort_unstable();
+            std::hint::black_box(v.iter().fold(0u64, |a, b| a.wrapping_add(*b)));
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+        })
+        .collect();
+    times.sort_unstable();
+    times.get(1).copied().unwrap_or(0)
 }
 
 /// Shares of the machine's CPU time over the measured window, in per mille of all of it (they
@@ -688,6 +720,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
     .await?;
     let on_sqlite = db.engine() == Engine::Sqlite;
     let engine = format!("{:?}", db.engine());
+    let calibrated_before = tokio::task::spawn_blocking(calibrate).await?;
     let server = Server::start(&cfg.server, &db, &url, cfg.db_max_connections).await?;
     let addr = server.addr;
     let mut channels = Vec::new();
@@ -805,6 +838,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         enrolling.await?;
     }
     let (start, end) = (usage_at_start.await?, Usage::now(server.pid()));
+    let calibrated_after = tokio::task::spawn_blocking(calibrate).await?;
     let server_kind = server.kind().to_owned();
     server.stop().await?;
     db.close().await;
@@ -854,6 +888,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<BenchResult> {
         server_cpu_us_per_op: per_op(server_cpu_ms.map(|ms| ms.saturating_mul(1000))),
         server_disk_bytes_per_op: per_op(server_disk_bytes.filter(|_| on_sqlite)),
         host_cpu: start.host.zip(end.host).and_then(|(a, b)| b.since(a)),
+        calibration_us: [calibrated_before, calibrated_after],
         threads: thread_cpu(&start.threads, &end.threads, completed),
     })
 }

@@ -78,6 +78,12 @@ async fn load_generator_books_what_it_reports(b: Backend) {
             result.threads
         );
     }
+    // The machine's speed, timed before and after (a fixed piece of work: it takes some time).
+    assert!(
+        result.calibration_us.iter().all(|&us| us > 0),
+        "{:?}",
+        result.calibration_us
+    );
     // The machine's CPU over the window (Linux /proc/stat): the load kept it busy some of the
     // time, and the shares add up to the whole but for rounding (each rounded half up).
     if cfg!(target_os = "linux") {
