@@ -1051,10 +1051,10 @@ impl HostTimes {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .ok()?;
-        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
         if ticks.len() < 4 {
             return None;
         }
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
         Some(HostTimes {
             busy: at(0) + at(1) + at(2) + at(5) + at(6),
             idle: at(3) + at(4),
