@@ -47,6 +47,11 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 8192;
 /// With no swipe for this long, the SQLite writer makes its idle pass (`when_idle`).
 const IDLE_MERGE: std::time::Duration = std::time::Duration::from_secs(1);
+/// While swipes come concurrently, a batch of fewer than [`GATHER_UP_TO`] waits until its
+/// oldest swipe has been queued this long (see [`gather_until`]).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Swipes a batch gathers for at most; a batch holding as many goes at once.
+const GATHER_UP_TO: usize = 32;
 
 /// A purchase as its swipe booked it: what the swipe is answered, and every replay of it.
 #[derive(Debug, Clone)]
@@ -74,6 +79,9 @@ enum Reply {
 }
 
 struct Job {
+    /// When the swipe was queued: a batch waits for more only until its oldest has waited
+    /// [`GATHER`].
+    queued: std::time::Instant,
     call: Call,
     swipe: Swipe,
     reply: oneshot::Sender<AppResult<Reply>>,
@@ -148,7 +156,12 @@ impl Batcher {
             .get(writer_of(&swipe.credential, self.queues.len()))
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no swipe writer")))?;
         queue
-            .send(Job { call, swipe, reply })
+            .send(Job {
+                queued: std::time::Instant::now(),
+                call,
+                swipe,
+                reply,
+            })
             .await
             .map_err(|_| AppError::Internal(anyhow::anyhow!("swipe writer stopped")))?;
         let reply = answer.await.map_err(|_| {
@@ -236,6 +249,7 @@ async fn writer(
         persons: persons::PersonCache::default(),
         request_ids: db.request_ids(),
     };
+    let mut last_batch = 0;
     loop {
         let jobs = {
             let first = match idle {
@@ -256,12 +270,21 @@ async fn writer(
                 return;
             };
             let mut jobs = vec![first];
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
+            take_queued(&mut rx, &mut jobs);
+            if let Some(until) = gather_until(
+                jobs[0].queued,
+                std::time::Instant::now(),
+                jobs.len(),
+                last_batch,
+            ) {
+                // A thread sleep, not the runtime's timer (which rounds up to whole
+                // milliseconds): this runtime has nothing else to run between two batches
+                // (SQLite's connections have threads of their own; a PostgreSQL writer's
+                // connection is idle between its transactions).
+                std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+                take_queued(&mut rx, &mut jobs);
             }
+            last_batch = jobs.len();
             jobs
         };
         // A bug that panics fails its batch (the callers get INTERNAL), not the writer.
@@ -273,6 +296,35 @@ async fn writer(
             tracing::error!("a swipe batch panicked; its callers were answered INTERNAL");
         }
     }
+}
+
+/// Moves what is queued into `jobs`, up to [`MAX_BATCH`] in all.
+fn take_queued(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Until when a batch of `taken` swipes, the oldest queued at `oldest`, waits for more before it
+/// is booked; None to book it now. It waits only while swipes come concurrently (the batch
+/// before held more than one: a lone swipe is never kept waiting), only while it holds fewer
+/// than [`GATHER_UP_TO`], and only until its oldest swipe has been queued [`GATHER`].
+///
+/// Why: every batch pays for its transaction, its commit's pages and the wake-ups that answer
+/// it, whatever its size. At 5,000 swipes a second batches of ≈ 3–5 cost the server ≈ 210 µs of
+/// CPU a swipe against ≈ 100 in a closed loop's large ones; gathering for 2 ms cut it by a fifth
+/// and the p99 by a third (BENCHMARKS.md, session 32).
+fn gather_until(
+    oldest: std::time::Instant,
+    now: std::time::Instant,
+    taken: usize,
+    last_batch: usize,
+) -> Option<std::time::Instant> {
+    let until = oldest + GATHER;
+    (last_batch > 1 && taken < GATHER_UP_TO && until > now).then_some(until)
 }
 
 /// The SQLite writer's pass while swipes pause: merges everything left in the tails of the
@@ -858,6 +910,32 @@ mod tests {
 
     fn card(n: usize) -> crate::domain::DomainResult<Credential> {
         CardNo::parse("card", &format!("CW{n:08}")).map(Credential::CardNo)
+    }
+
+    /// A batch waits for more swipes only while the one before held more than one, only while it
+    /// holds fewer than 32, and only until its oldest swipe has waited 2 ms.
+    #[test]
+    fn a_batch_gathers_only_under_concurrent_load() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_micros(n * 1000);
+        let at_2ms = Some(ms(2));
+        // Concurrent load (last batch 5), 3 taken, oldest queued at t0, now 0.5 ms later.
+        assert_eq!(
+            gather_until(t0, t0 + Duration::from_micros(500), 3, 5),
+            at_2ms
+        );
+        assert_eq!(gather_until(t0, t0, 31, 2), at_2ms);
+        // A lone swipe after a lone swipe goes at once.
+        assert_eq!(gather_until(t0, t0, 1, 1), None);
+        assert_eq!(gather_until(t0, t0, 1, 0), None);
+        // 32 taken: full enough.
+        assert_eq!(gather_until(t0, t0, 32, 100), None);
+        // The oldest already waited 2 ms (or more) in the queue.
+        assert_eq!(gather_until(t0, ms(2), 3, 5), None);
+        assert_eq!(gather_until(t0, ms(3), 3, 5), None);
+        // Counted from the oldest swipe's queueing, not from now.
+        assert_eq!(gather_until(ms(1), ms(2), 3, 5), Some(ms(3)));
     }
 
     /// One card's swipes all go to one writer; a thousand cards spread over both writers
