@@ -11,7 +11,6 @@
 //! server's own cost per swipe, without the load generator's share of the cores.
 
 use crate::domain::ids::{InstitutionCode, national_id_check_digit};
-use crate::proto::pharmacy_service_client::PharmacyServiceClient;
 use crate::proto::registry_service_client::RegistryServiceClient;
 use crate::proto::settlement_service_client::SettlementServiceClient;
 use crate::proto::{self as pb};
@@ -216,10 +215,56 @@ pub(crate) fn with_token(
     Ok(InterceptedService::new(channel, Auth(value)))
 }
 
+/// What the load generator reads of a swipe's answer (a `pb::Purchase`): its settlement's id,
+/// which must be there. The whole answer still arrives and is parsed, field by field; prost skips
+/// the fields not declared here rather than building them — ≈ 100 strings an answer, built to be
+/// thrown away, were ≈ 40 % of the load generator's instructions a swipe (BENCHMARKS.md, session
+/// 31), CPU taken from the server it shares the machine with.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PurchaseReceipt {
+    #[prost(message, optional, tag = "1")]
+    settlement: Option<SettlementReceipt>,
+}
+
+/// The part of a `pb::Settlement` the load generator reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SettlementReceipt {
+    #[prost(string, tag = "1")]
+    setl_id: String,
+}
+
+/// A pharmacy's gRPC client: `PharmacyService.SettlePurchase` answered as a [`PurchaseReceipt`].
+type PharmacyClient = tonic::client::Grpc<InterceptedService<Channel, Auth>>;
+
+/// SettlePurchase over `client`: the booked settlement's id.
+async fn settle_purchase(
+    client: &mut PharmacyClient,
+    request: pb::SettlePurchaseRequest,
+) -> Result<String, tonic::Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("service was not ready: {e}")))?;
+    let path = http::uri::PathAndQuery::from_static("/medsettle.v1.PharmacyService/SettlePurchase");
+    let receipt: PurchaseReceipt = client
+        .unary(
+            tonic::Request::new(request),
+            path,
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?
+        .into_inner();
+    receipt
+        .settlement
+        .map(|s| s.setl_id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| tonic::Status::internal("the answer holds no settlement id"))
+}
+
 /// A pharmacy of the benchmark: its clients (one per connection) and its request-id sequence.
 struct Pharmacy {
     code: String,
-    clients: Vec<PharmacyServiceClient<InterceptedService<Channel, Auth>>>,
+    clients: Vec<PharmacyClient>,
     seq: AtomicU64,
 }
 
@@ -347,7 +392,7 @@ async fn seed(
                 code,
                 clients: channels
                     .iter()
-                    .map(|c| with_token(c.clone(), &token).map(PharmacyServiceClient::new))
+                    .map(|c| with_token(c.clone(), &token).map(tonic::client::Grpc::new))
                     .collect::<anyhow::Result<_>>()?,
                 seq: AtomicU64::new(0),
             });
@@ -543,19 +588,17 @@ async fn swipe(w: &World, k: usize) -> Result<(), tonic::Status> {
             unit_price,
         })
         .collect();
-    client
-        .settle_purchase(pb::SettlePurchaseRequest {
-            request_id: pharmacy.request_id(w.request_ids),
-            credential: Some(pb::CardCredential {
-                credential: Some(pb::card_credential::Credential::CardNo(card)),
-            }),
-            insurance_type: pb::InsuranceType::Employee as i32,
-            lines,
-            use_account: true,
-            ..Default::default()
-        })
-        .await
-        .map(|_| ())
+    let request = pb::SettlePurchaseRequest {
+        request_id: pharmacy.request_id(w.request_ids),
+        credential: Some(pb::CardCredential {
+            credential: Some(pb::card_credential::Credential::CardNo(card)),
+        }),
+        insurance_type: pb::InsuranceType::Employee as i32,
+        lines,
+        use_account: true,
+        ..Default::default()
+    };
+    settle_purchase(&mut client, request).await.map(|_| ())
 }
 
 async fn hospital_flow(w: &World, k: usize) -> Result<(), tonic::Status> {
@@ -1219,6 +1262,30 @@ fn write_bytes(io: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// A full answer, encoded as the server encodes it, reads back as its settlement's id; an
+    /// answer without a settlement reads as none.
+    #[test]
+    fn a_receipt_reads_the_settlement_id_of_a_purchase() -> anyhow::Result<()> {
+        use super::{PurchaseReceipt, pb};
+        use prost::Message;
+        let purchase = pb::Purchase {
+            settlement: Some(pb::Settlement {
+                setl_id: "S0123456789".into(),
+                reverses: "S9".into(),
+                ..Default::default()
+            }),
+            lines: vec![pb::PurchaseLineResult::default(); 3],
+        };
+        let receipt = PurchaseReceipt::decode(purchase.encode_to_vec().as_slice())?;
+        assert_eq!(
+            receipt.settlement.map(|s| s.setl_id).as_deref(),
+            Some("S0123456789")
+        );
+        let empty = PurchaseReceipt::decode(pb::Purchase::default().encode_to_vec().as_slice())?;
+        assert_eq!(empty.settlement, None);
+        Ok(())
+    }
+
     /// The persons the bench enrols need distinct, valid national IDs however many there are
     /// (the old scheme repeated itself after 7,000, and `--persons 100000` failed enrolling).
     #[test]
