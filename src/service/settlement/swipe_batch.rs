@@ -1,18 +1,18 @@
 //! Group commit for card swipes. Concurrent SettlePurchase calls queue here; a writer takes
-//! everything queued (up to `MAX_BATCH`) and books it in ONE database transaction with set-based
-//! SQL: one statement finds the stored answers of every request id (those calls are replays),
-//! one loads every person (locked in psn_no order), one every accumulator, one every balance;
-//! adjudication runs in memory in arrival order (so two swipes of one person in a batch see each
-//! other); one statement each then writes the answers (the idempotency rows, first), the
+//! everything queued (up to `MAX_BATCH`; while swipes come concurrently, a small batch first waits
+//! up to `GATHER` for more, see `gather_until`) and books it in ONE database transaction with
+//! set-based SQL: one statement finds the stored answers of every request id (those calls are
+//! replays), one loads every person (locked in psn_no order), one every accumulator, one every
+//! balance; adjudication runs in memory in arrival order (so two swipes of one person in a batch
+//! see each other); one statement each then writes the answers (the idempotency rows, first), the
 //! settlements, lines, journal, accumulators, balances and audit records; one commit, made durable
-//! by one fsync (on SQLite off the writer's path, see `store::durability`), answers
-//! them all. A swipe's answer is the purchase it booked, handed to its caller to encode (not on
-//! the writer); its idempotency row names that settlement rather than holding a copy, and a
-//! replay reads the purchase back as it was booked. A request that breaks a rule fails alone:
-//! only its audit record is written. A
-//! request id stored concurrently meanwhile (another writer) makes the batch run again, where it
-//! replays. A batch the database refuses as a whole is retried, then split into single
-//! requests, so one bad request never fails the others.
+//! by one fsync (on SQLite off the writer's path, see `store::durability`), answers them all. A
+//! swipe's answer is the purchase it booked, handed to its caller to encode (not on the writer);
+//! its idempotency row names that settlement rather than holding a copy, and a replay reads the
+//! purchase back as it was booked. A request that breaks a rule fails alone: only its audit record
+//! is written. A request id stored concurrently meanwhile (another writer) makes the batch run
+//! again, where it replays. A batch the database refuses as a whole is retried, then split into
+//! single requests, so one bad request never fails the others.
 
 use super::context::{pharmacy_context, pharmacy_precheck};
 use super::pharmacy::{Swipe, price};
