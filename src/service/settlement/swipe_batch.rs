@@ -310,13 +310,13 @@ fn take_queued(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
 
 /// Until when a batch of `taken` swipes, the oldest queued at `oldest`, waits for more before it
 /// is booked; None to book it now. It waits only while swipes come concurrently (the batch
-/// before held more than one: a lone swipe is never kept waiting), only while it holds fewer
-/// than [`GATHER_UP_TO`], and only until its oldest swipe has been queued [`GATHER`].
+/// before held more than one: where swipes come one at a time, none waits), only while it holds
+/// fewer than [`GATHER_UP_TO`], and only until its oldest swipe has been queued [`GATHER`].
 ///
 /// Why: every batch pays for its transaction, its commit's pages and the wake-ups that answer
 /// it, whatever its size. At 5,000 swipes a second batches of ≈ 3–5 cost the server ≈ 210 µs of
 /// CPU a swipe against ≈ 100 in a closed loop's large ones; gathering for 2 ms cut it by a fifth
-/// and the p99 by a third (BENCHMARKS.md, session 32).
+/// and the p99 by about a quarter (BENCHMARKS.md, session 32).
 fn gather_until(
     oldest: std::time::Instant,
     now: std::time::Instant,
