@@ -488,6 +488,9 @@ async fn book(
     state: &mut State,
 ) -> AppResult<(Vec<Outcome>, Committed)> {
     let t0 = std::time::Instant::now();
+    let cpu0 = tracing::enabled!(tracing::Level::DEBUG)
+        .then(thread_cpu)
+        .flatten();
     let mut conn = db.begin().await?;
     let now = clock.now();
     let today = business_date(now);
@@ -524,6 +527,7 @@ async fn book(
         .into_iter()
         .map(|(p, r, row)| ((p, r), row))
         .collect();
+    let found_ids = t0.elapsed();
     let mut fresh = Vec::new();
     for (key, i) in keys.into_iter().zip(key_of) {
         let Some(first) = firsts.remove(&key) else {
@@ -574,6 +578,7 @@ async fn book(
         Some(found) => found,
         None => persons::lock_with_insurances_pg(&mut conn, &cards, &vouchers).await?,
     };
+    let found_persons = t0.elapsed();
     let by_card: HashMap<&str, _> = people
         .iter()
         .filter_map(|p| Some((p.card_no.as_deref()?, p)))
@@ -612,6 +617,7 @@ async fn book(
         }
     }
 
+    let priced_at = t0.elapsed();
     // 4. Lock accumulators and balances in key order; adjudicate in arrival order in memory.
     let mut keys: Vec<AccumulatorKey> = priced
         .iter()
@@ -638,6 +644,7 @@ async fn book(
         .into_iter()
         .collect();
 
+    let locked = t0.elapsed();
     // The purchases booked, in the order of `w.settlements`: (job, lines, explanation).
     let mut booked = Vec::new();
     for p in priced {
@@ -672,21 +679,41 @@ async fn book(
     // batch runs again, and that call replays the committed answer.
     w.answers
         .sort_unstable_by(|a, b| (&a.principal, &a.request_id).cmp(&(&b.principal, &b.request_id)));
+    let adjudicated = t0.elapsed();
     let stored = batch::write(&mut conn, &w).await?;
+    let written = t0.elapsed();
     if stored < w.answers.len() {
         return Err(AppError::Retry(
             "a request id of the batch was stored concurrently".into(),
         ));
     }
     derived::merge_due(&mut conn, state.pace).await?;
-    let t_commit = std::time::Instant::now();
+    let merged = t0.elapsed();
     let committed = db.commit(conn).await?;
-    let commit = t_commit.elapsed();
+    let commit = t0.elapsed().saturating_sub(merged);
     metrics.swipe_batch(jobs.len());
     for s in &w.settlements {
         metrics.booked(&Booked::of(s));
     }
-    tracing::debug!(size = jobs.len(), booked = w.settlements.len(), elapsed = ?t0.elapsed(), ?commit, "swipe batch committed");
+    // Where the batch's time went: the end of each phase since the batch began, the thread's
+    // own CPU time in it (the rest it waited: for the disk, a lock, or a core), and how long its
+    // oldest swipe had been queued by the commit.
+    tracing::debug!(
+        size = jobs.len(),
+        booked = w.settlements.len(),
+        elapsed = ?t0.elapsed(),
+        ?commit,
+        ?found_ids,
+        ?found_persons,
+        ?priced_at,
+        ?locked,
+        ?adjudicated,
+        ?written,
+        ?merged,
+        cpu = ?cpu0.and_then(|c| Some(thread_cpu()?.saturating_sub(c))),
+        oldest_queued = ?jobs.first().map(|j| j.queued.elapsed()),
+        "swipe batch committed"
+    );
     // Each booked swipe is answered its settlement and lines, moved out of the batch's writes.
     let Writes {
         settlements, lines, ..
@@ -714,6 +741,29 @@ async fn book(
         })
         .collect();
     Ok((outcomes, committed))
+}
+
+/// The calling thread's CPU time so far (Linux; None elsewhere or if it cannot be read).
+fn thread_cpu() -> Option<std::time::Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| {
+            std::time::Duration::new(
+                u64::try_from(ts.tv_sec).unwrap_or(0),
+                u32::try_from(ts.tv_nsec).unwrap_or(0),
+            )
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
 }
 
 /// Errors that belong to one request (its input or a rule), not to the batch.
@@ -910,6 +960,37 @@ mod tests {
 
     fn card(n: usize) -> crate::domain::DomainResult<Credential> {
         CardNo::parse("card", &format!("CW{n:08}")).map(Credential::CardNo)
+    }
+
+    /// The thread's CPU clock reads, and moves on by the work the thread does (on Linux).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_thread_cpu_clock_counts_this_threads_work() {
+        let before = thread_cpu();
+        let mut x = 1u64;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = thread_cpu();
+        assert!(
+            matches!((before, after), (Some(b), Some(a)) if a > b),
+            "{before:?} {after:?}"
+        );
+        assert!(
+            after
+                .zip(before)
+                .is_some_and(|(a, b)| a - b >= std::time::Duration::from_millis(5))
+        );
+        // Asleep, the thread spends (next to) none: a CPU clock, not the wall's.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let rested = thread_cpu();
+        assert!(
+            rested
+                .zip(after)
+                .is_some_and(|(r, a)| r - a < std::time::Duration::from_millis(20)),
+            "{after:?} {rested:?}"
+        );
     }
 
     /// A batch waits for more swipes only while the one before held more than one, only while it
