@@ -5,7 +5,6 @@ use crate::proto::clearing_service_server::ClearingServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::filing_service_server::FilingServiceServer;
 use crate::proto::ledger_service_server::LedgerServiceServer;
-use crate::proto::pharmacy_service_server::PharmacyServiceServer;
 use crate::proto::reconciliation_service_server::ReconciliationServiceServer;
 use crate::proto::registry_service_server::RegistryServiceServer;
 use crate::proto::settlement_service_server::SettlementServiceServer;
@@ -100,7 +99,7 @@ pub async fn run(
         )
         .add_service(FilingServiceServer::new(ctx.clone()))
         .add_service(SettlementServiceServer::new(ctx.clone()))
-        .add_service(PharmacyServiceServer::new(ctx.clone()))
+        .add_service(crate::grpc::pharmacy::PharmacyServer::new(ctx.clone()))
         .add_service(
             ReconciliationServiceServer::new(ctx.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -103,7 +103,16 @@ fn mantissa_at(d: Decimal, dp: u32) -> i64 {
 /// Integer arithmetic on a stack buffer, one write: every amount of every answer is formatted
 /// here, most of them on the swipe writer's thread. Zero is never signed.
 fn write_scaled(f: &mut fmt::Formatter<'_>, units: i64, dp: u32, min_dp: u32) -> fmt::Result {
-    const MAX_DP: usize = 18;
+    f.write_str(scaled_text(units, dp, min_dp, &mut [0; SCALED_TEXT]))
+}
+
+/// Bytes [`scaled_text`] needs: a u64 has at most 20 digits; sign, point and fraction around them.
+const SCALED_TEXT: usize = 1 + 20 + 1 + MAX_DP;
+/// Decimals [`scaled_text`] writes at most.
+const MAX_DP: usize = 18;
+
+/// The text [`write_scaled`] writes, built in `out`.
+fn scaled_text(units: i64, dp: u32, min_dp: u32, out: &mut [u8; SCALED_TEXT]) -> &str {
     let dp = (dp as usize).min(MAX_DP);
     let min_dp = (min_dp as usize).min(dp);
     let mut m = units.unsigned_abs();
@@ -116,8 +125,6 @@ fn write_scaled(f: &mut fmt::Formatter<'_>, units: i64, dp: u32, min_dp: u32) ->
     while shown > min_dp && frac[shown - 1] == b'0' {
         shown -= 1;
     }
-    // A u64 has at most 20 digits; sign, point and fraction around them.
-    let mut out = [0u8; 1 + 20 + 1 + MAX_DP];
     let mut start = 1 + 20;
     loop {
         start -= 1;
@@ -137,7 +144,8 @@ fn write_scaled(f: &mut fmt::Formatter<'_>, units: i64, dp: u32, min_dp: u32) ->
         out[end + 1..end + 1 + shown].copy_from_slice(&frac[..shown]);
         end += 1 + shown;
     }
-    f.write_str(std::str::from_utf8(&out[start..end]).map_err(|_| fmt::Error)?)
+    // Only ASCII digits, sign and point were written.
+    std::str::from_utf8(&out[start..end]).unwrap_or_default()
 }
 
 /// Implements serde (de)serialization as a decimal STRING via `Display` and `parse`.
@@ -209,6 +217,18 @@ impl Amount {
             return Err(DomainError::invalid(field, "must not be negative"));
         }
         Ok(a)
+    }
+
+    /// `f` given the text `Amount::from_fen(fen)` displays ("-12.30"), built on the stack: for
+    /// encoders that copy it into their own buffer (no `String` made).
+    pub fn with_text<R>(fen: i64, f: impl FnOnce(&str) -> R) -> R {
+        let fen = fen.max(-i64::MAX);
+        f(scaled_text(
+            fen,
+            AMOUNT_DP,
+            AMOUNT_DP,
+            &mut [0; SCALED_TEXT],
+        ))
     }
 
     /// Builds an amount from integer fen (0.01 yuan); `i64::MIN` saturates to `-i64::MAX`.

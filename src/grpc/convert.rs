@@ -17,7 +17,7 @@ use crate::store::persons::PersonRecord;
 use crate::store::registry::{InstitutionRow, RegionRow};
 
 /// Proto enum values are i32; stored codes are i64 and always come from a valid enum.
-fn code32(c: i64) -> i32 {
+pub(super) fn code32(c: i64) -> i32 {
     i32::try_from(c).unwrap_or(0)
 }
 
@@ -434,7 +434,7 @@ fn accumulators_pb(year: i64, a: &crate::domain::adjudication::Accumulators) -> 
     }
 }
 
-fn explanation(e: Explanation) -> pb::Explanation {
+pub(super) fn explanation(e: Explanation) -> pb::Explanation {
     pb::Explanation {
         policy_region: e.policy_region,
         policy_version: u64::try_from(e.policy_version).unwrap_or(0),
@@ -479,10 +479,12 @@ pub fn settlement(s: SettlementRow) -> pb::Settlement {
 
 /// [`settlement`] with its explanation at hand, not read back from the row's JSON (a swipe's
 /// answer is encoded where it was just adjudicated, on the swipe writer's serial path).
-pub fn settlement_explained(s: SettlementRow, explained: Option<Explanation>) -> pb::Settlement {
-    let a = Amount::from_fen;
+/// A settlement's payments by fund (code, name, fen), those not zero.
+pub(super) fn fund_payments(
+    s: &SettlementRow,
+) -> impl Iterator<Item = (&'static str, &'static str, i64)> {
     let (pooled, large) = fund_codes(s.insurance_type);
-    let funds = [
+    [
         (pooled, "统筹基金 pooled fund", s.hifp_fen),
         (large, "大病保险 critical illness", s.hifmi_fen),
         ("610100", "医疗救助 medical assistance", s.maf_fen),
@@ -490,12 +492,17 @@ pub fn settlement_explained(s: SettlementRow, explained: Option<Explanation>) ->
     ]
     .into_iter()
     .filter(|(_, _, fen)| *fen != 0)
-    .map(|(code, name, fen)| pb::FundPayment {
-        fund_pay_type: code.into(),
-        name: name.into(),
-        amount: a(fen).to_string(),
-    })
-    .collect();
+}
+
+pub fn settlement_explained(s: SettlementRow, explained: Option<Explanation>) -> pb::Settlement {
+    let a = Amount::from_fen;
+    let funds = fund_payments(&s)
+        .map(|(code, name, fen)| pb::FundPayment {
+            fund_pay_type: code.into(),
+            name: name.into(),
+            amount: a(fen).to_string(),
+        })
+        .collect();
     let explanation = explained.map(explanation);
     pb::Settlement {
         kind: if s.kind == KIND_SETTLEMENT {
@@ -595,24 +602,33 @@ pub fn eligibility(e: EligibilityOut) -> pb::Eligibility {
 
 use crate::store::pharmacy::PurchaseLineRow;
 
-pub fn purchase_line(l: PurchaseLineRow) -> pb::PurchaseLineResult {
+/// A line's quantity (×10^4) as the wire writes it; "0" where it is no quantity.
+pub(super) fn quantity_text(scaled: i64) -> String {
     use crate::domain::money::Quantity;
     // Zero (nothing refunded) is not a quantity one may give: written without building the
     // error `from_scaled` answers for it.
-    let q = |scaled: i64| match scaled {
+    match scaled {
         0 => "0".to_owned(),
         _ => Quantity::from_scaled(scaled)
             .map(|q| q.to_string())
             .unwrap_or_else(|_| "0".into()),
-    };
-    let a = Amount::from_fen;
+    }
+}
+
+/// A unit price (micro-yuan) as the wire writes it; "" where it is no price.
+pub(super) fn unit_price_text(micros: i64) -> String {
+    UnitPrice::from_micros(micros)
+        .map(|p| p.to_string())
+        .unwrap_or_default()
+}
+
+pub fn purchase_line(l: PurchaseLineRow) -> pb::PurchaseLineResult {
+    let (q, a) = (quantity_text, Amount::from_fen);
     pb::PurchaseLineResult {
         line_no: l.line_no,
         code: l.code,
         quantity: q(l.qty_scaled),
-        unit_price: UnitPrice::from_micros(l.price_micros)
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        unit_price: unit_price_text(l.price_micros),
         amount: a(l.amount_fen).to_string(),
         class: code32(l.class),
         fulamt_ownpay_amt: a(l.fulamt_fen).to_string(),

@@ -3,6 +3,7 @@
 
 pub mod clearing;
 pub mod convert;
+pub mod encoded;
 pub mod events;
 pub mod filing;
 pub mod ledger;

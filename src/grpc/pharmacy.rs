@@ -1,14 +1,15 @@
 //! PharmacyService: the card swipe.
 
+use super::encoded::EncodedPurchase;
 use super::{Ctx, GrpcResult, convert, in_line, item_code, line_no, mutating, respond};
 use crate::domain::ids::{CardNo, EVoucherToken};
 use crate::domain::kinds::InsuranceType;
 use crate::domain::money::{Amount, Quantity, UnitPrice};
 use crate::domain::{DomainError, DomainResult};
-use crate::proto::pharmacy_service_server::PharmacyService;
+use crate::proto::pharmacy_service_server::{PharmacyService, PharmacyServiceServer};
 use crate::proto::*;
 use crate::service::settlement::pharmacy::{self, NewLine, Swipe};
-use crate::service::settlement::swipe_batch::{BookedPurchase, SwipeAnswer};
+use crate::service::settlement::swipe_batch::SwipeAnswer;
 use crate::service::settlement::visits::Credential;
 use crate::service::{AppError, text};
 
@@ -84,45 +85,16 @@ impl PharmacyService for Ctx {
         respond(found.map(|(s, _)| convert::settlement(s)))
     }
 
-    /// The swipe checked here, booked by the swipe batcher (group commit); answered the
-    /// purchase it booked, converted here on the caller's task rather than on the batch's writer.
+    /// Reached only through [`PharmacyServer`], which answers SettlePurchase itself (encoded
+    /// straight from the booked purchase): the same call, its answer decoded as a message.
     async fn settle_purchase(
         &self,
         req: tonic::Request<SettlePurchaseRequest>,
     ) -> GrpcResult<Purchase> {
         use prost::Message;
-        let (call, r) = self.call(req).await?;
-        let parsed = (|| {
-            Ok::<_, AppError>(Swipe {
-                credential: credential(&r.credential)?,
-                insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
-                lines: lines(&r.lines)?,
-                use_account: r.use_account,
-                account_only: r.account_only,
-                expected_total: (!r.expected_total.is_empty())
-                    .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
-                    .transpose()?,
-            })
-        })();
-        let swipe = match parsed {
-            Ok(s) => s,
-            Err(e) => return Err(self.app.refuse(&call, e).await.into()),
-        };
-        // Group commit: booked with whatever other swipes are queued, in one transaction.
-        let purchase = match self.app.swipes().submit(call, swipe).await? {
-            SwipeAnswer::Booked(b) => {
-                let BookedPurchase {
-                    settlement,
-                    lines,
-                    explanation,
-                } = *b;
-                convert::purchase_explained(settlement, lines, Some(explanation))
-            }
-            // A replay of a first answer an earlier version stored encoded.
-            SwipeAnswer::Stored(bytes) => Purchase::decode(bytes.as_slice()).map_err(|e| {
-                AppError::Internal(anyhow::anyhow!("purchase answer does not decode: {e}"))
-            })?,
-        };
+        let encoded = self.settle_purchase_encoded(req).await?;
+        let purchase = Purchase::decode(encoded.get_ref().0.as_slice())
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("purchase answer: {e}")))?;
         Ok(tonic::Response::new(purchase))
     }
 
@@ -192,5 +164,107 @@ impl PharmacyService for Ctx {
         let (who, mut conn) = self.read(&req).await?;
         let found = pharmacy::get(&mut conn, &who, &req.get_ref().setl_id).await;
         respond(found.map(|(s, l)| convert::purchase(s, l)))
+    }
+}
+
+impl Ctx {
+    /// SettlePurchase: the swipe checked here, booked by the swipe batcher (group commit);
+    /// answered the purchase it booked, encoded here on the caller's task rather than on the
+    /// batch's writer.
+    async fn settle_purchase_encoded(
+        &self,
+        req: tonic::Request<SettlePurchaseRequest>,
+    ) -> GrpcResult<EncodedPurchase> {
+        let (call, r) = self.call(req).await?;
+        let parsed = (|| {
+            Ok::<_, AppError>(Swipe {
+                credential: credential(&r.credential)?,
+                insurance_type: InsuranceType::parse("insurance_type", r.insurance_type)?,
+                lines: lines(&r.lines)?,
+                use_account: r.use_account,
+                account_only: r.account_only,
+                expected_total: (!r.expected_total.is_empty())
+                    .then(|| Amount::parse_non_negative("expected_total", &r.expected_total))
+                    .transpose()?,
+            })
+        })();
+        let swipe = match parsed {
+            Ok(s) => s,
+            Err(e) => return Err(self.app.refuse(&call, e).await.into()),
+        };
+        // Group commit: booked with whatever other swipes are queued, in one transaction.
+        let purchase = match self.app.swipes().submit(call, swipe).await? {
+            SwipeAnswer::Booked(b) => EncodedPurchase::booked(*b),
+            // A replay of a first answer an earlier version stored encoded: those bytes again.
+            SwipeAnswer::Stored(bytes) => EncodedPurchase(bytes),
+        };
+        Ok(tonic::Response::new(purchase))
+    }
+}
+
+/// SettlePurchase's path.
+const SETTLE_PURCHASE: &str = "/medsettle.v1.PharmacyService/SettlePurchase";
+
+/// PharmacyService as served: SettlePurchase answered with [`EncodedPurchase`] (the generated
+/// server's codec encodes a `Purchase` message built first), every other call by the generated
+/// server.
+#[derive(Clone)]
+pub struct PharmacyServer {
+    ctx: Ctx,
+    generated: PharmacyServiceServer<Ctx>,
+}
+
+impl PharmacyServer {
+    pub fn new(ctx: Ctx) -> PharmacyServer {
+        PharmacyServer {
+            generated: PharmacyServiceServer::new(ctx.clone()),
+            ctx,
+        }
+    }
+}
+
+impl tonic::server::NamedService for PharmacyServer {
+    const NAME: &'static str = <PharmacyServiceServer<Ctx> as tonic::server::NamedService>::NAME;
+}
+
+/// SettlePurchase as the generated server's unary method, answered encoded.
+struct SettlePurchaseEncoded(Ctx);
+
+impl tonic::server::UnaryService<SettlePurchaseRequest> for SettlePurchaseEncoded {
+    type Response = EncodedPurchase;
+    type Future = BoxFuture<tonic::Response<EncodedPurchase>, tonic::Status>;
+
+    fn call(&mut self, req: tonic::Request<SettlePurchaseRequest>) -> Self::Future {
+        let ctx = self.0.clone();
+        Box::pin(async move { ctx.settle_purchase_encoded(req).await })
+    }
+}
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for PharmacyServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.generated, cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != SETTLE_PURCHASE {
+            return self.generated.call(req);
+        }
+        let method = SettlePurchaseEncoded(self.ctx.clone());
+        Box::pin(async move {
+            // As the generated server does, with its defaults (no compression, tonic's message
+            // size limits).
+            let codec =
+                tonic_prost::ProstCodec::<EncodedPurchase, SettlePurchaseRequest>::default();
+            Ok(tonic::server::Grpc::new(codec).unary(method, req).await)
+        })
     }
 }
