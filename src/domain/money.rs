@@ -817,6 +817,13 @@ mod tests {
             prop_assert_eq!(ratio, decimal_text(bp, 4, 0));
         }
 
+        /// The text built on the stack is `Display`'s (i64::MIN saturating as `from_fen` does).
+        #[test]
+        fn prop_amount_text_as_displayed(fen in any::<i64>()) {
+            let shown = Amount::from_fen(fen).to_string();
+            prop_assert_eq!(Amount::with_text(fen, str::to_owned), shown);
+        }
+
         #[test]
         fn prop_amount_roundtrip(fen in -99_999_999_999_999_999i64..=99_999_999_999_999_999) {
             let a = Amount::from_fen(fen);
