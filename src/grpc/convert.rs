@@ -477,8 +477,6 @@ pub fn settlement(s: SettlementRow) -> pb::Settlement {
     settlement_explained(s, explanation)
 }
 
-/// [`settlement`] with its explanation at hand, not read back from the row's JSON (a swipe's
-/// answer is encoded where it was just adjudicated, on the swipe writer's serial path).
 /// A settlement's payments by fund (code, name, fen), those not zero.
 pub(super) fn fund_payments(
     s: &SettlementRow,
@@ -494,6 +492,9 @@ pub(super) fn fund_payments(
     .filter(|(_, _, fen)| *fen != 0)
 }
 
+/// [`settlement`] with its explanation at hand, not read back from the row's JSON. (A swipe's
+/// answer is encoded from the booked purchase directly: `super::encoded`, held to this mapping by
+/// its tests.)
 pub fn settlement_explained(s: SettlementRow, explained: Option<Explanation>) -> pb::Settlement {
     let a = Amount::from_fen;
     let funds = fund_payments(&s)

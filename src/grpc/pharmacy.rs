@@ -93,7 +93,7 @@ impl PharmacyService for Ctx {
     ) -> GrpcResult<Purchase> {
         use prost::Message;
         let encoded = self.settle_purchase_encoded(req).await?;
-        let purchase = Purchase::decode(encoded.get_ref().0.as_slice())
+        let purchase = Purchase::decode(encoded.into_inner().0.as_slice())
             .map_err(|e| AppError::Internal(anyhow::anyhow!("purchase answer: {e}")))?;
         Ok(tonic::Response::new(purchase))
     }
