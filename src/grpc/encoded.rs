@@ -2,7 +2,7 @@
 //! encoded by prost, the answer cost ≈ 41 k instructions a swipe on the server's workers (≈ 7 %
 //! of a swipe's server total): ≈ 45 strings allocated, formatted, copied into the message,
 //! encoded, then freed. Here each field goes into one buffer once, the amounts formatted on the
-//! stack: ≈ 26 k, and the workers' total fell by ≈ 21 k a swipe (BENCHMARKS.md, session 33). The
+//! stack: ≈ 24 k, and the workers' total fell by ≈ 21 k a swipe (BENCHMARKS.md, session 33). The
 //! bytes are exactly prost's encoding of
 //! [`convert::purchase_explained`] (its fields in tag order, proto3 defaults left out): a
 //! property test holds the two together.
@@ -86,7 +86,7 @@ fn put_str(tag: u32, s: &str, out: &mut Vec<u8>) {
 
 /// An amount in fen as its decimal string (never empty).
 fn put_amount(tag: u32, fen: i64, out: &mut Vec<u8>) {
-    Amount::with_text(fen, |t| put_str(tag, t, out));
+    Amount::with_ascii(fen, |t| put_message(tag, t, out));
 }
 
 /// An int32 (enum) field; left out when 0. Negative values take ten bytes, as prost writes them.
