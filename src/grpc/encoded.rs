@@ -18,7 +18,7 @@ use crate::store::pharmacy::PurchaseLineRow;
 use crate::store::settlement::SettlementRow;
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
-use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint};
 
 /// A `pb::Purchase`, encoded. As a prost message it encodes as those bytes; decoding one (never
 /// done by the server, which only answers with it) appends each field decoded as a purchase's,
@@ -89,19 +89,18 @@ fn put_amount(tag: u32, fen: i64, out: &mut Vec<u8>) {
     Amount::with_ascii(fen, |t| put_message(tag, t, out));
 }
 
-/// An int32 (enum) field; left out when 0. Negative values take ten bytes, as prost writes them.
+/// An int32 (enum) field; left out when 0 (prost's own encoding otherwise: a negative value takes
+/// ten bytes).
 fn put_i32(tag: u32, v: i32, out: &mut Vec<u8>) {
     if v != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(i64::from(v) as u64, out);
+        prost::encoding::int32::encode(tag, &v, out);
     }
 }
 
 /// A uint32 field; left out when 0.
 fn put_u32(tag: u32, v: u32, out: &mut Vec<u8>) {
     if v != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(u64::from(v), out);
+        prost::encoding::uint32::encode(tag, &v, out);
     }
 }
 
@@ -153,12 +152,7 @@ fn encode_settlement(s: &SettlementRow, e: Explanation, out: &mut Vec<u8>) {
         put_amount(3, fen, &mut fund);
         put_message(29, &fund, out);
     }
-    let explanation = convert::explanation(e);
-    encode_key(30, WireType::LengthDelimited, out);
-    let len = explanation.encoded_len();
-    out.reserve(len + encoded_len_varint(len as u64));
-    encode_varint(len as u64, out);
-    explanation.encode_raw(out);
+    prost::encoding::message::encode(30, &convert::explanation(e), out);
     put_str(31, &s.journal_id, out);
     put_str(32, &s.request_id, out);
     put_u32(33, u32::try_from(s.line_count).unwrap_or(0), out);
